@@ -1,0 +1,355 @@
+"""The Python API. The CLI only wraps these functions.
+
+``train`` runs a recipe end to end: data -> preflight -> base evaluation -> the one training
+loop -> tuned evaluation -> report, in one run folder. ``evaluate``, ``predict`` and ``export``
+reopen a finished run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from transformers import PreTrainedTokenizerBase, set_seed
+
+from tuneforge.data.readers import read_records
+from tuneforge.data.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits
+from tuneforge.errors import ConfigError, UserError
+from tuneforge.evaluate.report import build_report, headline_table, model_scores, render_markdown, render_table
+from tuneforge.methods import count_parameters, get_method
+from tuneforge.methods.base import Method
+from tuneforge.models.loading import load_model, load_tokenizer
+from tuneforge.models.registry import MODELS, ModelSpec, ResolvedModel, resolve_model
+from tuneforge.recipe import Recipe, load_recipe, recipe_from_dict, recipe_to_yaml
+from tuneforge.rundir import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from tuneforge.tasks.base import Encoded, Example, Task, get_task
+from tuneforge.train.loop import fit, total_steps
+from tuneforge.train.preflight import Preflight, resolve_device, resolve_precision, run_preflight
+
+RecipeLike = Recipe | str | Path | dict
+
+
+@dataclass
+class Loaded:
+    """A model ready to predict: the recipe, its task (schema fitted), the model and its method."""
+
+    recipe: Recipe
+    task: Task
+    model: nn.Module
+    method: Method[Any]
+    resolved: ResolvedModel
+
+
+def as_recipe(recipe: RecipeLike, overrides: list[str] | None = None) -> Recipe:
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, dict):
+        return recipe_from_dict(recipe)
+    return load_recipe(recipe, overrides)
+
+
+def list_models() -> list[ModelSpec]:
+    return [MODELS.get(n) for n in MODELS.names()]
+
+
+# ----------------------------------------------------------------------------- building blocks
+def _model_for(recipe: Recipe, task: Task, resolved: ResolvedModel, device: str) -> tuple[nn.Module, Method[Any]]:
+    """Base model with the method applied; seeded so a new head starts the same every time."""
+    set_seed(recipe.train.seed)
+    labels = task.schema.get("labels") if task.head == "sequence_classification" else None
+    model = load_model(resolved, head=task.head, num_labels=len(labels) if labels else None,
+                       id2label=dict(enumerate(labels)) if labels else None)
+    method = get_method(recipe.method)
+    return method.prepare(model, task.head).to(device), method
+
+
+def _encode_train(task: Task, examples: list[Example]) -> list[Encoded]:
+    return [task.encode(e) for e in examples]
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, task: Task, encoded: list[Encoded], batch_size: int) -> float:
+    """Answer-token cross-entropy averaged over every loss-bearing token of ``encoded``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(encoded), batch_size):
+        batch = {k: v.to(device) for k, v in task.collate(encoded[start : start + batch_size]).items()}
+        loss, n = task.loss(model, batch)
+        total, count = total + float(loss), count + n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _score(task: Task, model: nn.Module, examples: list[Example]) -> dict[str, Any]:
+    predictions = task.predict(model, examples)
+    extra = task.extra_eval(model, examples)
+    return {"scores": model_scores(task, examples, predictions, extra),
+            "items": task.item_scores(examples, predictions), "predictions": predictions}
+
+
+def _environment(device: str, precision: str) -> dict[str, Any]:
+    import accelerate
+    import peft
+    import transformers
+
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__,
+            "device": device, "mixed_precision": precision, "cpu_threads": torch.get_num_threads()}
+
+
+def _prepare_output(run: RunDir, *, resume: bool, overwrite: bool, recipe_yaml: str) -> None:
+    if not run.exists():
+        return
+    if overwrite:
+        shutil.rmtree(run.root)
+        return
+    if run.is_complete():
+        raise UserError(f"{run.root} already holds a finished run; pick another `output`, or pass --overwrite")
+    if not resume:
+        raise UserError(f"{run.root} holds an unfinished run; pass --resume to continue it or --overwrite to start again")
+    if run.recipe.is_file() and run.recipe.read_text(encoding="utf-8") != recipe_yaml:
+        raise UserError(f"cannot resume {run.root}: the recipe differs from the one it was started with "
+                        f"({run.recipe}); use the same recipe, or --overwrite")
+
+
+# ----------------------------------------------------------------------------- train
+@dataclass
+class TrainResult:
+    run_dir: Path
+    report: dict[str, Any] | None
+    preflight: Preflight
+
+
+def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, overwrite: bool = False,
+          overrides: list[str] | None = None, echo: Any = print) -> TrainResult:
+    """Fine-tune as the recipe says and write the run folder; ``dry_run`` stops after the preflight."""
+    recipe = as_recipe(recipe, overrides)
+    run = RunDir(recipe.output)
+    recipe_yaml = recipe_to_yaml(recipe)
+    if not dry_run:
+        _prepare_output(run, resume=resume, overwrite=overwrite, recipe_yaml=recipe_yaml)
+    resolved = resolve_model(recipe.model, allow_hub=recipe.allow_hub)
+    tokenizer = load_tokenizer(resolved.path)
+    task = get_task(recipe, tokenizer, resolved.kind)
+    splits = parse_splits(read_splits(recipe, task), task, fit=True)
+    train_enc = [e for e in _encode_train(task, splits.examples["train"]) if e.n_answer > 0]
+    if not train_enc:
+        raise UserError("no training row keeps any answer token within train.max_length; raise it")
+    device, warnings = resolve_device(recipe.train)
+    precision, more = resolve_precision(recipe.train, device)
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=precision)
+    model, method = _model_for(recipe, task, resolved, accelerator.device)
+    steps = total_steps(len(train_enc), recipe.train)
+    pre = run_preflight(model=model, task=task, train=train_enc, n_val=len(splits.examples["validation"]),
+                        n_test=len(splits.examples["test"]), cfg=recipe.train, device=device, precision=precision,
+                        steps=steps, warnings=warnings + more, autocast=accelerator.autocast)
+    echo("\n".join(["preflight", *("  " + line for line in pre.lines())]))
+    if dry_run:
+        echo("resolved recipe:\n" + recipe_yaml)
+        return TrainResult(run.root, None, pre)
+
+    _write_run_start(run, recipe_yaml, splits, recipe, task, device, precision, pre)
+    test = splits.examples["test"]
+    base = _base_scores(run, recipe, task, model, test, echo)
+    validate = _validator(task, recipe, splits) if splits.examples["validation"] else None
+    metric = recipe.train.early_stopping.metric if recipe.train.early_stopping else "loss"
+    lower = metric == "loss" or metric in task.lower_is_better or metric == "log_loss"
+    state = fit(model=model, task=task, method=method, train=train_enc, validate=validate, cfg=recipe.train,
+                run=run, accelerator=accelerator, resume=resume, lower_is_better=lower)
+    model = accelerator.unwrap_model(model)
+    _save_model(run, method, model, tokenizer, task)
+    echo(f"scoring the tuned model on {len(test)} test items")
+    tuned = _score(task, model, test) if test else None
+    training = {"steps": state.step, "seconds": state.seconds, "tokens": state.tokens, "best_step": state.best_step,
+                "best_val": state.best_metric, "stopped_early": state.stopped_early}
+    report = _finish(run, recipe, task, test, base, tuned, count_parameters(model), training)
+    echo(render_table(headline_table(report)) if report else "no test split: nothing to report")
+    echo(f"run folder: {run.root}")
+    return TrainResult(run.root, report, pre)
+
+
+def _write_run_start(run: RunDir, recipe_yaml: str, splits: Splits, recipe: Recipe, task: Task, device: str,
+                     precision: str, pre: Preflight) -> None:
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.set_status("running")
+    write_text_atomic(run.recipe, recipe_yaml)
+    write_json_atomic(run.environment, _environment(device, precision))
+    save_splits(splits, run.data)
+    write_json_atomic(run.data / "fingerprints.json", splits.fingerprints(recipe))
+    write_json_atomic(run.data / "schema.json", task.schema)
+    write_json_atomic(run.root / "preflight.json", pre.__dict__)
+
+
+def _base_scores(run: RunDir, recipe: Recipe, task: Task, model: nn.Module, test: list[Example],
+                 echo: Any) -> dict[str, Any] | None:
+    """Score the untouched model once; a resumed run reuses the saved result."""
+    if not recipe.eval.base or not test:
+        return None
+    saved = run.predictions / "base.json"
+    if saved.is_file():
+        return json.loads(saved.read_text(encoding="utf-8"))
+    echo(f"scoring the base model on {len(test)} test items")
+    base = _score(task, model, test)
+    write_json_atomic(saved, base)
+    return base
+
+
+def _validator(task: Task, recipe: Recipe, splits: Splits) -> Any:
+    val = splits.examples["validation"]
+    val_enc = [e for e in _encode_train(task, val) if e.n_answer > 0]
+    metric = recipe.train.early_stopping.metric if recipe.train.early_stopping else "loss"
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        out = {"loss": mean_loss(model, task, val_enc, recipe.eval.batch_size)}
+        if metric != "loss":
+            scores = task.score(val, task.predict(model, val))
+            if metric not in scores:
+                raise ConfigError(f"train.early_stopping.metric {metric!r} is not reported by the "
+                                  f"{task.name} task; use loss or one of {sorted(scores)}")
+            out[metric] = float(scores[metric])
+        return out
+
+    return validate
+
+
+def _save_model(run: RunDir, method: Method[Any], model: nn.Module, tokenizer: PreTrainedTokenizerBase,
+                task: Task) -> None:
+    tmp = run.root / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    run.save_trainable(tmp, method.trainable_state(model))
+    tokenizer.save_pretrained(tmp)
+    method.save_extra(model, tmp)
+    shutil.rmtree(run.model, ignore_errors=True)
+    tmp.rename(run.model)
+
+
+def _finish(run: RunDir, recipe: Recipe, task: Task, test: list[Example], base: dict[str, Any] | None,
+            tuned: dict[str, Any] | None, params: dict[str, int], training: dict[str, Any] | None) -> dict[str, Any] | None:
+    report = None
+    if tuned is not None:
+        write_jsonl_atomic(run.predictions / "tuned.jsonl", tuned["predictions"])
+        if base is not None:
+            write_jsonl_atomic(run.predictions / "base.jsonl", base["predictions"])
+        meta = {"task": task.name, "model": recipe.model, "method": recipe.method.name, "parameters": params}
+        if training is not None:
+            meta["training"] = training
+        report = build_report(task, test, base, tuned, meta=meta, samples=recipe.eval.samples)
+        write_text_atomic(run.report_md, render_markdown(report))
+        write_json_atomic(run.report_json, report)
+    run.set_status("complete")
+    return report
+
+
+# ----------------------------------------------------------------------------- reopen a run
+def _open_run(run_dir: Path | str) -> tuple[RunDir, Recipe]:
+    run = RunDir(run_dir)
+    if not run.recipe.is_file() or not (run.model / "trainable.safetensors").is_file():
+        raise UserError(f"{run.root} is not a finished tuneforge run (no recipe.yaml or model/); "
+                        "train one with `tuneforge train RECIPE`")
+    import yaml
+
+    return run, recipe_from_dict(yaml.safe_load(run.recipe.read_text(encoding="utf-8")), source=str(run.recipe))
+
+
+def load_run(run_dir: Path | str, *, device: str = "cpu", tuned: bool = True) -> Loaded:
+    """The run's task and model; ``tuned=False`` gives the untouched base model instead."""
+    run, recipe = _open_run(run_dir)
+    resolved = resolve_model(recipe.model, allow_hub=recipe.allow_hub)
+    tokenizer = load_tokenizer(run.model)
+    task = get_task(recipe, tokenizer, resolved.kind)
+    task.schema = json.loads((run.data / "schema.json").read_text(encoding="utf-8"))
+    model, method = _model_for(recipe, task, resolved, device)
+    if tuned:
+        method.load_trainable(model, run.load_trainable(run.model))
+    model.eval()
+    return Loaded(recipe, task, model, method, resolved)
+
+
+def evaluate(run_dir: Path | str, *, echo: Any = print) -> dict[str, Any]:
+    """Re-score base and tuned models on the run's saved test split and rewrite the report."""
+    run, recipe = _open_run(run_dir)
+    tuned_run = load_run(run_dir)
+    task = tuned_run.task
+    test = task.parse(load_saved_split(run.data, "test"), "the test data")
+    if not test:
+        raise UserError(f"{run.root} has no test split to evaluate")
+    tuned = _score(task, tuned_run.model, test)
+    params = count_parameters(tuned_run.model)
+    del tuned_run
+    base = None
+    if recipe.eval.base:
+        base_run = load_run(run_dir, tuned=False)
+        base = _score(base_run.task, base_run.model, test)
+    previous = json.loads(run.report_json.read_text(encoding="utf-8")) if run.report_json.is_file() else {}
+    report = _finish(run, recipe, task, test, base, tuned, params, previous.get("training"))
+    assert report is not None
+    echo(render_table(headline_table(report)))
+    return report
+
+
+def predict(run_dir: Path | str, input_path: Path | str, output_path: Path | str | None = None,
+            *, base: bool = False) -> Path:
+    """Batch inference: one output row per input row, with the input fields kept beside the prediction."""
+    loaded = load_run(run_dir, tuned=not base)
+    records = read_records(Path(input_path))
+    task = loaded.task
+    examples = _parse_for_prediction(task, records, str(input_path))
+    predictions = task.predict(loaded.model, examples)
+    out = Path(output_path) if output_path else Path(input_path).with_suffix(".predictions.jsonl")
+    write_jsonl_atomic(out, ({**r.fields, "prediction": p["prediction"],
+                              **({"confidence": p["confidence"]} if "confidence" in p else {})}
+                             for r, p in zip(records, predictions)))
+    return out
+
+
+def _parse_for_prediction(task: Task, records: list[Any], what: str) -> list[Example]:
+    """Inputs need no target: fill a placeholder so the task's own validation of the input runs."""
+    from tuneforge.data.readers import Record
+
+    cfg = task.recipe.data
+    placeholder = {"classification": (cfg.label_field, task.schema.get("labels", [""])[0]),
+                   "extraction": (cfg.target_field, {}),
+                   "generation": (cfg.completion_field, "-")}[task.name]
+    field, value = placeholder
+    filled = []
+    for r in records:
+        fields = dict(r.fields)
+        if task.name == "generation" and cfg.messages_field in fields and isinstance(fields[cfg.messages_field], list):
+            msgs = fields[cfg.messages_field]
+            if not msgs or not isinstance(msgs[-1], dict) or msgs[-1].get("role") != "assistant":
+                fields[cfg.messages_field] = [*msgs, {"role": "assistant", "content": "-"}]
+        elif task.name == "generation" and "instruction" in fields:
+            fields.setdefault("output", "-")
+        else:
+            fields.setdefault(field, value)
+        filled.append(Record(source=r.source, line=r.line, fields=fields))
+    return task.parse(filled, what)
+
+
+def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite: bool = False) -> Path:
+    """A standalone Hugging Face folder (safetensors, adapters merged) that needs no tuneforge to load."""
+    run, _ = _open_run(run_dir)
+    out = Path(out_dir) if out_dir else run.root / "export"
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite or another folder")
+    loaded = load_run(run_dir)
+    merged = loaded.method.merge(loaded.model)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp, safe_serialization=True)
+    loaded.task.tokenizer.save_pretrained(tmp)
+    write_json_atomic(tmp / "tuneforge.json", {"task": loaded.task.name, "schema": loaded.task.schema,
+                                                "base_model": loaded.recipe.model, "method": loaded.recipe.method.name})
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,115 @@
+"""The before/after report: base and tuned model on the same test items, with uncertainty.
+
+A gain on 200 test items can be noise. Every per-item headline metric gets a 95% percentile
+bootstrap interval, and the tuned-minus-base difference gets a *paired* bootstrap interval
+(resampling the same items for both models); the report calls a difference real only when that
+interval excludes zero.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tuneforge.evaluate.metrics import bootstrap_ci
+from tuneforge.tasks.base import Example, Task
+
+
+def model_scores(task: Task, examples: list[Example], predictions: list[dict[str, Any]],
+                 extra: dict[str, Any]) -> dict[str, Any]:
+    return {**task.score(examples, predictions), **extra}
+
+
+def build_report(task: Task, examples: list[Example], base: dict[str, Any] | None, tuned: dict[str, Any],
+                 *, meta: dict[str, Any], samples: int) -> dict[str, Any]:
+    """``base``/``tuned`` are ``{"scores": ..., "items": per-item scores, "predictions": [...]}``."""
+    report: dict[str, Any] = {**meta, "headline": list(task.headline), "n_test": len(examples),
+                              "tuned": tuned["scores"]}
+    if base is not None:
+        report["base"] = base["scores"]
+        report["delta"] = {m: _delta(base["scores"].get(m), tuned["scores"].get(m)) for m in task.headline}
+    report["intervals"] = _intervals(task, base, tuned)
+    report["samples"] = _samples(examples, base, tuned, samples)
+    return report
+
+
+def _delta(before: Any, after: Any) -> float | None:
+    if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+        return float(after) - float(before)
+    return None
+
+
+def _intervals(task: Task, base: dict[str, Any] | None, tuned: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for metric in task.per_item_metrics:
+        after = tuned["items"].get(metric)
+        if not after:
+            continue
+        entry: dict[str, Any] = {"tuned": list(bootstrap_ci(after))}
+        if base is not None and base["items"].get(metric):
+            before = base["items"][metric]
+            entry["base"] = list(bootstrap_ci(before))
+            lo, hi = bootstrap_ci([a - b for a, b in zip(after, before)])
+            entry["delta"] = [lo, hi]
+            entry["significant"] = lo > 0 or hi < 0
+        out[metric] = entry
+    return out
+
+
+def _samples(examples: list[Example], base: dict[str, Any] | None, tuned: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    step = max(1, len(examples) // max(n, 1))
+    rows = []
+    for i in range(0, len(examples), step)[:n]:
+        row = {"where": examples[i].where, "input": examples[i].text, "reference": examples[i].target,
+               "tuned": tuned["predictions"][i].get("raw", tuned["predictions"][i]["prediction"])}
+        if base is not None:
+            row["base"] = base["predictions"][i].get("raw", base["predictions"][i]["prediction"])
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- rendering
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    return "-" if value is None else str(value)
+
+
+def headline_table(report: dict[str, Any]) -> list[list[str]]:
+    rows = [["metric", "base", "tuned", "change", "95% CI of change"]]
+    for metric in report["headline"]:
+        ci = report["intervals"].get(metric, {}).get("delta")
+        sig = report["intervals"].get(metric, {}).get("significant")
+        ci_text = "-" if ci is None else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" + (" real" if sig else " not significant")
+        delta = report.get("delta", {}).get(metric)
+        rows.append([metric, _fmt(report.get("base", {}).get(metric)), _fmt(report["tuned"].get(metric)),
+                     "-" if delta is None else f"{delta:+.4f}", ci_text])
+    return rows
+
+
+def render_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    rows = headline_table(report)
+    md = [f"# tuneforge report: {report.get('task')} on {report.get('model')} ({report.get('method')})", "",
+          f"Test items: {report['n_test']} (held out, never trained on). Base = the untouched base model on the same items.",
+          "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    if "parameters" in report:
+        p = report["parameters"]
+        md += ["", f"Parameters: {p['total']:,} total, {p['trainable']:,} trainable."]
+    if "training" in report:
+        t = report["training"]
+        md += [f"Training: {t.get('steps')} steps in {t.get('seconds', 0):.0f} s, best step {t.get('best_step')}."]
+    md += ["", "## Samples", ""]
+    for s in report.get("samples", []):
+        md += [f"- `{s['where']}` input: {s['input']!r}", f"  - reference: `{s['reference']}`"]
+        if "base" in s:
+            md.append(f"  - base: `{s['base']}`")
+        md.append(f"  - tuned: `{s['tuned']}`")
+    return "\n".join(md) + "\n"

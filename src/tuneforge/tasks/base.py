@@ -1,0 +1,204 @@
+"""What every task shares: the example type, the task interface, and decoder prompt formatting.
+
+A task knows three things: how to turn records into examples (validating each row), how to turn
+an example into tensors for training, and how to predict and score. It never trains: the one
+loop in ``tuneforge.train.loop`` does, calling ``Task.loss`` on each batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from tuneforge.data.readers import Record
+from tuneforge.errors import ConfigError
+from tuneforge.recipe import Recipe
+from tuneforge.registry import Registry
+
+IGNORE = -100  # label id that cross-entropy skips: prompt and padding positions
+
+
+@dataclass
+class Example:
+    """One validated row. ``messages`` is the prompt for decoders; ``text`` the input for encoders."""
+
+    where: str
+    text: str
+    target: Any
+    messages: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Encoded:
+    """Token ids of one example; ``n_answer`` counts the positions that carry loss."""
+
+    input_ids: list[int]
+    labels: list[int] | int
+    truncated: bool = False
+    n_answer: int = 1
+
+
+class Task(ABC):
+    """Base class of tasks. Subclasses are registered in ``TASKS`` under their ``name``."""
+
+    name: ClassVar[str]
+    headline: ClassVar[tuple[str, ...]]
+    #: per-item scores (name -> list of floats) that bootstrap confidence intervals are drawn from
+    per_item_metrics: ClassVar[tuple[str, ...]] = ()
+    #: how prediction results should be compared: higher is better unless named here
+    lower_is_better: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, model_kind: str) -> None:
+        self.recipe = recipe
+        self.tokenizer = tokenizer
+        self.model_kind = model_kind
+        self.schema: dict[str, Any] = {}
+
+    # -- data -------------------------------------------------------------------------
+    @abstractmethod
+    def parse(self, records: list[Record], what: str) -> list[Example]:
+        """Validate every record; raise one ``DataError`` that lists each bad row."""
+
+    def fit_schema(self, train: list[Example]) -> None:
+        """Learn what the task needs from the training split (label set, object fields)."""
+
+    def check_against_schema(self, examples: list[Example], what: str) -> None:
+        """Refuse rows that the trained model could not represent (for example unknown labels)."""
+
+    @property
+    def head(self) -> str:
+        return "causal_lm"
+
+    @abstractmethod
+    def encode(self, example: Example) -> Encoded: ...
+
+    def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
+        return collate_causal(batch, pad_id=pad_id(self.tokenizer))
+
+    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Summed answer-token cross-entropy and the number of tokens it covers."""
+        return causal_loss_sum(model, batch)
+
+    # -- prediction and scoring -------------------------------------------------------
+    @abstractmethod
+    def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
+        """One dict per example, with at least ``prediction`` (JSON-serialisable)."""
+
+    @abstractmethod
+    def score(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, Any]:
+        """Task metrics; headline values are floats at the top level."""
+
+    def item_scores(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
+        """Per-example values of the per-item metrics (for bootstrap intervals)."""
+        return {}
+
+    def extra_eval(self, model: PreTrainedModel, examples: list[Example]) -> dict[str, Any]:
+        """Metrics computed from the model directly rather than from predictions (perplexity)."""
+        return {}
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+# ----------------------------------------------------------------------------- decoder formatting
+FALLBACK_TEMPLATE = (
+    "{% for m in messages %}### {{ m['role'] | capitalize }}:\n{{ m['content'] }}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}### Assistant:\n{% endif %}"
+)
+
+
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    if tokenizer.eos_token_id is not None:
+        return int(tokenizer.eos_token_id)
+    raise ConfigError("the tokenizer has neither a pad nor an eos token; set one in the model folder")
+
+
+def end_of_turn(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The token that closes an assistant turn, appended to every answer so tuned models stop.
+
+    ChatML templates close turns with ``<|im_end|>``; other templates with the eos token.
+    """
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
+    if "<|im_end|>" in template:
+        return "<|im_end|>"
+    if "<|eot_id|>" in template:
+        return "<|eot_id|>"
+    if tokenizer.eos_token is None:
+        raise ConfigError("the tokenizer has no eos token, so a tuned model could not learn to stop")
+    return tokenizer.eos_token
+
+
+def prompt_text(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
+    """The chat-templated prompt, ending where the assistant's answer starts."""
+    template = None if tokenizer.chat_template else FALLBACK_TEMPLATE
+    return tokenizer.apply_chat_template(
+        messages, chat_template=template, tokenize=False, add_generation_prompt=True
+    )
+
+
+def encode_prompt_answer(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], answer: str, max_length: int
+) -> Encoded:
+    """Prompt and answer are tokenised apart so the loss mask falls exactly on the answer tokens.
+
+    The answer ends with the end-of-turn token. Over-long rows lose the end of their prompt's
+    left part first (the answer is what we train on); a row whose prompt alone fills the window
+    keeps no answer tokens and is reported by the preflight.
+    """
+    prompt_ids = tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer + end_of_turn(tokenizer), add_special_tokens=False)["input_ids"]
+    total = len(prompt_ids) + len(answer_ids)
+    truncated = total > max_length
+    if truncated:
+        overflow = total - max_length
+        keep_prompt = max(len(prompt_ids) - overflow, min(len(prompt_ids), max_length // 2))
+        prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt :]  # drop the oldest prompt tokens
+        answer_ids = answer_ids[: max(0, max_length - len(prompt_ids))]
+    ids = prompt_ids + answer_ids
+    labels = [IGNORE] * len(prompt_ids) + list(answer_ids)
+    return Encoded(input_ids=ids, labels=labels, truncated=truncated, n_answer=len(answer_ids))
+
+
+def collate_causal(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch for training; padding carries no loss and no attention."""
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)  # (B, T)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
+    for i, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def causal_loss_sum(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropy over answer positions.
+
+    Only the positions whose next token is an answer token go through the (vocabulary-wide)
+    cross-entropy, so the loss never builds a (B, T, V) float32 log-softmax for the prompt.
+    """
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    logits = out.logits[:, :-1, :]  # (B, T-1, V): position t predicts token t+1
+    targets = batch["labels"][:, 1:]  # (B, T-1)
+    keep = targets != IGNORE
+    n = int(keep.sum())
+    if n == 0:
+        return logits.sum() * 0.0, 0
+    loss = torch.nn.functional.cross_entropy(logits[keep].float(), targets[keep], reduction="sum")
+    return loss, n
+
+
+def get_task(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, model_kind: str) -> Task:
+    """Build the recipe's task, checking that the model kind suits it."""
+    import tuneforge.tasks  # noqa: F401  (registers the built-in tasks)
+
+    cls = TASKS.get(recipe.task)
+    return cls(recipe, tokenizer, model_kind)

@@ -1,0 +1,153 @@
+"""Classification: text to one of N labels.
+
+Two ways, chosen by the model: an encoder gets a classification head (cross-entropy over the
+labels); a decoder is trained to answer with the label and predicts by scoring every label's
+log-probability after the prompt, so it can never answer outside the label set and every
+prediction comes with a probability.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from tuneforge.data.readers import Record
+from tuneforge.data.validate import Problems, require_field, require_text
+from tuneforge.errors import DataError
+from tuneforge.evaluate.metrics import accuracy, confusion_matrix, macro_f1, per_class
+from tuneforge.tasks.base import TASKS, Encoded, Example, Task, encode_prompt_answer
+from tuneforge.tasks.decoding import answer_logprobs
+
+DEFAULT_INSTRUCTION = "Classify the text into one of these labels: {labels}. Answer with the label only."
+
+
+@TASKS.register("classification")
+class Classification(Task):
+    name = "classification"
+    headline = ("accuracy", "macro_f1")
+    per_item_metrics = ("accuracy",)
+
+    @property
+    def head(self) -> str:
+        return "sequence_classification" if self.model_kind == "encoder" else "causal_lm"
+
+    @property
+    def labels(self) -> list[str]:
+        return self.schema["labels"]
+
+    def parse(self, records: list[Record], what: str) -> list[Example]:
+        cfg = self.recipe.data
+        problems = Problems()
+        examples = []
+        for rec in records:
+            text = require_text(rec, cfg.text_field, problems)
+            label = require_field(rec, cfg.label_field, problems)
+            if label is not None and (not isinstance(label, (str, int, bool)) or str(label).strip() == ""):
+                problems.add(rec, f"field {cfg.label_field!r} must be a non-empty string or integer label")
+                label = None
+            if text is not None and label is not None:
+                examples.append(Example(where=rec.where(), text=text, target=str(label).strip()))
+        problems.raise_if_any(what)
+        return examples
+
+    def fit_schema(self, train: list[Example]) -> None:
+        declared = self.recipe.data.labels
+        seen = sorted({e.target for e in train})
+        labels = list(declared) if declared else seen
+        if len(labels) < 2:
+            raise DataError(f"classification needs at least 2 labels; the training data has {labels}")
+        self.schema = {"labels": labels, "train_counts": dict(Counter(e.target for e in train))}
+
+    def check_against_schema(self, examples: list[Example], what: str) -> None:
+        known = set(self.labels)
+        bad = [f"{e.where}: unknown label {e.target!r} (known: {', '.join(self.labels)})" for e in examples if e.target not in known]
+        if bad:
+            raise DataError(f"{len(bad)} bad row(s) in {what}; fix them or list the label in data.labels", bad)
+
+    # -- formatting -------------------------------------------------------------------
+    def _messages(self, text: str) -> list[dict[str, str]]:
+        instruction = self.recipe.prompt.instruction or DEFAULT_INSTRUCTION
+        messages = [] if self.recipe.prompt.system is None else [{"role": "system", "content": self.recipe.prompt.system}]
+        user = instruction.format(labels=", ".join(self.labels)) + "\n\nText: " + text
+        return messages + [{"role": "user", "content": user}]
+
+    def encode(self, example: Example) -> Encoded:
+        max_length = self.recipe.train.max_length
+        if self.model_kind == "encoder":
+            ids = self.tokenizer(example.text, truncation=True, max_length=max_length)["input_ids"]
+            full = len(self.tokenizer(example.text)["input_ids"])
+            return Encoded(input_ids=ids, labels=self.labels.index(example.target), truncated=full > max_length)
+        return encode_prompt_answer(self.tokenizer, self._messages(example.text), example.target, max_length)
+
+    def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
+        if self.model_kind != "encoder":
+            return super().collate(batch)
+        padded = self.tokenizer.pad({"input_ids": [e.input_ids for e in batch]}, return_tensors="pt")
+        padded["labels"] = torch.tensor([e.labels for e in batch], dtype=torch.long)
+        return dict(padded)
+
+    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        if self.model_kind != "encoder":
+            return super().loss(model, batch)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs).logits  # (B, n_labels)
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], reduction="sum")
+        return loss, int(batch["labels"].numel())
+
+    # -- prediction -------------------------------------------------------------------
+    def label_probabilities(self, model: PreTrainedModel, texts: list[str]) -> list[list[float]]:
+        """P(label | text) for every label, in ``self.labels`` order."""
+        bs = self.recipe.eval.batch_size
+        if self.model_kind == "encoder":
+            return self._encoder_probs(model, texts, bs)
+        pairs = [encode_prompt_answer(self.tokenizer, self._messages(t), lab, 10**6) for t in texts for lab in self.labels]
+        scores = answer_logprobs(model, self.tokenizer, pairs, bs)
+        n = len(self.labels)
+        out = []
+        for i in range(len(texts)):
+            row = torch.tensor([s for s, _ in scores[i * n : (i + 1) * n]])
+            out.append(torch.softmax(row, dim=0).tolist())
+        return out
+
+    @torch.no_grad()
+    def _encoder_probs(self, model: PreTrainedModel, texts: list[str], bs: int) -> list[list[float]]:
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        out: list[list[float]] = []
+        max_length = self.recipe.train.max_length
+        for start in range(0, len(texts), bs):
+            enc = self.tokenizer(texts[start : start + bs], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            logits = model(**{k: v.to(device) for k, v in enc.items()}).logits  # (B, n_labels)
+            out.extend(torch.softmax(logits.float(), dim=-1).tolist())
+        model.train(was_training)
+        return out
+
+    def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
+        probs = self.label_probabilities(model, [e.text for e in examples])
+        preds = []
+        for p in probs:
+            best = max(range(len(p)), key=p.__getitem__)
+            preds.append({"prediction": self.labels[best], "confidence": p[best],
+                          "probabilities": dict(zip(self.labels, p))})
+        return preds
+
+    def score(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, Any]:
+        refs = [e.target for e in examples]
+        preds = [p["prediction"] for p in predictions]
+        labels = self.labels
+        nll = [-math.log(max(p["probabilities"].get(r, 0.0), 1e-12)) for r, p in zip(refs, predictions)]
+        return {
+            "accuracy": accuracy(refs, preds),
+            "macro_f1": macro_f1(refs, preds, labels=labels),
+            "log_loss": sum(nll) / max(1, len(nll)),
+            "per_class": per_class(refs, preds, labels=labels),
+            "confusion_matrix": confusion_matrix(refs, preds, labels=labels),
+        }
+
+    def item_scores(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
+        return {"accuracy": [float(e.target == p["prediction"]) for e, p in zip(examples, predictions)]}

@@ -1,0 +1,95 @@
+"""Batched inference for decoder tasks: greedy generation, answer scoring, answer perplexity.
+
+Why by hand around ``model.generate``: prompts are sorted by length so that a batch wastes little
+padding, padded on the left so every row's answer starts at the same column, and decoding stops
+on the end-of-turn token; results come back in the caller's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from tuneforge.tasks.base import Encoded, collate_causal, end_of_turn, pad_id, prompt_text
+
+T = TypeVar("T")
+
+
+def _batches_by_length(items: Sequence[T], size: int, length: Callable[[T], int]) -> Iterator[list[int]]:
+    order = sorted(range(len(items)), key=lambda i: length(items[i]))
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
+
+
+def _device(model: PreTrainedModel) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[dict[str, str]]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str = "generate",
+) -> list[str]:
+    """Greedy answers to chat prompts, decoded without special tokens."""
+    texts = [prompt_text(tokenizer, m) for m in prompts]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    stop_ids = {tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer))}
+    if tokenizer.eos_token_id is not None:
+        stop_ids.add(int(tokenizer.eos_token_id))
+    pad = pad_id(tokenizer)
+    out: list[str] = [""] * len(prompts)
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    for idx in tqdm(list(_batches_by_length(encoded, batch_size, len)), desc=desc, leave=False):
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)  # (B, T), left-padded
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(idx):
+            n = len(encoded[i])
+            ids[row, width - n :] = torch.tensor(encoded[i])
+            mask[row, width - n :] = 1
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=sorted(stop_ids),
+            pad_token_id=pad,
+        )  # (B, T + new)
+        for row, i in enumerate(idx):
+            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True).strip()
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def answer_logprobs(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: list[Encoded], batch_size: int
+) -> list[tuple[float, int]]:
+    """Summed log-probability of each example's answer tokens, and how many there were."""
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    result: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
+    for idx in _batches_by_length(encoded, batch_size, lambda e: len(e.input_ids)):
+        batch = collate_causal([encoded[i] for i in idx], pad_id(tokenizer))
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logp = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)  # (B, T-1, V)
+        targets = batch["labels"][:, 1:]  # (B, T-1)
+        keep = targets != -100
+        picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep  # (B, T-1)
+        for row, i in enumerate(idx):
+            result[i] = (float(picked[row].sum()), int(keep[row].sum()))
+    model.train(was_training)
+    return result

@@ -1,0 +1,120 @@
+"""Extraction: text to a JSON object with a fixed set of fields.
+
+The decoder answers with compact JSON whose keys always come in the schema's order (missing
+values as ``null``), so the model learns one stable layout and never has to guess a key order.
+Predictions are parsed leniently (code fences, trailing text) and scored per field.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from transformers import PreTrainedModel
+
+from tuneforge.data.readers import Record
+from tuneforge.data.validate import Problems, require_field, require_text
+from tuneforge.errors import ConfigError, DataError
+from tuneforge.evaluate.metrics import exact_match, field_prf, json_valid, parse_json_object
+from tuneforge.tasks.base import TASKS, Encoded, Example, Task, encode_prompt_answer
+from tuneforge.tasks.decoding import generate
+
+DEFAULT_INSTRUCTION = (
+    "Extract these fields from the text as a JSON object: {fields}. "
+    "Use null for a field the text does not state. Answer with the JSON object only."
+)
+
+
+@TASKS.register("extraction")
+class Extraction(Task):
+    name = "extraction"
+    headline = ("json_valid", "exact_match", "field_f1")
+    per_item_metrics = ("json_valid", "exact_match")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.model_kind != "decoder":
+            raise ConfigError("extraction needs a decoder (text generation) model; pick one with `tuneforge models`")
+
+    @property
+    def fields(self) -> list[str]:
+        return self.schema["fields"]
+
+    def parse(self, records: list[Record], what: str) -> list[Example]:
+        cfg = self.recipe.data
+        problems = Problems()
+        examples = []
+        for rec in records:
+            text = require_text(rec, cfg.text_field, problems)
+            target = require_field(rec, cfg.target_field, problems)
+            if isinstance(target, str):  # CSV cells hold the object as a JSON string
+                try:
+                    target = json.loads(target)
+                except json.JSONDecodeError as err:
+                    problems.add(rec, f"field {cfg.target_field!r} is not valid JSON ({err.msg})")
+                    continue
+            if target is not None and not isinstance(target, dict):
+                problems.add(rec, f"field {cfg.target_field!r} must be a JSON object, got {type(target).__name__}")
+                continue
+            if text is not None and target is not None:
+                examples.append(Example(where=rec.where(), text=text, target=target))
+        problems.raise_if_any(what)
+        return examples
+
+    def fit_schema(self, train: list[Example]) -> None:
+        fields = list(self.recipe.data.fields or [])
+        if not fields:
+            for e in train:
+                fields.extend(k for k in e.target if k not in fields)
+        if not fields:
+            raise DataError("extraction needs at least one field; every training object is empty")
+        self.schema = {"fields": fields}
+
+    def check_against_schema(self, examples: list[Example], what: str) -> None:
+        known = set(self.fields)
+        bad = [f"{e.where}: unknown field(s) {sorted(set(e.target) - known)} (known: {', '.join(self.fields)})"
+               for e in examples if set(e.target) - known]
+        if bad:
+            raise DataError(f"{len(bad)} bad row(s) in {what}; fix them or list the fields in data.fields", bad)
+
+    def _messages(self, text: str) -> list[dict[str, str]]:
+        instruction = self.recipe.prompt.instruction or DEFAULT_INSTRUCTION
+        messages = [] if self.recipe.prompt.system is None else [{"role": "system", "content": self.recipe.prompt.system}]
+        return messages + [{"role": "user", "content": instruction.format(fields=", ".join(self.fields)) + "\n\nText: " + text}]
+
+    def answer(self, target: dict[str, Any]) -> str:
+        return json.dumps({k: target.get(k) for k in self.fields}, ensure_ascii=False)
+
+    def encode(self, example: Example) -> Encoded:
+        return encode_prompt_answer(self.tokenizer, self._messages(example.text), self.answer(example.target),
+                                    self.recipe.train.max_length)
+
+    def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
+        ev = self.recipe.eval
+        raw = generate(model, self.tokenizer, [self._messages(e.text) for e in examples],
+                       max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, desc="extract")
+        return [{"prediction": parse_json_object(r), "raw": r} for r in raw]
+
+    def _pairs(self, examples: list[Example], predictions: list[dict[str, Any]]) -> tuple[list[dict], list[dict | None]]:
+        refs = [{k: e.target.get(k) for k in self.fields} for e in examples]
+        preds = [None if p["prediction"] is None else {k: p["prediction"].get(k) for k in self.fields} for p in predictions]
+        return refs, preds
+
+    def score(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, Any]:
+        refs, preds = self._pairs(examples, predictions)
+        prf = field_prf(refs, preds)
+        return {
+            "json_valid": json_valid(refs, [p["prediction"] for p in predictions]),
+            "exact_match": exact_match(refs, preds),
+            "field_f1": prf["f1"],
+            "field_precision": prf["precision"],
+            "field_recall": prf["recall"],
+            "per_field": prf["per_field"],
+        }
+
+    def item_scores(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
+        refs, preds = self._pairs(examples, predictions)
+        return {
+            "json_valid": [float(p["prediction"] is not None) for p in predictions],
+            "exact_match": [exact_match([r], [p]) for r, p in zip(refs, preds)],
+        }

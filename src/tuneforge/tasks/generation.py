@@ -1,0 +1,136 @@
+"""Generation: an instruction or a conversation to free text.
+
+Rows come in the three layouts practitioners use: prompt/completion, chat ``messages`` (the
+OpenAI fine-tuning format: the last message is the assistant answer to learn) and alpaca
+(instruction/input/output). All become a list of prompt messages plus an answer, so the model's
+own chat template formats them and the loss falls on the answer only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from transformers import PreTrainedModel
+
+from tuneforge.data.readers import Record
+from tuneforge.data.validate import Problems, require_text
+from tuneforge.errors import ConfigError
+from tuneforge.evaluate.metrics import bleu, perplexity, rouge_l
+from tuneforge.tasks.base import TASKS, Encoded, Example, Task, encode_prompt_answer
+from tuneforge.tasks.decoding import answer_logprobs, generate
+
+ROLES = {"system", "user", "assistant"}
+
+
+def detect_format(fields: dict[str, Any], recipe_data: Any) -> str:
+    if recipe_data.messages_field in fields:
+        return "messages"
+    if "instruction" in fields and "output" in fields:
+        return "alpaca"
+    if recipe_data.prompt_field in fields:
+        return "prompt_completion"
+    raise ConfigError(
+        f"cannot tell the data format from the fields {sorted(fields)}: expected "
+        f"{recipe_data.messages_field!r}, instruction/output, or {recipe_data.prompt_field!r}/"
+        f"{recipe_data.completion_field!r}; set data.format and the field names"
+    )
+
+
+def _parse_messages(rec: Record, field: str, problems: Problems) -> tuple[list[dict[str, str]], str] | None:
+    msgs = rec.fields.get(field)
+    if not isinstance(msgs, list) or not msgs:
+        problems.add(rec, f"field {field!r} must be a non-empty list of messages")
+        return None
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            problems.add(rec, f"{field}[{i}] must be an object with role in {sorted(ROLES)} and string content")
+            return None
+    if msgs[-1]["role"] != "assistant" or not msgs[-1]["content"].strip():
+        problems.add(rec, f"the last message in {field!r} must be a non-empty assistant answer to learn from")
+        return None
+    if len(msgs) < 2 or msgs[-2]["role"] == "assistant":
+        problems.add(rec, f"{field!r} needs a user (or system) message before the final assistant answer")
+        return None
+    return [{"role": m["role"], "content": m["content"]} for m in msgs[:-1]], msgs[-1]["content"]
+
+
+@TASKS.register("generation")
+class Generation(Task):
+    name = "generation"
+    headline = ("rouge_l", "bleu", "perplexity")
+    per_item_metrics = ("rouge_l",)
+    lower_is_better = ("perplexity",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.model_kind != "decoder":
+            raise ConfigError("generation needs a decoder (text generation) model; pick one with `tuneforge models`")
+
+    def _system(self) -> list[dict[str, str]]:
+        return [] if self.recipe.prompt.system is None else [{"role": "system", "content": self.recipe.prompt.system}]
+
+    def _parse_one(self, rec: Record, fmt: str, problems: Problems) -> Example | None:
+        cfg = self.recipe.data
+        if fmt == "messages":
+            parsed = _parse_messages(rec, cfg.messages_field, problems)
+            if parsed is None:
+                return None
+            prompt, answer = parsed
+            if prompt[0]["role"] != "system":
+                prompt = self._system() + prompt
+            return Example(where=rec.where(), text=prompt[-1]["content"], target=answer, messages=prompt)
+        if fmt == "alpaca":
+            instruction = require_text(rec, "instruction", problems)
+            answer = require_text(rec, "output", problems)
+            extra = rec.fields.get("input") or ""
+            if instruction is None or answer is None:
+                return None
+            user = instruction + (f"\n\n{extra}" if isinstance(extra, str) and extra.strip() else "")
+        else:
+            user = require_text(rec, cfg.prompt_field, problems)
+            answer = require_text(rec, cfg.completion_field, problems)
+            if user is None or answer is None:
+                return None
+        if self.recipe.prompt.instruction:
+            user = self.recipe.prompt.instruction + "\n\n" + user
+        messages = self._system() + [{"role": "user", "content": user}]
+        return Example(where=rec.where(), text=user, target=answer, messages=messages)
+
+    def parse(self, records: list[Record], what: str) -> list[Example]:
+        if not records:
+            return []
+        fmt = self.recipe.data.format
+        if fmt == "auto":
+            fmt = detect_format(records[0].fields, self.recipe.data)
+        if fmt == "text":
+            raise ConfigError("data.format 'text' (raw text) is not a generation layout; use prompt_completion, messages or alpaca")
+        problems = Problems()
+        examples = [ex for rec in records if (ex := self._parse_one(rec, fmt, problems)) is not None]
+        problems.raise_if_any(what)
+        return examples
+
+    def encode(self, example: Example) -> Encoded:
+        return encode_prompt_answer(self.tokenizer, example.messages, example.target, self.recipe.train.max_length)
+
+    def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
+        ev = self.recipe.eval
+        out = generate(model, self.tokenizer, [e.messages for e in examples],
+                       max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, desc="generate")
+        return [{"prediction": text} for text in out]
+
+    def score(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, Any]:
+        refs = [e.target for e in examples]
+        preds = [p["prediction"] for p in predictions]
+        b = bleu(refs, preds)
+        return {"rouge_l": rouge_l(refs, preds), "bleu": b["score"], "bleu_signature": b["signature"]}
+
+    def item_scores(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
+        return {"rouge_l": [rouge_l([e.target], [p["prediction"]]) for e, p in zip(examples, predictions)]}
+
+    def extra_eval(self, model: PreTrainedModel, examples: list[Example]) -> dict[str, Any]:
+        """Perplexity of the reference answers (teacher-forced), end-of-turn token included."""
+        scored = answer_logprobs(model, self.tokenizer, [self.encode(e) for e in examples], self.recipe.eval.batch_size)
+        nll = -sum(s for s, _ in scored)
+        n = sum(k for _, k in scored)
+        return {"perplexity": perplexity(nll, n) if n else math.nan}

@@ -1,0 +1,222 @@
+"""THE training loop: one, readable, on accelerate.
+
+Why our own loop on ``accelerate`` rather than ``transformers.Trainer``: every method, task and
+loss plugs in through two calls (``task.loss`` and ``method.prepare``), the loss is normalised by
+the number of answer tokens in the whole accumulated step (Trainer's per-micro-batch mean weights
+short answers wrongly under gradient accumulation), a NaN stops the run with a message instead
+of silently saving garbage, and resume is exact: batches come from a seeded per-epoch
+permutation, so the step number alone says where to continue. accelerate gives device
+placement, mixed precision and (later) DDP/FSDP from configuration.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from tuneforge.errors import TrainingError
+from tuneforge.methods.base import Method
+from tuneforge.recipe import TrainConfig
+from tuneforge.rundir import RunDir
+from tuneforge.tasks.base import Encoded, Task
+from tuneforge.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+
+#: validation metric (name -> value) computed on the current model
+Validator = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run exactly; saved in each checkpoint's state.json."""
+
+    step: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+    tokens: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def steps_per_epoch(n_examples: int, cfg: TrainConfig) -> int:
+    micro = math.ceil(n_examples / cfg.batch_size)
+    return max(1, math.ceil(micro / cfg.grad_accum))
+
+
+def total_steps(n_examples: int, cfg: TrainConfig) -> int:
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    assert cfg.epochs is not None
+    return max(1, math.ceil(cfg.epochs * steps_per_epoch(n_examples, cfg)))
+
+
+def micro_batches(n: int, cfg: TrainConfig, start_step: int) -> Iterator[list[int]]:
+    """Index lists of micro-batches from ``start_step`` on; epoch e uses permutation(seed + e).
+
+    Each epoch is padded to a whole number of optimizer steps by wrapping to its own start, so
+    that step k always sees the same examples whether or not the run was resumed.
+    """
+    per_step = cfg.grad_accum
+    micro_per_epoch = steps_per_epoch(n, cfg) * per_step
+    index = start_step * per_step
+    while True:
+        epoch, pos = divmod(index, micro_per_epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+        order = order + order[: max(0, micro_per_epoch * cfg.batch_size - n)]
+        yield order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size] or order[: cfg.batch_size]
+        index += 1
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; biases and norm weights (1-D tensors) get no weight decay, as in BERT and GPT-2."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def warmup_steps(cfg: TrainConfig, steps: int) -> int:
+    return cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_fraction * steps)
+
+
+def _improved(value: float, best: float | None, lower_is_better: bool, min_delta: float) -> bool:
+    if best is None:
+        return True
+    return value < best - min_delta if lower_is_better else value > best + min_delta
+
+
+def fit(
+    *,
+    model: nn.Module,
+    task: Task,
+    method: Method[Any],
+    train: list[Encoded],
+    validate: Validator | None,
+    cfg: TrainConfig,
+    run: RunDir,
+    accelerator: Accelerator,
+    resume: bool,
+    lower_is_better: bool = True,
+) -> TrainState:
+    """Train ``model`` in place and leave the best weights in it (when there was validation)."""
+    steps = total_steps(len(train), cfg)
+    per_epoch = steps_per_epoch(len(train), cfg)
+    eval_every = cfg.eval_every or per_epoch
+    optimizer = build_optimizer(model, cfg)
+    scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=warmup_steps(cfg, steps),
+                              num_training_steps=steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    state = TrainState()
+    ckpt = latest_checkpoint(run) if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model=accelerator.unwrap_model(model), method=method,
+                                optimizer=optimizer, scheduler=scheduler)
+        accelerator.print(f"resuming from {ckpt.name} (step {state.step} of {steps})")
+    if cfg.gradient_checkpointing:
+        accelerator.unwrap_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    batches = micro_batches(len(train), cfg, state.step)
+    bar = tqdm(total=steps, initial=state.step, desc="train", dynamic_ncols=True, disable=not accelerator.is_main_process)
+    while state.step < steps and not state.stopped_early:
+        started = time.perf_counter()
+        torch.manual_seed(cfg.seed + state.step)  # dropout masks of step k are the same after a resume
+        loss_value, n_tokens = _one_step(model, task, train, batches, optimizer, cfg, accelerator)
+        if not math.isfinite(loss_value):
+            run.log({"step": state.step + 1, "event": "nan", "loss": loss_value})
+            raise TrainingError(
+                f"the training loss became {loss_value} at step {state.step + 1}; nothing was saved from this step. "
+                f"Lower train.lr (now {cfg.lr}), add warm-up, or check the data; "
+                f"`tuneforge train --resume` continues from the last good checkpoint."
+            )
+        scheduler.step()
+        state.step += 1
+        state.tokens += n_tokens
+        state.seconds += time.perf_counter() - started
+        entry = {"step": state.step, "epoch": state.step / per_epoch, "loss": loss_value,
+                 "lr": scheduler.get_last_lr()[0], "tokens": state.tokens,
+                 "tokens_per_s": state.tokens / max(state.seconds, 1e-9)}
+        run.log(entry)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{entry['lr']:.2e}")
+        if state.step % eval_every == 0 or state.step == steps:
+            if validate is not None:
+                _evaluate(model, validate, state, cfg, run, accelerator, method, lower_is_better)
+            _checkpoint(model, state, run, accelerator, method, optimizer, scheduler, cfg)
+    bar.close()
+    _restore_best(model, state, run, accelerator, method)
+    return state
+
+
+def _one_step(model: nn.Module, task: Task, train: list[Encoded], batches: Iterator[list[int]],
+              optimizer: torch.optim.Optimizer, cfg: TrainConfig, accelerator: Accelerator) -> tuple[float, int]:
+    """One optimizer step over ``grad_accum`` micro-batches, loss averaged over all their answer tokens."""
+    micro = [task.collate([train[i] for i in next(batches)]) for _ in range(cfg.grad_accum)]
+    n_total = sum(_loss_positions(b) for b in micro)
+    total = 0.0
+    for batch in micro:
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with accelerator.autocast():
+            loss_sum, _ = task.loss(model, batch)
+        loss = loss_sum / max(n_total, 1)
+        accelerator.backward(loss)
+        total += float(loss.detach())
+    if cfg.max_grad_norm is not None:
+        accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+    if math.isfinite(total):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total, n_total
+
+
+def _loss_positions(batch: dict[str, torch.Tensor]) -> int:
+    labels = batch["labels"]
+    return int(labels.numel()) if labels.ndim == 1 else int((labels[:, 1:] != -100).sum())
+
+
+def _evaluate(model: nn.Module, validate: Validator, state: TrainState, cfg: TrainConfig, run: RunDir,
+              accelerator: Accelerator, method: Method[Any], lower_is_better: bool) -> None:
+    metrics = validate(model)
+    model.train()
+    watched = cfg.early_stopping.metric if cfg.early_stopping else "loss"
+    value = metrics[watched]
+    min_delta = cfg.early_stopping.min_delta if cfg.early_stopping else 0.0
+    if _improved(value, state.best_metric, lower_is_better, min_delta):
+        state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
+        run.save_trainable(run.checkpoints / "best", method.trainable_state(accelerator.unwrap_model(model)))
+    else:
+        state.bad_evals += 1
+    if cfg.early_stopping and state.bad_evals >= cfg.early_stopping.patience:
+        state.stopped_early = True
+    record = {"step": state.step, "event": "validation", **{f"val_{k}": v for k, v in metrics.items()},
+              "best_step": state.best_step, "stopped_early": state.stopped_early}
+    state.history.append(record)
+    run.log(record)
+    accelerator.print(f"step {state.step}: " + ", ".join(f"val_{k}={v:.4f}" for k, v in metrics.items())
+                      + (" (best)" if state.best_step == state.step else ""))
+
+
+def _checkpoint(model: nn.Module, state: TrainState, run: RunDir, accelerator: Accelerator, method: Method[Any],
+                optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig) -> None:
+    if accelerator.is_main_process:
+        save_checkpoint(run, state, model=accelerator.unwrap_model(model), method=method,
+                        optimizer=optimizer, scheduler=scheduler)
+        prune_checkpoints(run, keep=cfg.keep_checkpoints)
+
+
+def _restore_best(model: nn.Module, state: TrainState, run: RunDir, accelerator: Accelerator, method: Method[Any]) -> None:
+    best = run.checkpoints / "best"
+    if state.best_step is not None and state.best_step != state.step and best.is_dir():
+        method.load_trainable(accelerator.unwrap_model(model), run.load_trainable(best))
+        accelerator.print(f"kept the best weights, from step {state.best_step}")
