@@ -192,7 +192,7 @@ CATEGORIES = {
         genders=[],
         colours=["black", "matte black", "cherry red", "sage green", "cream", "navy blue",
                  "white", "slate grey"],
-        features=["dishwasher safe", "lifetime guarantee", "2-year warranty"],
+        features=["lifetime guarantee", "2-year warranty"],
         contexts=["kitchen", "morning routine"],
         products=[
             P("frying pan", (15, 120), ["20 cm", "24 cm", "28 cm", "30 cm"],
@@ -213,9 +213,9 @@ CATEGORIES = {
               features=["auto shut-off", "boils in 3 minutes"]),
             P("travel mug", (10, 35), ["350 ml", "450 ml", "500 ml"],
               ["stainless steel", "ceramic", "bamboo fibre"],
-              features=["leak-proof lid", "keeps drinks hot for 6 hours"]),
+              features=["leak-proof lid", "keeps drinks hot for 6 hours", "dishwasher safe"]),
             P("mixing bowl set", (15, 60), None, ["stainless steel", "glass", "ceramic"],
-              features=["set of 3", "set of 5", "nesting design"]),
+              features=["set of 3", "set of 5", "nesting design", "dishwasher safe"]),
             P("dinner plates", (20, 90), ["27 cm", "26 cm"], ["stoneware", "porcelain"],
               features=["set of 4", "set of 6", "microwave safe"]),
         ]),
@@ -252,7 +252,7 @@ CATEGORIES = {
         genders=[],
         colours=["black", "orange", "forest green", "royal blue", "lime green", "red", "grey",
                  "purple", "teal", "sand"],
-        features=["lifetime warranty", "ultralight", "rated 4.8/5 by buyers"],
+        features=["lifetime warranty", "rated 4.8/5 by buyers"],
         contexts=["next adventure", "training", "weekend trips"],
         products=[
             P("yoga mat", (15, 90), ["183x61 cm", "183x66 cm"], ["natural rubber", "tpe", "cork", "pvc"],
@@ -262,7 +262,7 @@ CATEGORIES = {
               features=["BPA-free", "keeps drinks cold for 24 hours", "leak-proof lid"]),
             P("camping tent", (60, 400), ["2-person", "3-person", "4-person"],
               ["ripstop nylon", "polyester"],
-              features=["sets up in 5 minutes", "3000 mm waterproof rating"]),
+              features=["sets up in 5 minutes", "3000 mm waterproof rating", "ultralight"]),
             P("sleeping bag", (35, 250), ["220x80 cm", "210x75 cm"], ["duck down", "polyester"],
               features=["comfort rating 5°C", "compression sack included"]),
             P("trekking poles", (25, 120), ["110-135 cm", "100-130 cm"], ["aluminium", "carbon fibre"],
@@ -282,20 +282,21 @@ CATEGORIES = {
         models=[],
         genders=[],
         colours=["ruby red", "nude pink", "berry", "coral", "mauve", "classic red", "plum"],
-        features=["cruelty-free", "vegan formula", "dermatologically tested"],
+        features=[],
         contexts=["routine", "self-care routine", "vanity"],
         products=[
             P("face serum", (12, 75), ["15 ml", "30 ml", "50 ml"], None, colours=[],
-              features=["with hyaluronic acid", "fragrance-free", "with 10% niacinamide"]),
+              features=["with hyaluronic acid", "fragrance-free", "with 10% niacinamide",
+                        "dermatologically tested"]),
             P("shampoo", (5, 30), ["250 ml", "500 ml", "1 L"], None, colours=[],
-              features=["sulfate-free", "for curly hair", "2-in-1 formula"]),
+              features=["sulfate-free", "for curly hair", "2-in-1 formula", "vegan formula"]),
             P("hand cream", (5, 25), ["50 ml", "75 ml", "100 ml"], None, colours=[],
-              features=["non-greasy", "with shea butter"]),
-            P("lipstick", (8, 35), None, None, features=["long-lasting", "matte finish", "satin finish"]),
-            P("nail polish", (5, 18), ["10 ml", "15 ml"], None, features=["chip-resistant", "quick-dry"]),
+              features=["non-greasy", "with shea butter", "cruelty-free"]),
+            P("lipstick", (8, 35), None, None, features=["long-lasting", "matte finish", "satin finish", "cruelty-free"]),
+            P("nail polish", (5, 18), ["10 ml", "15 ml"], None, features=["chip-resistant", "quick-dry", "vegan formula"]),
             P("makeup brush set", (12, 60), None, ["synthetic fibre", "bamboo"],
               colours=["black", "rose gold", "blush pink"],
-              features=["set of 12", "travel pouch included"]),
+              features=["set of 12", "travel pouch included", "cruelty-free"]),
             P("hair brush", (8, 40), None, ["bamboo", "boar bristle", "beech wood"], colours=[],
               features=["detangling", "anti-static"]),
             P("hair dryer", (30, 250), None, None, colours=["black", "white", "rose gold", "blush pink"],
@@ -303,7 +304,7 @@ CATEGORIES = {
             P("makeup bag", (10, 45), ["small", "large"], ["vegan leather", "canvas", "nylon"],
               colours=["black", "blush pink", "beige", "sage green"], features=["wipe-clean lining"]),
             P("sunscreen", (8, 35), ["50 ml", "100 ml"], None, colours=[],
-              features=["SPF 50", "SPF 30", "water resistant"]),
+              features=["SPF 50", "SPF 30", "water resistant", "dermatologically tested"]),
         ]),
     "toys": dict(
         brands=["Tinkertot", "Playnest", "Bramble Bear", "Wonderworks", "Kiddo Labs", "Toyvana"],
@@ -330,7 +331,7 @@ CATEGORIES = {
               colours=["multicolour", "red", "blue", "orange"]),
             P("doll house", (50, 200), ["60x30x70 cm", "50x25x60 cm"], ["wood", "plywood"],
               colours=["white", "pastel pink"], features=["includes 15 accessories"]),
-            P("plush dinosaur", (10, 35), ["25 cm", "40 cm"], ["plush", "recycled polyester"],
+            P("plush dinosaur", (10, 35), ["25 cm", "40 cm"], ["recycled polyester", "organic cotton"],
               colours=["green", "mint green", "purple"]),
         ]),
     "jewellery": dict(
@@ -647,6 +648,16 @@ def sample_attrs(rng, cat: dict, style: str):
             candidates.remove(f)
         if all(attrs[f] is not None for f in optional):  # guarantee at least one null
             attrs[rng.choice(candidates)] = None
+        # ...but keep at least two attributes besides the product.
+        while sum(attrs[f] is None for f in optional) > 3:
+            dropped = [f for f in optional if attrs[f] is None and f in ("brand", "price")
+                       or (f == "colour" and attrs[f] is None and palette)]
+            if not dropped:
+                return None
+            f = rng.choice(dropped)
+            attrs[f] = rng.choice(cat["brands"]) if f == "brand" else (
+                make_price(rng, *p["price"], secondhand=(style == "secondhand")) if f == "price"
+                else rng.choice(palette))
     return p, attrs
 
 
@@ -701,7 +712,7 @@ def st_marketplace(rng, ctx):
 
 def st_descriptive(rng, ctx):
     a = ctx["a"]
-    det = rng.choice(["This", "Our", "The"])
+    det = rng.choice([verb(a["product"], "This", "These"), "Our", "The"])
     brand_pre = a["brand"] is not None and rng.random() < 0.5
     col_pre = a["colour"] is not None and rng.random() < 0.5
     mat_pre = a["material"] is not None and rng.random() < 0.35
@@ -736,14 +747,17 @@ def st_descriptive(rng, ctx):
         k = size_kind(a["size"])
         sp = size_phrase(rng, a["size"], "sentence")
         if k in ("code", "number", "word"):
-            extra.append(rng.choice([f"Available in {sp}.", f"{cap_first(sp)}.", f"This one is {sp}."]))
+            extra.append(rng.choice([f"Available in {sp}.", f"{cap_first(sp)}.",
+                                     verb(a["product"], "This one is", "This pair is") + f" {sp}."]))
         else:
             extra.append(rng.choice([f"{cap_first(sp)}.", size_phrase(rng, a["size"], "label") + "."]))
     if ctx["feature"]:
         extra.append(cap_first(ctx["feature"]) + ".")
     rng.shuffle(extra)
     sentences += extra
-    if a["price"] is not None:
+    if a["price"] is not None and ctx["money"].startswith("was "):
+        sentences.append(cap_first(ctx["money"]) + ".")
+    elif a["price"] is not None:
         sentences.append(rng.choice(["Priced at {p}.", "Yours for {p}.", "Now only {p}.", "{p}.",
                                      "Price: {p}.", "On sale for {p}."]).format(p=ctx["money"]))
     return " ".join(sentences)
@@ -838,7 +852,11 @@ def st_shouty(rng, ctx):
     if ctx["feature"] and rng.random() < 0.6:
         bits.append(ctx["feature"] + "!")
     if a["price"] is not None:
-        bits.append(rng.choice(["ONLY {p}!!!", "JUST {p}!!", "{p}!!!", "NOW {p}!!"]).format(p=ctx["money"]))
+        if ctx["money"].startswith("was "):
+            bits.append(ctx["money"] + "!!!")
+        else:
+            bits.append(rng.choice(["ONLY {p}!!!", "JUST {p}!!", "{p}!!!", "NOW {p}!!"])
+                        .format(p=ctx["money"]))
     bits.append(rng.choice(["FREE SHIPPING!!!", "LIMITED STOCK!!", "BUY NOW!!", "DON'T MISS OUT!!", ""]))
     sep = rng.choice([" ", " - "])
     return sep.join(b for b in bits if b).upper()
@@ -920,7 +938,9 @@ def st_promo(rng, ctx):
         sp = size_phrase(rng, a["size"], "sentence")
         s.append(f"{cap_first(sp)}." if size_kind(a["size"]) not in ("code", "number") or rng.random() < 0.5
                  else f"Available in {sp}.")
-    if a["price"] is not None:
+    if a["price"] is not None and ctx["money"].startswith("was "):
+        s.append(cap_first(ctx["money"]) + ".")
+    elif a["price"] is not None:
         s.append(rng.choice(["Now just {p}.", "Only {p}.", "Yours for {p}.", "Just {p} today."])
                  .format(p=ctx["money"]))
     return " ".join(s)
@@ -936,7 +956,10 @@ STYLE_FNS = {
 def make_row(rng, cat_name: str):
     cat = CATEGORIES[cat_name]
     style = rng.choices(list(STYLES), list(STYLES.values()))[0]
-    p, a = sample_attrs(rng, cat, style)
+    sampled = sample_attrs(rng, cat, style)
+    if sampled is None:
+        return None
+    p, a = sampled
     feats = p["features"] + cat["features"]
     ctx = {
         "a": dict(a),
@@ -956,7 +979,7 @@ def make_row(rng, cat_name: str):
         cur = rng.choices([f for f, _ in CURRENCY_FORMS], [w for _, w in CURRENCY_FORMS])[0]
         ctx["money"] = money(rng, v, cur)
         r = rng.random()
-        if style in ("descriptive", "promo", "shouty") and r < 0.12:
+        if style in ("descriptive", "promo", "shouty") and r < (0.06 if style == "shouty" else 0.12):
             # Sale price; the label is the current price.
             was = float(int(v * rng.uniform(1.2, 1.6))) + (0.99 if v != int(v) else 0.0)
             ctx["money"] = f"was {money(rng, was, cur)}, now {ctx['money']}"

@@ -22,15 +22,16 @@ from tuneforge.recipe import LoraMethod
 class Lora(Method[LoraMethod]):
     def prepare(self, model: PreTrainedModel, head: str) -> nn.Module:
         task_type = TaskType.SEQ_CLS if head == "sequence_classification" else TaskType.CAUSAL_LM
-        extra = [n for n, _ in model.named_children() if n != model.base_model_prefix] if head != "causal_lm" else []
-        pooler = [n for n, _ in model.named_modules() if n.endswith("pooler")]
+        # peft trains the classification head itself for SEQ_CLS; a pooler feeding that head is often
+        # untrained in sentence encoders (MiniLM), so it trains fully too.
+        pooler = ["pooler"] if head != "causal_lm" and any(n.endswith("pooler") for n, _ in model.named_modules()) else []
         config = LoraConfig(
             r=self.cfg.r,
             lora_alpha=self.cfg.alpha,
             lora_dropout=self.cfg.dropout,
             target_modules=self.cfg.target_modules,
             task_type=task_type,
-            modules_to_save=(extra + pooler) or None,
+            modules_to_save=pooler or None,
         )
         return get_peft_model(model, config)
 
