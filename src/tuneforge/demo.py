@@ -29,8 +29,11 @@ def demo_recipe(output: Path | str) -> dict[str, Any]:
             "target_field": "attributes",
             "split": {"validation": 0.1},
         },
+        # A short system prompt replaces SmolLM2's default one: fewer tokens to train on and to prefill.
+        "prompt": {"system": "You turn product listings into JSON."},
         "train": {"epochs": 2, "lr": 1e-3, "batch_size": 8, "warmup_steps": 5, "max_length": 256, "seed": 0},
-        "eval": {"batch_size": 16, "max_new_tokens": 64},
+        # Decoding on a CPU is bound by reading the weights once per step, so a wide batch is nearly free.
+        "eval": {"batch_size": 32, "max_new_tokens": 64},
         "output": str(output),
     }
 

@@ -7,6 +7,7 @@ loop in ``tuneforge.train.loop`` does, calling ``Task.loss`` on each batch.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -179,21 +180,38 @@ def collate_causal(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def causal_loss_sum(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Sum of next-token cross-entropy over answer positions.
+def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    base = getattr(model, "module", model)  # DDP / FSDP wrappers
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # peft
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
-    Only the positions whose next token is an answer token go through the (vocabulary-wide)
-    cross-entropy, so the loss never builds a (B, T, V) float32 log-softmax for the prompt.
+
+def answer_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits only at the positions that predict an answer token: ``(N, V)``, targets ``(N,)``, rows ``(N,)``.
+
+    Prompt positions never reach the vocabulary projection: with a boolean ``logits_to_keep``
+    mask (transformers >= 5) the head runs on the N answer positions only, which saves the
+    (B, T, V) logits tensor (the largest activation of a small model) and about a fifth of
+    the forward FLOPs of SmolLM2 when two thirds of the tokens are prompt.
     """
+    labels = batch["labels"]  # (B, T)
+    keep = torch.zeros_like(labels, dtype=torch.bool)  # (B, T): position t predicts token t+1
+    keep[:, :-1] = labels[:, 1:] != IGNORE
+    targets = labels[:, 1:][keep[:, :-1]]  # (N,)
+    rows = keep.nonzero()[:, 0]  # (N,)
+    if _accepts_logits_to_keep(model):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+        return out.logits.reshape(-1, out.logits.shape[-1]), targets, rows  # (N, V)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    logits = out.logits[:, :-1, :]  # (B, T-1, V): position t predicts token t+1
-    targets = batch["labels"][:, 1:]  # (B, T-1)
-    keep = targets != IGNORE
-    n = int(keep.sum())
-    if n == 0:
+    return out.logits[keep], targets, rows  # (N, V)
+
+
+def causal_loss_sum(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropy over answer tokens, and how many there were."""
+    logits, targets, _ = answer_logits(model, batch)
+    if targets.numel() == 0:
         return logits.sum() * 0.0, 0
-    loss = torch.nn.functional.cross_entropy(logits[keep].float(), targets[keep], reduction="sum")
-    return loss, n
+    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"), int(targets.numel())
 
 
 def get_task(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, model_kind: str) -> Task:

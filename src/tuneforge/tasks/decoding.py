@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tuneforge.tasks.base import Encoded, collate_causal, end_of_turn, pad_id, prompt_text
+from tuneforge.tasks.base import Encoded, answer_logits, collate_causal, end_of_turn, pad_id, prompt_text
 
 T = TypeVar("T")
 
@@ -84,12 +84,11 @@ def answer_logprobs(
     for idx in _batches_by_length(encoded, batch_size, lambda e: len(e.input_ids)):
         batch = collate_causal([encoded[i] for i in idx], pad_id(tokenizer))
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logp = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)  # (B, T-1, V)
-        targets = batch["labels"][:, 1:]  # (B, T-1)
-        keep = targets != -100
-        picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep  # (B, T-1)
+        logits, targets, rows = answer_logits(model, batch)  # (N, V), (N,), (N,)
+        picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (N,)
+        sums = torch.zeros(len(idx), dtype=picked.dtype).index_add_(0, rows.cpu(), picked.cpu())
+        counts = torch.bincount(rows.cpu(), minlength=len(idx))
         for row, i in enumerate(idx):
-            result[i] = (float(picked[row].sum()), int(keep[row].sum()))
+            result[i] = (float(sums[row]), int(counts[row]))
     model.train(was_training)
     return result

@@ -60,21 +60,35 @@ def total_steps(n_examples: int, cfg: TrainConfig) -> int:
     return max(1, math.ceil(cfg.epochs * steps_per_epoch(n_examples, cfg)))
 
 
-def micro_batches(n: int, cfg: TrainConfig, start_step: int) -> Iterator[list[int]]:
-    """Index lists of micro-batches from ``start_step`` on; epoch e uses permutation(seed + e).
+def epoch_batches(lengths: list[int], cfg: TrainConfig, epoch: int) -> list[list[int]]:
+    """The micro-batches of one epoch: a seeded shuffle, grouped by length, in a seeded order.
 
-    Each epoch is padded to a whole number of optimizer steps by wrapping to its own start, so
-    that step k always sees the same examples whether or not the run was resumed.
+    Length grouping (as in Trainer's ``group_by_length``): within windows of 32 batches the
+    examples are sorted by length, so a batch pads to a similar length instead of to the longest
+    random neighbour; the batch order is then shuffled again so training still sees a random mix.
+    The epoch is padded to a whole number of optimizer steps by wrapping to its own start.
     """
-    per_step = cfg.grad_accum
-    micro_per_epoch = steps_per_epoch(n, cfg) * per_step
-    index = start_step * per_step
+    n = len(lengths)
+    gen = torch.Generator().manual_seed(cfg.seed + epoch)
+    order = torch.randperm(n, generator=gen).tolist()
+    micro_per_epoch = steps_per_epoch(n, cfg) * cfg.grad_accum
+    order = order + order[: max(0, micro_per_epoch * cfg.batch_size - n)]
+    window = cfg.batch_size * 32
+    grouped = [i for start in range(0, len(order), window)
+               for i in sorted(order[start : start + window], key=lambda i: -lengths[i])]
+    batches = [grouped[k : k + cfg.batch_size] for k in range(0, len(grouped), cfg.batch_size)]
+    shuffle = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in shuffle][:micro_per_epoch]
+
+
+def micro_batches(lengths: list[int], cfg: TrainConfig, start_step: int) -> Iterator[list[int]]:
+    """Index lists of micro-batches from ``start_step`` on: step k sees the same examples after a resume."""
+    micro_per_epoch = steps_per_epoch(len(lengths), cfg) * cfg.grad_accum
+    epoch, pos = divmod(start_step * cfg.grad_accum, micro_per_epoch)
     while True:
-        epoch, pos = divmod(index, micro_per_epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
-        order = order + order[: max(0, micro_per_epoch * cfg.batch_size - n)]
-        yield order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size] or order[: cfg.batch_size]
-        index += 1
+        batches = epoch_batches(lengths, cfg, epoch)
+        yield from batches[pos:]
+        epoch, pos = epoch + 1, 0
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -127,7 +141,7 @@ def fit(
     if cfg.gradient_checkpointing:
         accelerator.unwrap_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    batches = micro_batches(len(train), cfg, state.step)
+    batches = micro_batches([len(e.input_ids) for e in train], cfg, state.step)
     bar = tqdm(total=steps, initial=state.step, desc="train", dynamic_ncols=True, disable=not accelerator.is_main_process)
     while state.step < steps and not state.stopped_early:
         started = time.perf_counter()
