@@ -189,3 +189,22 @@ def test_dry_run_trains_nothing_and_writes_nothing(tmp_path: Path, tiny_encoder:
     assert not (tmp_path / "run").exists() and result.report is None
     text = "\n".join(seen)
     assert "trainable" in text and "peak memory" in text and "tokens/s" in text and "task: classification" in text
+
+
+def test_resume_refuses_changed_data(tmp_path: Path, tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tuneforge.train.loop as loop
+    from tuneforge.errors import UserError
+
+    train = write_jsonl(tmp_path / "train.jsonl", product_rows(16))
+    recipe = base_recipe(tiny_decoder, "extraction", train, tmp_path / "run", max_steps=4, eval_every=1)
+    recipe["eval"]["base"] = False
+
+    def dies(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_one_step", dies)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(recipe, echo=lambda *_: None)
+    write_jsonl(train, product_rows(17))
+    with pytest.raises(UserError, match="data changed since the run started"):
+        api.train(recipe, resume=True, echo=lambda *_: None)

@@ -158,6 +158,8 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
         echo("resolved recipe:\n" + recipe_yaml)
         return TrainResult(run.root, None, pre)
 
+    if resume and (run.data / "fingerprints.json").is_file():
+        _check_same_data(run, splits.fingerprints(recipe))
     _write_run_start(run, recipe_yaml, splits, recipe, task, device, precision, pre)
     test = splits.examples["test"]
     base = _base_scores(run, recipe, task, model, test, echo)
@@ -176,6 +178,14 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     echo(render_table(headline_table(report)) if report else "no test split: nothing to report")
     echo(f"run folder: {run.root}")
     return TrainResult(run.root, report, pre)
+
+
+def _check_same_data(run: RunDir, fingerprints: dict[str, Any]) -> None:
+    saved = json.loads((run.data / "fingerprints.json").read_text(encoding="utf-8"))
+    changed = [k for k, v in fingerprints["splits"].items() if saved["splits"].get(k) != v]
+    if changed:
+        raise UserError(f"cannot resume {run.root}: the {', '.join(changed)} data changed since the run started "
+                        "(see data/fingerprints.json); restore the files or start again with --overwrite")
 
 
 def _write_run_start(run: RunDir, recipe_yaml: str, splits: Splits, recipe: Recipe, task: Task, device: str,

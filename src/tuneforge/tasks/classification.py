@@ -104,7 +104,8 @@ class Classification(Task):
         bs = self.recipe.eval.batch_size
         if self.model_kind == "encoder":
             return self._encoder_probs(model, texts, bs)
-        pairs = [encode_prompt_answer(self.tokenizer, self._messages(t), lab, 10**6) for t in texts for lab in self.labels]
+        max_length = self.recipe.train.max_length
+        pairs = [encode_prompt_answer(self.tokenizer, self._messages(t), lab, max_length) for t in texts for lab in self.labels]
         scores = answer_logprobs(model, self.tokenizer, pairs, bs)
         n = len(self.labels)
         out = []
