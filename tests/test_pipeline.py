@@ -98,6 +98,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, tiny_decoder: Pa
         api.train(recipe("killed"), echo=lambda *_: None)
     run = RunDir(tmp_path / "killed")
     assert not run.is_complete() and not run.report_json.exists()
+    assert run.status()["state"] == "interrupted"
     assert [p.name for p in run.checkpoints.glob("step-*")] == ["step-000004"]
     with pytest.raises(Exception, match="unfinished run"):
         api.train(recipe("killed"), echo=lambda *_: None)
@@ -127,7 +128,8 @@ def test_nan_loss_stops_with_exit_code_3(tmp_path: Path, tiny_decoder: Path, mon
     monkeypatch.setattr("tuneforge.tasks.extraction.Extraction.loss", nan_loss, raising=False)
     assert main(["train", str(path)]) == 3
     assert "loss became nan at step 1" in capsys.readouterr().err
-    assert not RunDir(tmp_path / "run").is_complete()
+    status = RunDir(tmp_path / "run").status()
+    assert status["state"] == "failed" and "TrainingError" in status["error"]
 
 
 def test_bad_rows_are_listed_with_lines_and_nothing_is_written(tmp_path: Path, tiny_encoder: Path,

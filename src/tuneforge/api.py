@@ -161,6 +161,20 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     if resume and (run.data / "fingerprints.json").is_file():
         _check_same_data(run, splits.fingerprints(recipe))
     _write_run_start(run, recipe_yaml, splits, recipe, task, device, precision, pre)
+    try:
+        report = _train_and_report(run, recipe, task, splits, train_enc, model, method, accelerator, resume, echo)
+    except KeyboardInterrupt:
+        run.set_status("interrupted", resume_with="tuneforge train RECIPE --resume")
+        raise
+    except Exception as err:
+        run.set_status("failed", error=f"{type(err).__name__}: {err}")
+        raise
+    return TrainResult(run.root, report, pre)
+
+
+def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, train_enc: list[Encoded],
+                      model: nn.Module, method: Method[Any], accelerator: Accelerator, resume: bool,
+                      echo: Any) -> dict[str, Any] | None:
     test = splits.examples["test"]
     base = _base_scores(run, recipe, task, model, test, echo)
     validate = _validator(task, recipe, splits) if splits.examples["validation"] else None
@@ -169,7 +183,7 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     state = fit(model=model, task=task, method=method, train=train_enc, validate=validate, cfg=recipe.train,
                 run=run, accelerator=accelerator, resume=resume, lower_is_better=lower)
     model = accelerator.unwrap_model(model)
-    _save_model(run, method, model, tokenizer, task)
+    _save_model(run, method, model, task.tokenizer, task)
     echo(f"scoring the tuned model on {len(test)} test items")
     tuned = _score(task, model, test) if test else None
     training = {"steps": state.step, "seconds": state.seconds, "tokens": state.tokens, "best_step": state.best_step,
@@ -177,7 +191,7 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     report = _finish(run, recipe, task, test, base, tuned, count_parameters(model), training)
     echo(render_table(headline_table(report)) if report else "no test split: nothing to report")
     echo(f"run folder: {run.root}")
-    return TrainResult(run.root, report, pre)
+    return report
 
 
 def _check_same_data(run: RunDir, fingerprints: dict[str, Any]) -> None:

@@ -414,8 +414,9 @@ def paired_bootstrap(
     Not registered: it compares two systems. Seeded, so the same scores always give the same result.
     Koehn (2004), https://aclanthology.org/W04-3250.
 
-    >>> paired_bootstrap([0.0, 0.0, 1.0], [1.0, 1.0, 1.0], n=200)["share_b_better"]
-    0.965
+    >>> result = paired_bootstrap([0.0, 0.5, 1.0, 0.0], [1.0, 1.0, 1.0, 0.5])
+    >>> {key: round(value, 3) for key, value in result.items()}
+    {'mean_diff': 0.5, 'ci_low': 0.125, 'ci_high': 0.875, 'share_b_better': 0.996, 'p_value': 0.006}
     """
     m = _check(scores_a, scores_b)
     if n < 1:
