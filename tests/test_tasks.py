@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from tuneforge.models.loading import load_model, load_tokenizer
@@ -65,3 +66,29 @@ def test_resumed_batches_continue_exactly() -> None:
     first = [next(straight) for _ in range(20)]
     resumed = micro_batches(lengths, cfg, 5)  # step 5 = micro-batch 10
     assert [next(resumed) for _ in range(10)] == first[10:]
+
+
+def test_shared_prompt_option_scores_equal_full_sequence_scores(tiny_decoder: Path) -> None:
+    from tuneforge.tasks.base import end_of_turn, prompt_text
+    from tuneforge.tasks.decoding import answer_logprobs, option_logprobs
+
+    tok = load_tokenizer(tiny_decoder)
+    model = load_model(resolve_model(str(tiny_decoder)), head="causal_lm").eval()
+    labels = ["pos", "negative", "a longer neutral label"]
+    prompt = tok(prompt_text(tok, MESSAGES), add_special_tokens=False)["input_ids"]
+    options = [tok(lab + end_of_turn(tok), add_special_tokens=False)["input_ids"] for lab in labels]
+    shared = option_logprobs(model, prompt, options, pad=tok.pad_token_id)
+    full = answer_logprobs(model, tok, [encode_prompt_answer(tok, MESSAGES, lab, 512) for lab in labels], 4)
+    assert shared == pytest.approx([s for s, _ in full], abs=1e-4)
+
+
+def test_decoder_classification_learns_a_separable_task(tmp_path: Path, tiny_decoder: Path) -> None:
+    from conftest import base_recipe, sentiment_rows, write_jsonl
+    from tuneforge import api
+
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(40))
+    report = api.train(base_recipe(tiny_decoder, "classification", train, tmp_path / "run", epochs=6, lr=1e-2),
+                       echo=lambda *_: None).report
+    assert report is not None and report["tuned"]["accuracy"] >= 0.75
+    probs = report["tuned"]["per_class"]
+    assert set(probs) == {"neg", "pos"}

@@ -13,14 +13,15 @@ from collections import Counter
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from tuneforge.data.readers import Record
 from tuneforge.data.validate import Problems, require_field, require_text
 from tuneforge.errors import DataError
 from tuneforge.evaluate.metrics import accuracy, confusion_matrix, macro_f1, per_class
-from tuneforge.tasks.base import TASKS, Encoded, Example, Task, encode_prompt_answer
-from tuneforge.tasks.decoding import answer_logprobs
+from tuneforge.tasks.base import TASKS, Encoded, Example, Task, encode_prompt_answer, end_of_turn, pad_id, prompt_text
+from tuneforge.tasks.decoding import option_logprobs
 
 DEFAULT_INSTRUCTION = "Classify the text into one of these labels: {labels}. Answer with the label only."
 
@@ -104,14 +105,21 @@ class Classification(Task):
         bs = self.recipe.eval.batch_size
         if self.model_kind == "encoder":
             return self._encoder_probs(model, texts, bs)
-        max_length = self.recipe.train.max_length
-        pairs = [encode_prompt_answer(self.tokenizer, self._messages(t), lab, max_length) for t in texts for lab in self.labels]
-        scores = answer_logprobs(model, self.tokenizer, pairs, bs)
-        n = len(self.labels)
+        return self._decoder_probs(model, texts)
+
+    def _decoder_probs(self, model: PreTrainedModel, texts: list[str]) -> list[list[float]]:
+        """Score every label after the prompt (sharing the prompt's cache) and normalise over the labels."""
+        tok = self.tokenizer
+        options = [tok(label + end_of_turn(tok), add_special_tokens=False)["input_ids"] for label in self.labels]
+        budget = self.recipe.train.max_length - max(len(o) for o in options)
+        was_training = model.training
+        model.eval()
         out = []
-        for i in range(len(texts)):
-            row = torch.tensor([s for s, _ in scores[i * n : (i + 1) * n]])
-            out.append(torch.softmax(row, dim=0).tolist())
+        for text in tqdm(texts, desc="classify", leave=False):
+            prompt = tok(prompt_text(tok, self._messages(text)), add_special_tokens=False)["input_ids"]
+            scores = option_logprobs(model, prompt[-max(budget, 1) :], options, pad_id(tok))
+            out.append(torch.softmax(torch.tensor(scores), dim=0).tolist())
+        model.train(was_training)
         return out
 
     @torch.no_grad()

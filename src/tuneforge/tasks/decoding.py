@@ -92,3 +92,34 @@ def answer_logprobs(
             result[i] = (float(sums[row]), int(counts[row]))
     model.train(was_training)
     return result
+
+
+@torch.no_grad()
+def option_logprobs(model: PreTrainedModel, prompt_ids: list[int], options: list[list[int]], pad: int) -> list[float]:
+    """Summed log-probability of each option continuing one shared prompt.
+
+    The prompt runs once; its key/value cache is repeated for the K options, which then run as
+    one (K, W) batch. For 7 labels after an 85-token prompt this is 7x fewer tokens through the
+    model than scoring K full sequences.
+    """
+    device = _device(model)
+    k, n = len(options), len(prompt_ids)
+    out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
+    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # (V,): the first option token
+    cache = out.past_key_values
+    for layer in cache.layers:
+        layer.batch_repeat_interleave(k)
+    width = max(len(o) for o in options)
+    ids = torch.full((k, width), pad, dtype=torch.long)  # (K, W), right-padded
+    mask = torch.zeros((k, n + width), dtype=torch.long)  # (K, P + W)
+    mask[:, :n] = 1
+    for i, option in enumerate(options):
+        ids[i, : len(option)] = torch.tensor(option)
+        mask[i, n : n + len(option)] = 1
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache).logits
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (K, W, V): position j predicts option token j+1
+    scores = []
+    for i, option in enumerate(options):
+        rest = sum(float(logp[i, j - 1, option[j]]) for j in range(1, len(option)))
+        scores.append(float(first[option[0]]) + rest)
+    return scores
