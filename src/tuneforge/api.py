@@ -111,8 +111,7 @@ def _prepare_output(run: RunDir, *, resume: bool, overwrite: bool, recipe_yaml: 
     if not run.exists():
         return
     if overwrite:
-        shutil.rmtree(run.root)
-        return
+        return  # deleted in _write_run_start, once the recipe and data have passed every check
     if run.is_complete():
         raise UserError(f"{run.root} already holds a finished run; pick another `output`, or pass --overwrite")
     if not resume:
@@ -141,7 +140,9 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     resolved = resolve_model(recipe.model, allow_hub=recipe.allow_hub)
     tokenizer = load_tokenizer(resolved.path)
     task = get_task(recipe, tokenizer, resolved.kind)
-    splits = parse_splits(read_splits(recipe, task), task, fit=True)
+    problems: list[str] = []
+    splits = parse_splits(read_splits(recipe, task, problems), task, fit=True, problems=problems)
+    _check_early_stopping_metric(recipe, task)
     train_enc = [e for e in _encode_train(task, splits.examples["train"]) if e.n_answer > 0]
     if not train_enc:
         raise UserError("no training row keeps any answer token within train.max_length; raise it")
@@ -160,7 +161,7 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
 
     if resume and (run.data / "fingerprints.json").is_file():
         _check_same_data(run, splits.fingerprints(recipe))
-    _write_run_start(run, recipe_yaml, splits, recipe, task, device, precision, pre)
+    _write_run_start(run, recipe_yaml, splits, recipe, task, device, precision, pre, resume)
     try:
         report = _train_and_report(run, recipe, task, splits, train_enc, model, method, accelerator, resume, echo)
     except KeyboardInterrupt:
@@ -179,7 +180,7 @@ def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, t
     base = _base_scores(run, recipe, task, model, test, echo)
     validate = _validator(task, recipe, splits) if splits.examples["validation"] else None
     metric = recipe.train.early_stopping.metric if recipe.train.early_stopping else "loss"
-    lower = metric == "loss" or metric in task.lower_is_better or metric == "log_loss"
+    lower = metric == "loss" or metric in task.lower_is_better
     state = fit(model=model, task=task, method=method, train=train_enc, validate=validate, cfg=recipe.train,
                 run=run, accelerator=accelerator, resume=resume, lower_is_better=lower)
     model = accelerator.unwrap_model(model)
@@ -194,6 +195,14 @@ def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, t
     return report
 
 
+def _check_early_stopping_metric(recipe: Recipe, task: Task) -> None:
+    stopping = recipe.train.early_stopping
+    allowed = ("loss", *task.validation_metrics)
+    if stopping is not None and stopping.metric not in allowed:
+        raise ConfigError(f"train.early_stopping.metric: {stopping.metric!r} is not a {task.name} metric; "
+                          f"use one of {', '.join(allowed)}")
+
+
 def _check_same_data(run: RunDir, fingerprints: dict[str, Any]) -> None:
     saved = json.loads((run.data / "fingerprints.json").read_text(encoding="utf-8"))
     changed = [k for k, v in fingerprints["splits"].items() if saved["splits"].get(k) != v]
@@ -203,7 +212,9 @@ def _check_same_data(run: RunDir, fingerprints: dict[str, Any]) -> None:
 
 
 def _write_run_start(run: RunDir, recipe_yaml: str, splits: Splits, recipe: Recipe, task: Task, device: str,
-                     precision: str, pre: Preflight) -> None:
+                     precision: str, pre: Preflight, resume: bool) -> None:
+    if not resume and run.exists():  # --overwrite: the old run goes only now that the new one is valid
+        shutil.rmtree(run.root)
     run.root.mkdir(parents=True, exist_ok=True)
     run.set_status("running")
     write_text_atomic(run.recipe, recipe_yaml)
@@ -236,11 +247,7 @@ def _validator(task: Task, recipe: Recipe, splits: Splits) -> Any:
     def validate(model: nn.Module) -> dict[str, float]:
         out = {"loss": mean_loss(model, task, val_enc, recipe.eval.batch_size)}
         if metric != "loss":
-            scores = task.score(val, task.predict(model, val))
-            if metric not in scores:
-                raise ConfigError(f"train.early_stopping.metric {metric!r} is not reported by the "
-                                  f"{task.name} task; use loss or one of {sorted(scores)}")
-            out[metric] = float(scores[metric])
+            out[metric] = float(task.score(val, task.predict(model, val))[metric])
         return out
 
     return validate
@@ -282,7 +289,9 @@ def _open_run(run_dir: Path | str) -> tuple[RunDir, Recipe]:
                         "train one with `tuneforge train RECIPE`")
     import yaml
 
-    return run, recipe_from_dict(yaml.safe_load(run.recipe.read_text(encoding="utf-8")), source=str(run.recipe))
+    # The run's own data/ holds the splits, so the original files may have moved since.
+    raw = yaml.safe_load(run.recipe.read_text(encoding="utf-8"))
+    return run, recipe_from_dict(raw, source=str(run.recipe), check_files=False)
 
 
 def load_run(run_dir: Path | str, *, device: str = "cpu", tuned: bool = True) -> Loaded:

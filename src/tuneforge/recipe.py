@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneforge.errors import ConfigError
 
@@ -81,6 +81,14 @@ class DataConfig(Section):
     completion_field: str = "completion"
     messages_field: str = "messages"
     labels: list[str] | None = Field(None, description="classification: the label set; default = labels seen in train")
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_text(cls, value: Any) -> Any:
+        """Integer labels in the data are read as text ("0", "1"), so declared ones are too."""
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, (int, bool)) and not isinstance(v, bool) else v for v in value]
+        return value
     fields: list[str] | None = Field(None, description="extraction: the object's keys; default = keys seen in train")
     split: SplitConfig = SplitConfig()
     max_train_rows: int | None = Field(None, ge=1, description="use only the first N training rows (after splitting)")
@@ -104,7 +112,7 @@ class EarlyStopping(Section):
 class TrainConfig(Section):
     epochs: float | None = Field(None, gt=0)
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs when set")
-    lr: float = Field(1e-4, gt=0)
+    lr: float = Field(1e-4, gt=0, le=10, description="peak learning rate (AdamW)")
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     warmup_steps: int | None = Field(None, ge=0)
@@ -189,15 +197,17 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def recipe_from_dict(raw: dict[str, Any], *, source: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
-    """Validate a plain dict into a ``Recipe`` and check that its data files exist."""
+def recipe_from_dict(raw: dict[str, Any], *, source: str = "<recipe>", base_dir: Path | None = None,
+                     check_files: bool = True) -> Recipe:
+    """Validate a plain dict into a ``Recipe`` and (with ``check_files``) find its data files."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a recipe must be a mapping of sections, got {type(raw).__name__}")
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
-    _resolve_data_paths(recipe, source, base_dir)
+    if check_files:
+        _resolve_data_paths(recipe, source, base_dir)
     return recipe
 
 
@@ -209,6 +219,8 @@ def _resolve_data_paths(recipe: Recipe, source: str, base_dir: Path | None) -> N
             continue
         candidates = [path] if path.is_absolute() else [Path.cwd() / path] + ([base_dir / path] if base_dir else [])
         found = next((c for c in candidates if c.is_file()), None)
+        if found is None and any(c.exists() for c in candidates):
+            raise ConfigError(f"{source}: data.{key}: {path} is not a file (give a .jsonl, .csv, .tsv, .json or .parquet file)")
         if found is None:
             tried = ", ".join(str(c) for c in candidates)
             raise ConfigError(f"{source}: data.{key}: file not found: {path} (looked at {tried})")
@@ -218,14 +230,19 @@ def _resolve_data_paths(recipe: Recipe, source: str, base_dir: Path | None) -> N
 def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:
     """Read, merge ``a.b=c`` overrides into, and validate a YAML recipe."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"recipe file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"recipe path is not a file: {path}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections (task:, model:, data: ...), "
+                          f"got a YAML {type(raw).__name__}")
     raw = _merge(raw or {}, parse_overrides(overrides or []))
     return recipe_from_dict(raw, source=str(path), base_dir=path.parent)
 

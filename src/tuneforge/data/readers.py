@@ -117,9 +117,17 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-def _raise_problems(path: Path, problems: list[str]) -> None:
+class MalformedRows(DataError):
+    """Rows that do not parse; ``records`` holds the rows that did, so callers can go on checking them."""
+
+    def __init__(self, message: str, problems: list[str], records: list[Record]) -> None:
+        super().__init__(message, problems)
+        self.records = records
+
+
+def _raise_problems(path: Path, problems: list[str], records: list[Record]) -> None:
     if problems:
-        raise DataError(f"{len(problems)} malformed rows in {path}", problems=problems)
+        raise MalformedRows(f"{len(problems)} malformed rows in {path}", problems, records)
 
 
 def _raise_if_empty(path: Path, records: list[Record]) -> list[Record]:
@@ -147,7 +155,7 @@ def _parse_jsonl(path: Path, text: str) -> list[Record]:
             problems.append(f"{source}:{number}: expected a JSON object, got {_json_type(value)}")
             continue
         records.append(Record(source, number, value))
-    _raise_problems(path, problems)
+    _raise_problems(path, problems, records)
     return _raise_if_empty(path, records)
 
 
@@ -196,7 +204,7 @@ def _parse_json_array(path: Path, text: str) -> list[Record]:
     pos = _JSON_WS.match(text, pos).end()
     if pos != len(text):
         raise fail(pos, "Extra data after the array")
-    _raise_problems(path, problems)
+    _raise_problems(path, problems, records)
     return _raise_if_empty(path, records)
 
 
@@ -278,7 +286,7 @@ def _parse_delimited(path: Path, delimiter: str) -> list[Record]:
                 )
                 continue
             records.append(Record(source, start, dict(zip(header, row))))
-    _raise_problems(path, problems)
+    _raise_problems(path, problems, records)
     if header is not None and not records:
         raise DataError(f"data file has a header but no rows: {path}")
     return _raise_if_empty(path, records)

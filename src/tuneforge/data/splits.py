@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.data.readers import Record, read_records
+from tuneforge.data.readers import MalformedRows, Record, read_records
 from tuneforge.errors import DataError
 from tuneforge.data.split import fingerprint_file, fingerprint_records, split_records
 from tuneforge.recipe import Recipe
@@ -36,10 +36,11 @@ class Splits:
         }
 
 
-def read_splits(recipe: Recipe, task: Task) -> dict[str, list[Record]]:
+def read_splits(recipe: Recipe, task: Task, problems: list[str]) -> dict[str, list[Record]]:
+    """The records of each split; rows that do not parse go to ``problems`` and the rest are kept."""
     data = recipe.data
-    train = read_records(data.train)
-    given = {k: read_records(p) for k in ("validation", "test") if (p := getattr(data, k)) is not None}
+    train = _read(data.train, problems)
+    given = {k: _read(p, problems) for k in ("validation", "test") if (p := getattr(data, k)) is not None}
     val_share = 0.0 if "validation" in given else data.split.validation
     test_share = 0.0 if "test" in given else data.split.test
     if val_share or test_share:
@@ -54,10 +55,21 @@ def read_splits(recipe: Recipe, task: Task) -> dict[str, list[Record]]:
             "test": given.get("test", [])[: data.max_test_rows]}
 
 
-def parse_splits(records: dict[str, list[Record]], task: Task, *, fit: bool) -> Splits:
-    """Validate every split; with ``fit`` the task learns its schema (labels, fields) from train."""
+def _read(path: Path, problems: list[str]) -> list[Record]:
+    try:
+        return read_records(path)
+    except MalformedRows as err:
+        problems.extend(err.problems)
+        return err.records
+
+
+def parse_splits(records: dict[str, list[Record]], task: Task, *, fit: bool, problems: list[str] | None = None) -> Splits:
+    """Validate every split; with ``fit`` the task learns its schema (labels, fields) from train.
+
+    ``problems`` (rows that did not parse) are reported together with the rows that fail the task's checks.
+    """
     examples: dict[str, list[Example]] = {}
-    problems: list[str] = []
+    problems = list(problems or [])
     for name, recs in records.items():  # every split is checked before failing, so one run lists all bad rows
         try:
             examples[name] = task.parse(recs, f"the {name} data")
@@ -68,7 +80,7 @@ def parse_splits(records: dict[str, list[Record]], task: Task, *, fit: bool) -> 
                         sorted(problems, key=_file_line))
     if fit:
         task.fit_schema(examples["train"])
-    for k in ("validation", "test"):
+    for k in records:
         task.check_against_schema(examples[k], f"the {k} data")
     return Splits(records=records, examples=examples)
 
@@ -87,5 +99,6 @@ def save_splits(splits: Splits, folder: Path) -> None:
 
 def load_saved_split(folder: Path, name: str) -> list[Record]:
     path = folder / f"{name}.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # split on "\n" only: str.splitlines() would also break inside texts holding U+2028 or U+0085
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     return [Record(source=r["source"], line=r["line"], fields=r["fields"]) for r in rows]

@@ -50,6 +50,8 @@ class Task(ABC):
     headline: ClassVar[tuple[str, ...]]
     #: per-item scores (name -> list of floats) that bootstrap confidence intervals are drawn from
     per_item_metrics: ClassVar[tuple[str, ...]] = ()
+    #: scalar scores that early stopping may watch (besides the validation loss)
+    validation_metrics: ClassVar[tuple[str, ...]] = ()
     #: how prediction results should be compared: higher is better unless named here
     lower_is_better: ClassVar[tuple[str, ...]] = ()
 

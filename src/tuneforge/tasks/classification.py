@@ -31,6 +31,8 @@ class Classification(Task):
     name = "classification"
     headline = ("accuracy", "macro_f1")
     per_item_metrics = ("accuracy",)
+    validation_metrics = ("accuracy", "macro_f1", "log_loss")
+    lower_is_better = ("log_loss",)
 
     @property
     def head(self) -> str:

@@ -30,6 +30,7 @@ class Extraction(Task):
     name = "extraction"
     headline = ("json_valid", "exact_match", "field_f1")
     per_item_metrics = ("json_valid", "exact_match")
+    validation_metrics = ("json_valid", "exact_match", "field_f1", "field_precision", "field_recall")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -53,6 +54,9 @@ class Extraction(Task):
                 except json.JSONDecodeError as err:
                     problems.add(rec, f"field {cfg.target_field!r} is not valid JSON ({err.msg})")
                     continue
+            if target is None and rec.fields.get(cfg.target_field) is not None:  # the string "null"
+                problems.add(rec, f"field {cfg.target_field!r} must be a JSON object, got null")
+                continue
             if target is not None and not isinstance(target, dict):
                 problems.add(rec, f"field {cfg.target_field!r} must be a JSON object, got {type(target).__name__}")
                 continue
@@ -71,6 +75,8 @@ class Extraction(Task):
         self.schema = {"fields": fields}
 
     def check_against_schema(self, examples: list[Example], what: str) -> None:
+        if self.recipe.data.fields:  # declared fields: other keys are ignored in every split
+            return
         known = set(self.fields)
         bad = [f"{e.where}: unknown field(s) {sorted(set(e.target) - known)} (known: {', '.join(self.fields)})"
                for e in examples if set(e.target) - known]

@@ -60,6 +60,7 @@ class Generation(Task):
     name = "generation"
     headline = ("rouge_l", "bleu", "perplexity")
     per_item_metrics = ("rouge_l",)
+    validation_metrics = ("rouge_l", "bleu")
     lower_is_better = ("perplexity",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -100,9 +101,10 @@ class Generation(Task):
     def parse(self, records: list[Record], what: str) -> list[Example]:
         if not records:
             return []
-        fmt = self.recipe.data.format
-        if fmt == "auto":
+        fmt = self.schema.get("format", self.recipe.data.format)
+        if fmt == "auto":  # decided once, from the first file parsed (train), for every split
             fmt = detect_format(records[0].fields, self.recipe.data)
+            self.schema["format"] = fmt
         if fmt == "text":
             raise ConfigError("data.format 'text' (raw text) is not a generation layout; use prompt_completion, messages or alpaca")
         problems = Problems()

@@ -160,6 +160,10 @@ def run_preflight(*, model: nn.Module, task: Task, train: list[Encoded], n_val: 
     params = count_parameters(model)
     pre = Preflight(device=device, dtype="float32", mixed_precision=precision, parameters=params,
                     data=data_stats(train, n_val, n_test, cfg.max_length), steps=steps, warnings=list(warnings))
+    if n_test == 0:
+        pre.warnings.append("no test rows: nothing will be scored; give data.test or raise data.split.test")
+    if n_val == 0:
+        pre.warnings.append("no validation rows: no validation loss, early stopping or best-checkpoint choice")
     if pre.data["truncated"]:
         pre.warnings.append(f"{pre.data['truncated']} training rows are longer than train.max_length "
                             f"({cfg.max_length}) and are cut")
