@@ -30,6 +30,9 @@ def test_classification_encoder_run_writes_a_complete_folder(tmp_path: Path, tin
     for side in ("base", "tuned"):
         assert {"accuracy", "macro_f1", "per_class", "confusion_matrix"} <= set(report[side])
     assert report["tuned"]["accuracy"] >= 0.9  # separable by one word
+    for metric in ("accuracy", "macro_f1"):  # per-item and corpus-level metrics both get paired intervals
+        lo, hi = report["intervals"][metric]["delta"]
+        assert lo <= report["delta"][metric] <= hi
     assert run.is_complete() and (run.root / "recipe.yaml").is_file() and (run.data / "test.jsonl").is_file()
     assert json.loads((run.data / "fingerprints.json").read_text())["files"]["train"]["sha256"]
     assert "torch" in json.loads(run.environment.read_text())

@@ -1,15 +1,18 @@
 """The before/after report: base and tuned model on the same test items, with uncertainty.
 
-A gain on 200 test items can be noise. Every per-item headline metric gets a 95% percentile
-bootstrap interval, and the tuned-minus-base difference gets a *paired* bootstrap interval
-(resampling the same items for both models); the report calls a difference real only when that
-interval excludes zero.
+A gain on 200 test items can be noise. Every headline metric computed from predictions gets a
+95% percentile bootstrap interval, and the tuned-minus-base difference gets a *paired* bootstrap
+interval (resampling the same items for both models); the report calls a difference real only
+when that interval excludes zero. Means of per-item scores (accuracy, exact match) resample the
+item scores; corpus-level metrics (macro-F1, field F1, BLEU) are recomputed on each resample.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+import numpy as np
 
 from tuneforge.evaluate.metrics import bootstrap_ci
 from tuneforge.tasks.base import Example, Task
@@ -29,6 +32,10 @@ def build_report(task: Task, examples: list[Example], base: dict[str, Any] | Non
         report["base"] = base["scores"]
         report["delta"] = {m: _delta(base["scores"].get(m), tuned["scores"].get(m)) for m in task.headline}
     report["intervals"] = _intervals(task, base, tuned)
+    from_predictions = task.score(examples, tuned["predictions"])  # not perplexity, which needs the model
+    for metric in task.headline:  # corpus-level metrics (macro-F1, field F1, BLEU): resample whole test sets
+        if metric not in report["intervals"] and isinstance(from_predictions.get(metric), float):
+            report["intervals"][metric] = _resampled_interval(task, examples, base, tuned, metric)
     report["samples"] = _samples(examples, base, tuned, samples)
     return report
 
@@ -54,6 +61,30 @@ def _intervals(task: Task, base: dict[str, Any] | None, tuned: dict[str, Any]) -
             entry["significant"] = lo > 0 or hi < 0
         out[metric] = entry
     return out
+
+
+def _resampled_interval(task: Task, examples: list[Example], base: dict[str, Any] | None, tuned: dict[str, Any],
+                        metric: str, n: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Paired percentile bootstrap of a metric that is not a mean of per-item scores.
+
+    Each resample draws the same item indices for both models and recomputes the metric from
+    scratch (``task.score``), so the interval of the change accounts for the pairing.
+    """
+    rng = np.random.default_rng(seed)
+    after, before = [], []
+    for _ in range(n):
+        idx = rng.integers(0, len(examples), size=len(examples)).tolist()
+        sub = [examples[i] for i in idx]
+        after.append(float(task.score(sub, [tuned["predictions"][i] for i in idx])[metric]))
+        if base is not None:
+            before.append(float(task.score(sub, [base["predictions"][i] for i in idx])[metric]))
+    q = [0.025, 0.975]
+    entry: dict[str, Any] = {"tuned": np.quantile(after, q).tolist()}
+    if base is not None:
+        entry["base"] = np.quantile(before, q).tolist()
+        lo, hi = np.quantile(np.subtract(after, before), q).tolist()
+        entry["delta"], entry["significant"] = [lo, hi], bool(lo > 0 or hi < 0)
+    return entry
 
 
 def _samples(examples: list[Example], base: dict[str, Any] | None, tuned: dict[str, Any], n: int) -> list[dict[str, Any]]:
