@@ -111,3 +111,12 @@ def test_generation_format_is_decided_once_from_train(tmp_path: Path, tiny_decod
     recipe["data"]["split"] = {"validation": 0.0, "test": 0.0}
     with pytest.raises(DataError, match=r"train.jsonl:2: field 'messages' must be a non-empty list"):
         api.train(recipe, **QUIET)
+
+
+def test_predict_reports_bad_input_rows(tmp_path: Path, tiny_encoder: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(20))
+    api.train(base_recipe(tiny_encoder, "classification", train, tmp_path / "run", max_steps=2), **QUIET)
+    inputs = write_jsonl(tmp_path / "in.jsonl", [{"text": "fine"}, {"body": "wrong field"}])
+    with pytest.raises(DataError, match=r"nothing was predicted[\s\S]*in.jsonl:2: missing field 'text'"):
+        api.predict(tmp_path / "run", inputs)
+    assert not (tmp_path / "in.predictions.jsonl").exists()

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase, set_seed
 
 from tuneforge.data.readers import read_records
 from tuneforge.data.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits
-from tuneforge.errors import ConfigError, UserError
+from tuneforge.errors import ConfigError, DataError, UserError
 from tuneforge.evaluate.report import build_report, headline_table, model_scores, render_markdown, render_table
 from tuneforge.methods import count_parameters, get_method
 from tuneforge.methods.base import Method
@@ -366,7 +366,11 @@ def _parse_for_prediction(task: Task, records: list[Any], what: str) -> list[Exa
         else:
             fields.setdefault(field, value)
         filled.append(Record(source=r.source, line=r.line, fields=fields))
-    return task.parse(filled, what)
+    try:
+        return task.parse(filled, what)
+    except DataError as err:
+        raise DataError(f"{len(err.problems)} bad row(s) in {what}; fix them and re-run (nothing was predicted)",
+                        err.problems) from None
 
 
 def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite: bool = False) -> Path:
