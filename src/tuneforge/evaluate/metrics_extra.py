@@ -18,7 +18,7 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -99,6 +99,15 @@ def _binary_average_precision(y: np.ndarray, s: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+def _macro_one_vs_rest(refs: list[str], scores: list[list[float]], labels: list[str], name: str,
+                       binary: Callable[[np.ndarray, np.ndarray], float]) -> float:
+    """``binary`` on the positive column (two labels) or averaged over one-vs-rest columns (more)."""
+    matrix = _score_matrix(refs, scores, labels)
+    targets = _one_vs_rest(refs, labels, name)
+    columns = [1] if len(labels) == 2 else range(len(labels))
+    return float(np.mean([binary(y, matrix[:, k]) for y, k in zip(targets, columns)]))
+
+
 @METRICS.register("roc_auc")
 def roc_auc(refs: list[str], scores: list[list[float]], labels: list[str]) -> float:
     """Area under the ROC curve; macro one-vs-rest when there are more than two labels.
@@ -117,10 +126,7 @@ def roc_auc(refs: list[str], scores: list[list[float]], labels: list[str]) -> fl
     >>> roc_auc(["no", "yes", "no", "yes"], [[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]], ["no", "yes"])
     0.75
     """
-    matrix = _score_matrix(refs, scores, labels)
-    targets = _one_vs_rest(refs, labels, "ROC AUC")
-    columns = [1] if len(labels) == 2 else range(len(labels))
-    return float(np.mean([_binary_roc_auc(y, matrix[:, k]) for y, k in zip(targets, columns)]))
+    return _macro_one_vs_rest(refs, scores, labels, "ROC AUC", _binary_roc_auc)
 
 
 @METRICS.register("pr_auc")
@@ -139,10 +145,7 @@ def pr_auc(refs: list[str], scores: list[list[float]], labels: list[str]) -> flo
     >>> pr_auc(["no", "yes", "no", "yes"], [[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]], ["no", "yes"])
     0.8333333333333333
     """
-    matrix = _score_matrix(refs, scores, labels)
-    targets = _one_vs_rest(refs, labels, "PR AUC")
-    columns = [1] if len(labels) == 2 else range(len(labels))
-    return float(np.mean([_binary_average_precision(y, matrix[:, k]) for y, k in zip(targets, columns)]))
+    return _macro_one_vs_rest(refs, scores, labels, "PR AUC", _binary_average_precision)
 
 
 # --------------------------------------------------------------------------------------------------
