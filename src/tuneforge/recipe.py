@@ -81,18 +81,18 @@ class DataConfig(Section):
     completion_field: str = "completion"
     messages_field: str = "messages"
     labels: list[str] | None = Field(None, description="classification: the label set; default = labels seen in train")
+    fields: list[str] | None = Field(None, description="extraction: the object's keys; default = keys seen in train")
+    split: SplitConfig = SplitConfig()
+    max_train_rows: int | None = Field(None, ge=1, description="use only the first N training rows (after splitting)")
+    max_test_rows: int | None = Field(None, ge=1, description="score only the first N test rows")
 
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_as_text(cls, value: Any) -> Any:
         """Integer labels in the data are read as text ("0", "1"), so declared ones are too."""
         if isinstance(value, list):
-            return [str(v) if isinstance(v, (int, bool)) and not isinstance(v, bool) else v for v in value]
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
         return value
-    fields: list[str] | None = Field(None, description="extraction: the object's keys; default = keys seen in train")
-    split: SplitConfig = SplitConfig()
-    max_train_rows: int | None = Field(None, ge=1, description="use only the first N training rows (after splitting)")
-    max_test_rows: int | None = Field(None, ge=1, description="score only the first N test rows")
 
 
 class PromptConfig(Section):
