@@ -12,6 +12,12 @@ import torch
 torch.set_num_threads(1)  # tiny models: threads only add noise and overhead
 
 
+@pytest.fixture(autouse=True)
+def _private_run_registry(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finished runs register themselves in the run catalogue: keep tests out of the user's own."""
+    monkeypatch.setenv("TUNEFORGE_REGISTRY", str(tmp_path_factory.getbasetemp() / "runs.sqlite"))
+
+
 @pytest.fixture(scope="session")
 def tiny_decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tuneforge.models.tiny import make_tiny_decoder
