@@ -12,10 +12,10 @@ from typing import Any
 
 
 def _cmd_compress(args: argparse.Namespace) -> None:
-    from tuneforge.compress import CompressConfig, compress
+    from tuneforge.compress import compress
 
-    cfg = CompressConfig(method=args.method, sparsity=args.sparsity, recovery_steps=args.recovery_steps,
-                         recovery_lr=args.recovery_lr, group_size=args.group_size)
+    cfg = {"method": args.method, "sparsity": args.sparsity, "recovery_steps": args.recovery_steps,
+           "recovery_lr": args.recovery_lr, "group_size": args.group_size}
     result = compress(args.run_dir, cfg, args.output, overwrite=args.overwrite)
     print(f"compressed run folder: {result.out_dir}")
 

@@ -44,6 +44,21 @@ class CompressConfig(Section):
     group_size: int = Field(32, ge=8, description="weight-int4: weights per quantisation group (scale)")
 
 
+def compress_config(values: CompressConfig | dict[str, Any]) -> CompressConfig:
+    """Validate compression options; a bad one is a ``ConfigError`` naming the option."""
+    from pydantic import ValidationError
+
+    from tuneforge.errors import ConfigError
+
+    if isinstance(values, CompressConfig):
+        return values
+    try:
+        return CompressConfig(**values)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid compression options: {problems}") from None
+
+
 @dataclass
 class Context:
     """What a compressor may use besides the model: the task and the run's training split."""

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from torch import nn
 
-from tuneforge.compress.base import CompressConfig, Context, float_state, get_compressor
+from tuneforge.compress.base import CompressConfig, Context, compress_config, float_state, get_compressor
 from tuneforge.compress.store import COMPRESSION_FILE, WEIGHTS_FILE, is_compressed, save_model_folder
 from tuneforge.data.splits import load_saved_split
 from tuneforge.errors import UserError
@@ -42,7 +42,7 @@ def compress(run_dir: Path | str, cfg: CompressConfig | dict[str, Any], out_dir:
     """Write a compressed copy of a finished run to ``out_dir`` with its own report."""
     from tuneforge.api import load_run
 
-    cfg = cfg if isinstance(cfg, CompressConfig) else CompressConfig(**cfg)
+    cfg = compress_config(cfg)
     source, out = RunDir(run_dir), Path(out_dir)
     _check_paths(source, out, overwrite)
     compressor = get_compressor(cfg)
