@@ -27,13 +27,15 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 
-def measure(run_dir: Path, method: str, out_root: Path) -> dict:
+def measure(run_dir: Path, cfg: CompressConfig, out_root: Path) -> dict:
     started = time.perf_counter()
-    result = compress(run_dir, CompressConfig(method=method), out_root / f"{run_dir.name}-{method}", overwrite=True)
+    method = cfg.method
+    result = compress(run_dir, cfg, out_root / f"{run_dir.name}-{method}", overwrite=True)
     r = result.report
     facts = r["compression"]
     return {"run": run_dir.name, "method": method, "task": r["task"], "model": r["model"],
             "tuning": r["method"], "n_test": r["n_test"], "batch_size": facts["batch_size"],
+            "options": {k: v for k, v in cfg.model_dump().items() if k != "method"}, "summary": facts["summary"],
             "size_bytes": facts["size_bytes"], "ms_per_item": facts["ms_per_item"],
             "headline": r["headline"], "uncompressed": {m: r["base"].get(m) for m in r["headline"]},
             "compressed": {m: r["tuned"].get(m) for m in r["headline"]},
@@ -59,7 +61,9 @@ def render(results: list[dict]) -> str:
             ci = r["delta_ci"].get(m)
             change = "-" if r["delta"].get(m) is None else f"{r['delta'][m]:+.4f}" + (
                 f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
-            head = [f"{r['run']} ({r['model']}, {r['tuning']}, {r['task']})", r["method"], str(r["n_test"]),
+            opts = f" (sparsity {r['options']['sparsity']}, {r['options']['recovery_steps']} recovery steps)" \
+                if r["method"].startswith("prune") else ""
+            head = [f"{r['run']} ({r['model']}, {r['tuning']}, {r['task']})", r["method"] + opts, str(r["n_test"]),
                     f"{s['uncompressed'] / 1e6:.1f} → {s['compressed'] / 1e6:.1f}", f"{s['ratio']:.3f}",
                     f"{ms['uncompressed']:.1f} → {ms['compressed']:.1f}", f"{ms['ratio']:.3f}"] if i == 0 \
                 else ["", "", "", "", "", "", ""]
@@ -73,14 +77,18 @@ def render(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+")
-    parser.add_argument("--method", default="int8-dynamic")
+    parser.add_argument("--method", nargs="+", default=["int8-dynamic"])
+    parser.add_argument("--sparsity", type=float, default=0.3)
+    parser.add_argument("--recovery-steps", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="where compressed folders go (default: a temp dir)")
     args = parser.parse_args()
     out_root = args.out or Path(tempfile.mkdtemp(prefix="tuneforge-bench-compress-"))
     RESULTS.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
-        row = measure(run, args.method, out_root)
-        (RESULTS / f"compress-{run.name}-{args.method}.json").write_text(json.dumps(row, indent=2) + "\n")
+        for method in args.method:
+            cfg = CompressConfig(method=method, sparsity=args.sparsity, recovery_steps=args.recovery_steps)
+            row = measure(run, cfg, out_root)
+            (RESULTS / f"compress-{run.name}-{method}.json").write_text(json.dumps(row, indent=2) + "\n")
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("compress-*.json"))]
     (HERE / "COMPRESS_RESULTS.md").write_text(render(rows))
     print(render(rows))

@@ -129,3 +129,14 @@ def test_cli_compress_and_bad_options(cls_run: Path, tmp_path: Path, capsys: pyt
     assert main(["compress", str(cls_run), "--method", "prune-magnitude", "--sparsity", "1.5",
                  "-o", str(tmp_path / "x")]) == 2
     assert "sparsity" in capsys.readouterr().err
+
+
+def test_structured_pruning_of_a_gated_llama_ffn(ext_run: Path, tmp_path: Path) -> None:
+    out = compress(ext_run, {"method": "prune-structured", "sparsity": 0.25}, tmp_path / "c", echo=quiet).out_dir
+    mlp = api.load_run(out).model.model.layers[1].mlp
+    assert mlp.gate_proj.weight.shape == mlp.up_proj.weight.shape == (48, 32)  # 64 neurons, a quarter removed
+    assert mlp.down_proj.weight.shape == (32, 48)
+    saved = [json.loads(x)["raw"] for x in (out / "predictions" / "tuned.jsonl").read_text().splitlines()]
+    loaded = api.load_run(out)
+    test = loaded.task.parse(load_saved_split(out / "data", "test"), "t")
+    assert [p["raw"] for p in loaded.task.predict(loaded.model, test)] == saved

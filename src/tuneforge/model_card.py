@@ -62,7 +62,7 @@ def render_model_card(run_dir: Path | str) -> str:
 def _title(recipe: dict[str, Any], compression: dict[str, Any] | None) -> str:
     name = Path(str(recipe.get("output", "run"))).name
     what = f" (compressed: {compression['config']['method']})" if compression else ""
-    return (f"# Model card: {name}{what}\n\nA `{recipe['task']}` model fine-tuned by tuneforge from "
+    return (f"# Model card: {name}{what}\n\nTask `{recipe['task']}`, fine-tuned by tuneforge from "
             f"`{recipe['model']}` with `{recipe['method']['name']}`. Written from the run folder; every figure "
             "below is measured, not claimed.\n")
 
