@@ -89,3 +89,15 @@ def test_quantised_compressed_folder_is_not_exported_as_float(cls_run: Path, tmp
 def test_hf_export_carries_the_model_card(cls_run: Path, tmp_path: Path) -> None:
     out = api.export(cls_run, tmp_path / "hf")
     assert (out / "MODEL_CARD.md").read_text() == (cls_run / "MODEL_CARD.md").read_text()
+
+
+def test_a_gguf_that_does_not_reproduce_the_model_is_refused(ext_run: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import tuneforge.export_formats as ef
+
+    monkeypatch.setattr(ef, "permute_qk", lambda w, n: w)  # forget llama.cpp's rotary row order
+    with pytest.raises(UserError, match="does not reproduce"):
+        api.export(ext_run, tmp_path / "g", format="gguf", gguf_type="f32")
+    assert not (tmp_path / "g").exists()
+    check = json.loads((tmp_path / ".g.tmp" / "export_check.json").read_text())
+    assert not check["passed"] and check["relative_diff"] > 1e-5
