@@ -98,3 +98,12 @@ def test_cli_runs_commands(cls_run: Path, tmp_path: Path, capsys: pytest.Capture
     assert main(["runs", "--db", db, "show", "2"]) == 0 and '"sentiment"' in capsys.readouterr().out
     assert main(["runs", "--db", db, "history", "sentiment"]) == 0
     assert main(["runs", "--db", db, "show", "nope"]) == 2
+
+
+def test_compressed_folders_are_catalogued_with_their_compression(cls_run: Path, tmp_path: Path) -> None:
+    from tuneforge.compress import compress
+
+    out = compress(cls_run, {"method": "int8-dynamic"}, tmp_path / "int8", echo=quiet).out_dir
+    entry = RunRegistry().get(str(out))
+    assert entry.compression == "int8-dynamic" and entry.summary["compression"]["size_bytes"]["ratio"] < 1
+    assert entry.summary["base_is"] == "the uncompressed tuned model"

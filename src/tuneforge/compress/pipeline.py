@@ -141,10 +141,12 @@ def _write_folder(source: RunDir, tmp: Path, recipe: Any, out: Path, facts: dict
 
 
 def _after_write(out: Path) -> None:
-    """Model card for the compressed folder."""
+    """Model card for the compressed folder, and the folder in the run catalogue (it can be promoted)."""
     from tuneforge.model_card import write_model_card
+    from tuneforge.registry_db import register_finished_run
 
     write_model_card(out)
+    register_finished_run(out)
 
 
 def _mb(n: int) -> str:
