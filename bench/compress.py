@@ -50,11 +50,12 @@ def render(results: list[dict]) -> str:
              "Produced by `bench/compress.py` (one JSON per row in `bench/results/`). Quality is measured on the "
              "run's own saved test split; the change's 95% interval is a paired bootstrap over the test items. "
              "Latency is wall-clock `task.predict` time per test item at the run's eval batch size, after one "
-             "warm-up batch, uncompressed then compressed in the same process. Size is the weights file, both "
+             "warm-up batch, the median of N passes per model alternating uncompressed and compressed in one process "
+             "(N in the `latency passes` column). Size is the weights file, both "
              "written as safetensors by the same writer.", "",
              "| run | method | test items | size MB (uncompr. → compr.) | size ratio | ms/item (uncompr. → compr.) "
-             "| latency ratio | metric | uncompressed | compressed | change [95% CI] |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| latency ratio | latency passes | metric | uncompressed | compressed | change [95% CI] |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         s, ms = r["size_bytes"], r["ms_per_item"]
         for i, m in enumerate(r["headline"]):
@@ -65,8 +66,9 @@ def render(results: list[dict]) -> str:
                 if r["method"].startswith("prune") else ""
             head = [f"{r['run']} ({r['model']}, {r['tuning']}, {r['task']})", r["method"] + opts, str(r["n_test"]),
                     f"{s['uncompressed'] / 1e6:.1f} → {s['compressed'] / 1e6:.1f}", f"{s['ratio']:.3f}",
-                    f"{ms['uncompressed']:.1f} → {ms['compressed']:.1f}", f"{ms['ratio']:.3f}"] if i == 0 \
-                else ["", "", "", "", "", "", ""]
+                    f"{ms['uncompressed']:.1f} → {ms['compressed']:.1f}", f"{ms['ratio']:.3f}",
+                    str(len(ms.get("runs", {}).get("compressed", [0])))] if i == 0 \
+                else ["", "", "", "", "", "", "", ""]
             lines.append("| " + " | ".join(head + [m, f"{r['uncompressed'][m]:.4f}", f"{r['compressed'][m]:.4f}",
                                                     change]) + " |")
     machines = {json.dumps(r["machine"], sort_keys=True) for r in results}
@@ -80,13 +82,15 @@ def main() -> None:
     parser.add_argument("--method", nargs="+", default=["int8-dynamic"])
     parser.add_argument("--sparsity", type=float, default=0.3)
     parser.add_argument("--recovery-steps", type=int, default=0)
+    parser.add_argument("--latency-repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="where compressed folders go (default: a temp dir)")
     args = parser.parse_args()
     out_root = args.out or Path(tempfile.mkdtemp(prefix="tuneforge-bench-compress-"))
     RESULTS.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
         for method in args.method:
-            cfg = CompressConfig(method=method, sparsity=args.sparsity, recovery_steps=args.recovery_steps)
+            cfg = CompressConfig(method=method, sparsity=args.sparsity, recovery_steps=args.recovery_steps,
+                                 latency_repeats=args.latency_repeats)
             row = measure(run, cfg, out_root)
             (RESULTS / f"compress-{run.name}-{method}.json").write_text(json.dumps(row, indent=2) + "\n")
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("compress-*.json"))]

@@ -15,7 +15,7 @@ def _cmd_compress(args: argparse.Namespace) -> None:
     from tuneforge.compress import compress
 
     cfg = {"method": args.method, "sparsity": args.sparsity, "recovery_steps": args.recovery_steps,
-           "recovery_lr": args.recovery_lr, "group_size": args.group_size}
+           "recovery_lr": args.recovery_lr, "group_size": args.group_size, "latency_repeats": args.latency_repeats}
     result = compress(args.run_dir, cfg, args.output, overwrite=args.overwrite)
     print(f"compressed run folder: {result.out_dir}")
 
@@ -106,6 +106,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--recovery-steps", type=int, default=0, help="pruning: fine-tuning steps after pruning")
     p.add_argument("--recovery-lr", type=float, default=2e-5, help="pruning: learning rate of the recovery steps")
     p.add_argument("--group-size", type=int, default=32, help="weight-int4: weights sharing one scale")
+    p.add_argument("--latency-repeats", type=int, default=3, help="timed passes per model (median reported)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the new run-like folder")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_compress)

@@ -42,6 +42,8 @@ class CompressConfig(Section):
     recovery_steps: int = Field(0, ge=0, description="pruning: optimizer steps of fine-tuning after pruning")
     recovery_lr: float = Field(2e-5, gt=0, le=1, description="pruning: learning rate of the recovery fine-tune")
     group_size: int = Field(32, ge=8, description="weight-int4: weights per quantisation group (scale)")
+    latency_repeats: int = Field(3, ge=1, description="timed passes over the test split per model, alternating "
+                                 "uncompressed and compressed; the median is reported")
 
 
 def compress_config(values: CompressConfig | dict[str, Any]) -> CompressConfig:

@@ -6,14 +6,18 @@ The report gives, against the uncompressed model:
 
 * quality: the task's headline metrics with paired bootstrap 95% intervals of the change
   (``tuneforge.evaluate.report.build_report``, the uncompressed model in the "base" slot);
-* latency: wall-clock milliseconds per test item of ``task.predict`` after one warm-up batch;
+* latency: wall-clock milliseconds per test item of ``task.predict`` after one warm-up batch, the
+  median of ``latency_repeats`` passes per model, the two models alternating so that a noisy
+  neighbour on a shared machine slows both alike;
 * size: bytes of the weights file, both written by the same safetensors writer (ties stored once).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +66,15 @@ def compress(run_dir: Path | str, cfg: CompressConfig | dict[str, Any], out_dir:
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     ref_bytes = _float_size(model, tmp / "reference.safetensors")
+    uncompressed = copy.deepcopy(model) if cfg.latency_repeats > 1 else None  # kept for the timing repeats
     echo(f"compressing: {cfg.method}")
     model = compressor.apply(model, Context(loaded.recipe, task, train)).eval()
     echo(f"scoring the compressed model on {len(test)} test items")
     compressed = timed_score(task, model, test)
+    if uncompressed is not None:
+        echo(f"timing both models {cfg.latency_repeats - 1} more time(s)")
+        _repeat_timings(task, test, [(uncompressed, reference), (model, compressed)], cfg.latency_repeats - 1)
+        del uncompressed
 
     size = save_model_folder(model, compressor, task.tokenizer, tmp / "model")
     facts = {"config": cfg.model_dump(), "source_run": str(source.root.resolve()),
@@ -73,7 +82,9 @@ def compress(run_dir: Path | str, cfg: CompressConfig | dict[str, Any], out_dir:
              "batch_size": loaded.recipe.eval.batch_size, "n_test": len(test),
              "size_bytes": {"uncompressed": ref_bytes, "compressed": size, "ratio": size / ref_bytes},
              "ms_per_item": {"uncompressed": reference["ms_per_item"], "compressed": compressed["ms_per_item"],
-                             "ratio": compressed["ms_per_item"] / reference["ms_per_item"]}}
+                             "ratio": compressed["ms_per_item"] / reference["ms_per_item"],
+                             "runs": {"uncompressed": reference["ms_per_item_runs"],
+                                      "compressed": compressed["ms_per_item_runs"]}}}
     meta = {"task": task.name, "model": loaded.recipe.model, "method": loaded.recipe.method.name,
             "base_is": "the uncompressed tuned model", "compression": facts}
     report = build_report(task, test, reference, compressed, meta=meta, samples=loaded.recipe.eval.samples)
@@ -99,15 +110,29 @@ def _check_paths(source: RunDir, out: Path, overwrite: bool) -> None:
         raise UserError(f"{out} already exists; pass --overwrite or another folder")
 
 
+def _timed_predict(task: Task, model: nn.Module, test: list[Example]) -> tuple[list[dict[str, Any]], float]:
+    started = time.perf_counter()
+    predictions = task.predict(model, test)
+    return predictions, 1000 * (time.perf_counter() - started) / len(test)
+
+
 def timed_score(task: Task, model: nn.Module, test: list[Example]) -> dict[str, Any]:
     """Predict and score ``test``; ``ms_per_item`` times ``task.predict`` after a warm-up batch."""
     task.predict(model, test[: task.recipe.eval.batch_size])  # warm-up: first-call allocations, kernel choice
-    started = time.perf_counter()
-    predictions = task.predict(model, test)
-    seconds = time.perf_counter() - started
+    predictions, ms = _timed_predict(task, model, test)
     extra = task.extra_eval(model, test)
     return {"scores": model_scores(task, test, predictions, extra), "items": task.item_scores(test, predictions),
-            "predictions": predictions, "ms_per_item": 1000 * seconds / len(test)}
+            "predictions": predictions, "ms_per_item": ms, "ms_per_item_runs": [ms]}
+
+
+def _repeat_timings(task: Task, test: list[Example], pairs: list[tuple[nn.Module, dict[str, Any]]],
+                    repeats: int) -> None:
+    """More timed passes, alternating the models; ``ms_per_item`` becomes the median of all passes."""
+    for _ in range(repeats):
+        for model, result in pairs:
+            result["ms_per_item_runs"].append(_timed_predict(task, model, test)[1])
+    for _, result in pairs:
+        result["ms_per_item"] = float(statistics.median(result["ms_per_item_runs"]))
 
 
 def _float_size(model: nn.Module, path: Path) -> int:
@@ -166,7 +191,8 @@ def render_compression_markdown(report: dict[str, Any]) -> str:
     md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     md += ["", "| | uncompressed | compressed | ratio |", "|---|---|---|---|",
            f"| weights on disk | {_mb(size['uncompressed'])} | {_mb(size['compressed'])} | {size['ratio']:.3f} |",
-           f"| latency, ms per item | {ms['uncompressed']:.1f} | {ms['compressed']:.1f} | {ms['ratio']:.3f} |", "",
+           f"| latency, ms per item (median of {len(ms['runs']['compressed'])}) | {ms['uncompressed']:.1f} | "
+           f"{ms['compressed']:.1f} | {ms['ratio']:.3f} |", "",
            "Details: " + json.dumps(facts["summary"]), ""]
     return "\n".join(md)
 
