@@ -88,9 +88,9 @@ def compress(run_dir: Path | str, cfg: CompressConfig | dict[str, Any], out_dir:
     meta = {"task": task.name, "model": loaded.recipe.model, "method": loaded.recipe.method.name,
             "base_is": "the uncompressed tuned model", "compression": facts}
     report = build_report(task, test, reference, compressed, meta=meta, samples=loaded.recipe.eval.samples)
-    facts["quality"] = {"headline": report["headline"], "uncompressed": report["base"],
-                        "compressed": report["tuned"], "delta": report["delta"], "intervals": report["intervals"]}
-    _write_folder(source, tmp, loaded.recipe, out, facts, report, compressed["predictions"])
+    quality = {"headline": report["headline"], "uncompressed": report["base"], "compressed": report["tuned"],
+               "delta": report["delta"], "intervals": report["intervals"]}
+    _write_folder(source, tmp, out, {**facts, "quality": quality}, report, compressed["predictions"])
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     _after_write(out)
@@ -147,7 +147,7 @@ def _float_size(model: nn.Module, path: Path) -> int:
     return size
 
 
-def _write_folder(source: RunDir, tmp: Path, recipe: Any, out: Path, facts: dict[str, Any],
+def _write_folder(source: RunDir, tmp: Path, out: Path, facts: dict[str, Any],
                   report: dict[str, Any], predictions: list[dict[str, Any]]) -> None:
     from tuneforge.rundir import write_jsonl_atomic
 
