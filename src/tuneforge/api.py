@@ -398,14 +398,15 @@ def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite:
     out = Path(out_dir) if out_dir else run.root / "export"
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} already exists; pass --overwrite or another folder")
+    compression = run.root / "compression.json"
+    if compression.is_file() and json.loads(compression.read_text(encoding="utf-8"))["quantised"]:
+        raise UserError(f"{run.root} holds weights quantised in torch's own layout, which no export format stores; "
+                        "export the uncompressed run (GGUF has its own --gguf-type q8_0), or use this folder itself "
+                        "(`tuneforge predict` loads it)")
     if format != "hf":
         from tuneforge.export_formats import export_as
 
         return export_as(format, run_dir, out, **options)
-    compression = run.root / "compression.json"
-    if compression.is_file() and json.loads(compression.read_text(encoding="utf-8"))["quantised"]:
-        raise UserError(f"{run.root} holds quantised weights, which a Hugging Face folder cannot store; export the "
-                        "uncompressed run instead, or serve this folder itself (`tuneforge predict` loads it)")
     loaded = load_run(run_dir)
     merged = loaded.method.merge(loaded.model)
     tmp = out.with_name(f".{out.name}.tmp")

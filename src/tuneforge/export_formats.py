@@ -79,12 +79,8 @@ def _fresh_tmp(out: Path) -> Path:
 
 def _merged(run_dir: Path | str) -> tuple[Any, nn.Module]:
     from tuneforge.api import load_run
-    from tuneforge.compress.store import is_compressed, read_compression
 
-    if is_compressed(run_dir) and read_compression(run_dir)["quantised"]:
-        raise UserError(f"{run_dir} holds quantised weights in torch's own layout; export the uncompressed run "
-                        "(GGUF has its own q8_0 type: --gguf-type q8_0)")
-    loaded = load_run(run_dir)
+    loaded = load_run(run_dir)  # quantised compressed folders were refused by api.export
     model = loaded.method.merge(loaded.model).eval()
     return loaded, model
 
