@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--latency-repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="where compressed folders go (default: a temp dir)")
     args = parser.parse_args()
+    os.environ.setdefault("TUNEFORGE_REGISTRY", "off")  # benchmark folders stay out of the user's run catalogue
     out_root = args.out or Path(tempfile.mkdtemp(prefix="tuneforge-bench-compress-"))
     RESULTS.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
