@@ -14,8 +14,8 @@ from typing import Any
 def _cmd_compress(args: argparse.Namespace) -> None:
     from tuneforge.compress import compress
 
-    cfg = {"method": args.method, "sparsity": args.sparsity, "recovery_steps": args.recovery_steps,
-           "recovery_lr": args.recovery_lr, "group_size": args.group_size, "latency_repeats": args.latency_repeats}
+    options = ("sparsity", "recovery_steps", "recovery_lr", "group_size", "latency_repeats")
+    cfg = {"method": args.method, **{k: getattr(args, k) for k in options if getattr(args, k) is not None}}
     result = compress(args.run_dir, cfg, args.output, overwrite=args.overwrite)
     print(f"compressed run folder: {result.out_dir}")
 
@@ -102,11 +102,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("run_dir", type=Path)
     p.add_argument("--method", required=True,
                    choices=["int8-dynamic", "weight-int8", "weight-int4", "prune-magnitude", "prune-structured"])
-    p.add_argument("--sparsity", type=float, default=0.3, help="pruning: share of weights / FFN neurons removed")
-    p.add_argument("--recovery-steps", type=int, default=0, help="pruning: fine-tuning steps after pruning")
-    p.add_argument("--recovery-lr", type=float, default=2e-5, help="pruning: learning rate of the recovery steps")
-    p.add_argument("--group-size", type=int, default=32, help="weight-int4: weights sharing one scale")
-    p.add_argument("--latency-repeats", type=int, default=3, help="timed passes per model (median reported)")
+    # defaults live in tuneforge.compress.base.CompressConfig only (0.3, 0, 2e-5, 32, 3)
+    p.add_argument("--sparsity", type=float, help="pruning: share of weights / FFN neurons removed")
+    p.add_argument("--recovery-steps", type=int, help="pruning: fine-tuning steps after pruning")
+    p.add_argument("--recovery-lr", type=float, help="pruning: learning rate of the recovery steps")
+    p.add_argument("--group-size", type=int, help="weight-int4: weights sharing one scale")
+    p.add_argument("--latency-repeats", type=int, help="timed passes per model, alternating (median reported)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the new run-like folder")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_compress)
