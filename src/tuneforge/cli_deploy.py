@@ -102,7 +102,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("run_dir", type=Path)
     p.add_argument("--method", required=True,
                    choices=["int8-dynamic", "weight-int8", "weight-int4", "prune-magnitude", "prune-structured"])
-    # defaults live in tuneforge.compress.base.CompressConfig only (0.3, 0, 2e-5, 32, 3)
+    # unset options take their defaults from tuneforge.compress.base.CompressConfig (one place)
     p.add_argument("--sparsity", type=float, help="pruning: share of weights / FFN neurons removed")
     p.add_argument("--recovery-steps", type=int, help="pruning: fine-tuning steps after pruning")
     p.add_argument("--recovery-lr", type=float, help="pruning: learning rate of the recovery steps")
