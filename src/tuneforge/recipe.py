@@ -35,7 +35,12 @@ class FullMethod(Section):
 
 
 class LoraMethod(Section):
-    """Low-rank adapters through peft (Hu et al. 2021, https://arxiv.org/abs/2106.09685)."""
+    """Low-rank adapters through peft (Hu et al. 2021, https://arxiv.org/abs/2106.09685).
+
+    ``use_dora`` splits each update into magnitude and direction (DoRA, Liu et al. 2024,
+    https://arxiv.org/abs/2402.09353); ``use_rslora`` scales by alpha / sqrt(r) instead of alpha / r so
+    higher ranks keep learning (Kalajdzievski 2023, https://arxiv.org/abs/2312.03732).
+    """
 
     name: Literal["lora"] = "lora"
     r: int = Field(16, ge=1, description="rank of the update matrices")
@@ -44,6 +49,10 @@ class LoraMethod(Section):
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="module names to adapt, or 'all-linear' for every linear layer but the head"
     )
+    use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
+    use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
+    rank_pattern: dict[str, int] = Field(default_factory=dict, description="rank per module name pattern, e.g. {v_proj: 32}")
+    alpha_pattern: dict[str, float] = Field(default_factory=dict, description="alpha per module name pattern")
 
 
 class FreezeMethod(Section):
@@ -54,7 +63,69 @@ class FreezeMethod(Section):
     train_embeddings: bool = False
 
 
-MethodConfig = Annotated[Union[FullMethod, LoraMethod, FreezeMethod], Field(discriminator="name")]
+class LayerFreezeMethod(Section):
+    """Freeze the embeddings and the first ``frozen_layers`` blocks (and any named modules); the rest trains."""
+
+    name: Literal["layer_freeze"] = "layer_freeze"
+    frozen_layers: int = Field(2, ge=0, description="how many of the bottom transformer blocks stay frozen")
+    freeze_embeddings: bool = True
+    modules: list[str] = Field(default_factory=list,
+                               description="also freeze parameters whose name contains one of these strings")
+
+
+class GradualUnfreezeMethod(Section):
+    """ULMFiT gradual unfreezing (Howard & Ruder 2018, https://arxiv.org/abs/1801.06146)."""
+
+    name: Literal["gradual_unfreeze"] = "gradual_unfreeze"
+    every_steps: int | None = Field(None, ge=1, description="unfreeze one more block every N optimizer steps")
+    every_epochs: float | None = Field(None, gt=0, description="... or every N epochs (default 1 when neither is set)")
+    start_layers: int = Field(0, ge=0, description="top blocks trainable from the start, besides the head")
+    layer_lr_decay: float = Field(1.0, gt=0, le=1, description="combine with discriminative rates (ULMFiT: 1/2.6)")
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> "GradualUnfreezeMethod":
+        if self.every_steps is not None and self.every_epochs is not None:
+            raise ValueError("set every_steps or every_epochs, not both")
+        return self
+
+
+class DiscriminativeMethod(Section):
+    """Full fine-tuning with layer-wise learning-rate decay (Howard & Ruder 2018; Clark et al. 2020)."""
+
+    name: Literal["discriminative"] = "discriminative"
+    layer_lr_decay: float = Field(0.8, gt=0, le=1, description="each block's rate = the rate of the block above x this")
+    head_lr: float | None = Field(None, gt=0, le=10, description="the head's own rate; default train.lr")
+
+
+class IA3Method(Section):
+    """(IA)^3 through peft (Liu et al. 2022, https://arxiv.org/abs/2205.05638): learned rescaling vectors."""
+
+    name: Literal["ia3"] = "ia3"
+    target_modules: list[str] | None = Field(None, description="default: peft's choice for the architecture")
+    feedforward_modules: list[str] | None = Field(None, description="subset of target_modules that are feed-forward")
+
+
+class PromptTuningMethod(Section):
+    """Soft prompts through peft (Lester et al. 2021, https://arxiv.org/abs/2104.08691)."""
+
+    name: Literal["prompt_tuning"] = "prompt_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, le=512)
+    init_text: str | None = Field(None, description="initialise the soft prompt from this text's embeddings")
+
+
+class PrefixTuningMethod(Section):
+    """Prefix tuning through peft (Li & Liang 2021, https://arxiv.org/abs/2101.00190); decoders only."""
+
+    name: Literal["prefix_tuning"] = "prefix_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, le=512)
+    projection: bool = Field(False, description="reparameterise the prefix through an MLP, as in the paper")
+
+
+MethodConfig = Annotated[
+    Union[FullMethod, LoraMethod, FreezeMethod, LayerFreezeMethod, GradualUnfreezeMethod, DiscriminativeMethod,
+          IA3Method, PromptTuningMethod, PrefixTuningMethod],
+    Field(discriminator="name"),
+]
 
 
 # ----------------------------------------------------------------------------- data

@@ -188,6 +188,14 @@ def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
+def virtual_tokens(model: torch.nn.Module) -> int:
+    """Soft-prompt positions that a peft prompt-tuning model puts before the input (0 for anything else)."""
+    config = getattr(model, "active_peft_config", None)
+    if config is None or not config.is_prompt_learning or config.peft_type.value == "PREFIX_TUNING":
+        return 0
+    return int(config.num_virtual_tokens)
+
+
 def answer_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits only at the positions that predict an answer token: ``(N, V)``, targets ``(N,)``, rows ``(N,)``.
 
@@ -201,6 +209,9 @@ def answer_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tup
     keep[:, :-1] = labels[:, 1:] != IGNORE
     targets = labels[:, 1:][keep[:, :-1]]  # (N,)
     rows = keep.nonzero()[:, 0]  # (N,)
+    n_virtual = virtual_tokens(model)
+    if n_virtual:  # soft prompt positions come first in the logits and never carry loss
+        keep = torch.cat([keep.new_zeros(keep.shape[0], n_virtual), keep], dim=1)  # (B, P + T)
     if _accepts_logits_to_keep(model):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
         return out.logits.reshape(-1, out.logits.shape[-1]), targets, rows  # (N, V)

@@ -20,8 +20,10 @@ from tuneforge.data.readers import Record
 from tuneforge.data.validate import Problems, require_field, require_text
 from tuneforge.errors import DataError
 from tuneforge.evaluate.metrics import accuracy, confusion_matrix, macro_f1, per_class
-from tuneforge.tasks.base import TASKS, Encoded, Example, Task, encode_prompt_answer, end_of_turn, pad_id, prompt_text
-from tuneforge.tasks.decoding import option_logprobs
+from tuneforge.tasks.base import (
+    IGNORE, TASKS, Encoded, Example, Task, encode_prompt_answer, end_of_turn, pad_id, prompt_text,
+)
+from tuneforge.tasks.decoding import answer_logprobs, option_logprobs
 
 DEFAULT_INSTRUCTION = "Classify the text into one of these labels: {labels}. Answer with the label only."
 
@@ -117,9 +119,15 @@ class Classification(Task):
         was_training = model.training
         model.eval()
         out = []
+        shared_cache = not getattr(model, "active_peft_config", None) or not model.active_peft_config.is_prompt_learning
         for text in tqdm(texts, desc="classify", leave=False):
             prompt = tok(prompt_text(tok, self._messages(text)), add_special_tokens=False)["input_ids"]
-            scores = option_logprobs(model, prompt[-max(budget, 1) :], options, pad_id(tok))
+            prompt = prompt[-max(budget, 1) :]
+            if shared_cache:
+                scores = option_logprobs(model, prompt, options, pad_id(tok))
+            else:  # soft prompts own the cache's first positions: score each label as a full sequence
+                encoded = [Encoded(prompt + o, [IGNORE] * len(prompt) + o, n_answer=len(o)) for o in options]
+                scores = [s for s, _ in answer_logprobs(model, tok, encoded, len(options))]
             out.append(torch.softmax(torch.tensor(scores), dim=0).tolist())
         model.train(was_training)
         return out

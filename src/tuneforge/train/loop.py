@@ -91,14 +91,9 @@ def micro_batches(lengths: list[int], cfg: TrainConfig, start_step: int) -> Iter
         epoch, pos = epoch + 1, 0
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; biases and norm weights (1-D tensors) get no weight decay, as in BERT and GPT-2."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+def build_optimizer(model: nn.Module, method: Method[Any], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the method's parameter groups (per-layer rates for discriminative fine-tuning)."""
+    return torch.optim.AdamW(method.param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr)
 
 
 def warmup_steps(cfg: TrainConfig, steps: int) -> int:
@@ -128,7 +123,7 @@ def fit(
     steps = total_steps(len(train), cfg)
     per_epoch = steps_per_epoch(len(train), cfg)
     eval_every = cfg.eval_every or per_epoch
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, method, cfg)
     scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=warmup_steps(cfg, steps),
                               num_training_steps=steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -146,6 +141,7 @@ def fit(
     while state.step < steps and not state.stopped_early:
         started = time.perf_counter()
         torch.manual_seed(cfg.seed + state.step)  # dropout masks of step k are the same after a resume
+        method.on_step(accelerator.unwrap_model(model), state.step, per_epoch)
         loss_value, n_tokens = _one_step(model, task, train, batches, optimizer, cfg, accelerator)
         if not math.isfinite(loss_value):
             run.log({"step": state.step + 1, "event": "nan", "loss": loss_value})
