@@ -31,7 +31,11 @@ from tuneforge.models.registry import MODELS, ModelSpec, ResolvedModel, resolve_
 from tuneforge.recipe import Recipe, load_recipe, recipe_from_dict, recipe_to_yaml
 from tuneforge.rundir import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from tuneforge.tasks.base import Encoded, Example, Task, get_task
+from tuneforge.models.surgery import keep_layers, set_dropout
+from tuneforge.train.guards import ForgettingCheck, training_set
 from tuneforge.train.loop import fit, total_steps
+from tuneforge.train.privacy import plan_privacy
+from tuneforge.train.privacy import spent as privacy_spent
 from tuneforge.train.preflight import Preflight, resolve_device, resolve_precision, run_preflight
 
 RecipeLike = Recipe | str | Path | dict
@@ -67,6 +71,10 @@ def _model_for(recipe: Recipe, task: Task, resolved: ResolvedModel, device: str)
     labels = task.schema.get("labels") if task.head == "sequence_classification" else None
     model = load_model(resolved, head=task.head, num_labels=len(labels) if labels else None,
                        id2label=dict(enumerate(labels)) if labels else None)
+    if recipe.model_layers is not None:
+        keep_layers(model, recipe.model_layers)
+    if recipe.train.dropout is not None:
+        set_dropout(model, recipe.train.dropout)
     method = get_method(recipe.method)
     return method.prepare(model, task.head).to(device), method
 
@@ -143,9 +151,10 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     problems: list[str] = []
     splits = parse_splits(read_splits(recipe, task, problems), task, fit=True, problems=problems)
     _check_early_stopping_metric(recipe, task)
-    train_enc = [e for e in _encode_train(task, splits.examples["train"]) if e.n_answer > 0]
-    if not train_enc:
-        raise UserError("no training row keeps any answer token within train.max_length; raise it")
+    train_enc = training_set(recipe, task, splits.examples["train"], echo)
+    check = ForgettingCheck(recipe, task) if recipe.forgetting is not None else None
+    if check is not None:
+        train_enc = train_enc + check.rehearsal(len(train_enc))
     device, warnings = resolve_device(recipe.train)
     precision, more = resolve_precision(recipe.train, device)
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=precision)
@@ -163,7 +172,8 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
         _check_same_data(run, splits.fingerprints(recipe))
     _write_run_start(run, recipe_yaml, splits, recipe, task, device, precision, pre, resume)
     try:
-        report = _train_and_report(run, recipe, task, splits, train_enc, model, method, accelerator, resume, echo)
+        report = _train_and_report(run, recipe, task, splits, train_enc, model, method, accelerator, resume, echo,
+                                   check)
     except KeyboardInterrupt:
         run.set_status("interrupted", resume_with="tuneforge train RECIPE --resume")
         raise
@@ -175,21 +185,32 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
 
 def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, train_enc: list[Encoded],
                       model: nn.Module, method: Method[Any], accelerator: Accelerator, resume: bool,
-                      echo: Any) -> dict[str, Any] | None:
+                      echo: Any, check: ForgettingCheck | None) -> dict[str, Any] | None:
     test = splits.examples["test"]
     base = _base_scores(run, recipe, task, model, test, echo)
+    general_before = check.before(model, run, echo) if check is not None else None
     validate = _validator(task, recipe, splits) if splits.examples["validation"] else None
     metric = recipe.train.early_stopping.metric if recipe.train.early_stopping else "loss"
     lower = metric == "loss" or metric in task.lower_is_better
+    steps = total_steps(len(train_enc), recipe.train)
+    privacy = recipe.train.privacy
+    plan = plan_privacy(privacy, len(train_enc), recipe.train.batch_size * recipe.train.grad_accum, steps) if privacy else None
     state = fit(model=model, task=task, method=method, train=train_enc, validate=validate, cfg=recipe.train,
-                run=run, accelerator=accelerator, resume=resume, lower_is_better=lower)
+                run=run, accelerator=accelerator, resume=resume, lower_is_better=lower,
+                penalty=check.penalty(model) if check is not None else None, privacy=plan)
     model = accelerator.unwrap_model(model)
     _save_model(run, method, model, task.tokenizer, task)
     echo(f"scoring the tuned model on {len(test)} test items")
     tuned = _score(task, model, test) if test else None
     training = {"steps": state.step, "seconds": state.seconds, "tokens": state.tokens, "best_step": state.best_step,
                 "best_val": state.best_metric, "stopped_early": state.stopped_early}
-    report = _finish(run, recipe, task, test, base, tuned, count_parameters(model), training)
+    extra: dict[str, Any] = {"adapter_bytes": _folder_bytes(run.model)}
+    if plan is not None:
+        extra["privacy"] = privacy_spent(plan, state.step)
+    if check is not None and general_before is not None:
+        echo("measuring general ability after training")
+        extra["forgetting"] = check.after(model, general_before)
+    report = _finish(run, recipe, task, test, base, tuned, count_parameters(model), training, extra)
     echo(render_table(headline_table(report)) if report else "no test split: nothing to report")
     echo(f"run folder: {run.root}")
     return report
@@ -264,14 +285,21 @@ def _save_model(run: RunDir, method: Method[Any], model: nn.Module, tokenizer: P
     tmp.rename(run.model)
 
 
+def _folder_bytes(folder: Path) -> int:
+    """Size on disk of what the run saved beside the base model (adapter or trained tensors)."""
+    return sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
+
+
 def _finish(run: RunDir, recipe: Recipe, task: Task, test: list[Example], base: dict[str, Any] | None,
-            tuned: dict[str, Any] | None, params: dict[str, int], training: dict[str, Any] | None) -> dict[str, Any] | None:
+            tuned: dict[str, Any] | None, params: dict[str, int], training: dict[str, Any] | None,
+            extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
     report = None
     if tuned is not None:
         write_jsonl_atomic(run.predictions / "tuned.jsonl", tuned["predictions"])
         if base is not None:
             write_jsonl_atomic(run.predictions / "base.jsonl", base["predictions"])
-        meta = {"task": task.name, "model": recipe.model, "method": recipe.method.name, "parameters": params}
+        meta = {"task": task.name, "model": recipe.model, "method": recipe.method.name, "parameters": params,
+                **(extra or {})}
         if training is not None:
             meta["training"] = training
         report = build_report(task, test, base, tuned, meta=meta, samples=recipe.eval.samples)
@@ -324,7 +352,8 @@ def evaluate(run_dir: Path | str, *, echo: Any = print) -> dict[str, Any]:
         base_run = load_run(run_dir, tuned=False)
         base = _score(base_run.task, base_run.model, test)
     previous = json.loads(run.report_json.read_text(encoding="utf-8")) if run.report_json.is_file() else {}
-    report = _finish(run, recipe, task, test, base, tuned, params, previous.get("training"))
+    kept = {k: previous[k] for k in ("adapter_bytes", "privacy", "forgetting") if k in previous}
+    report = _finish(run, recipe, task, test, base, tuned, params, previous.get("training"), kept)
     assert report is not None
     echo(render_table(headline_table(report)))
     return report

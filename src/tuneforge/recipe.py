@@ -180,6 +180,19 @@ class EarlyStopping(Section):
     min_delta: float = Field(0.0, ge=0)
 
 
+class PrivacyConfig(Section):
+    """DP-SGD (Abadi et al. 2016, https://arxiv.org/abs/1607.00133): per-example clipping plus Gaussian noise.
+
+    The noise is calibrated with Opacus' RDP accountant so that the whole run spends at most
+    ``target_epsilon`` at ``delta``; the report states what was spent.
+    """
+
+    target_epsilon: float = Field(8.0, gt=0, description="privacy budget for the whole run")
+    delta: float | None = Field(None, gt=0, lt=1, description="default: 1 / (10 x training rows)")
+    max_grad_norm: float = Field(1.0, gt=0, description="per-example gradient clipping norm")
+    noise_multiplier: float | None = Field(None, gt=0, description="set it directly instead of target_epsilon")
+
+
 class TrainConfig(Section):
     epochs: float | None = Field(None, gt=0)
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs when set")
@@ -199,6 +212,9 @@ class TrainConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gradient_checkpointing: bool = False
     keep_checkpoints: int = Field(1, ge=1, description="most recent checkpoints kept (the best one is always kept)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="spread this much target mass over the vocabulary/labels")
+    dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout probability of the model")
+    privacy: PrivacyConfig | None = Field(None, description="train with differential privacy (DP-SGD)")
 
     @model_validator(mode="after")
     def _default_epochs(self) -> "TrainConfig":
@@ -214,6 +230,51 @@ class EvalConfig(Section):
     samples: int = Field(5, ge=0, description="examples written into the report side by side")
 
 
+class DistillConfig(Section):
+    """Knowledge distillation from a finished run (Hinton et al. 2015, https://arxiv.org/abs/1503.02531).
+
+    Classification students learn the teacher's label distribution softened by ``temperature``
+    (mixed with the true labels by ``alpha``); extraction and generation students learn the
+    teacher's own outputs instead of the references (sequence-level KD, Kim & Rush 2016,
+    https://arxiv.org/abs/1606.07947). The teacher may be any model and tokenizer.
+    """
+
+    teacher: Path = Field(description="a finished tuneforge run folder (the fine-tuned teacher)")
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher's soft labels (1 - alpha: true labels)")
+
+
+class EWCConfig(Section):
+    """Elastic weight consolidation (Kirkpatrick et al. 2017, https://arxiv.org/abs/1612.00796)."""
+
+    weight: float = Field(1000.0, gt=0, description="lambda: strength of the pull back to the pre-trained weights")
+    batches: int = Field(8, ge=1, description="general-text batches the diagonal Fisher is estimated from")
+
+
+class RehearsalConfig(Section):
+    """Mix general text into training (experience replay) so the model keeps practising it."""
+
+    fraction: float = Field(0.1, gt=0, lt=1, description="share of training sequences drawn from the general text")
+
+
+class ForgettingConfig(Section):
+    """Measure and guard against catastrophic forgetting (decoder models).
+
+    ``measure`` scores general-text perplexity and a general-knowledge probe before and after
+    training and writes the change into the report. The built-in general text is an excerpt of the
+    Python reference documentation (PSF licence) and the probe 40 hand-written questions; point
+    ``general_text`` (.txt or .jsonl with ``text``) and ``probe`` (.jsonl with question, choices,
+    answer) at your own to measure what matters to you.
+    """
+
+    measure: bool = True
+    general_text: Path | None = None
+    probe: Path | None = None
+    max_chunks: int = Field(64, ge=1, description="general-text chunks of train.max_length tokens to score")
+    ewc: EWCConfig | None = None
+    rehearsal: RehearsalConfig | None = None
+
+
 class Recipe(Section):
     """A whole run. Paths inside are resolved by ``load_recipe``."""
 
@@ -225,6 +286,10 @@ class Recipe(Section):
     prompt: PromptConfig = PromptConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    model_layers: int | None = Field(None, ge=1, description="keep only the first N transformer blocks "
+                                     "(a smaller student for distillation)")
+    distill: DistillConfig | None = None
+    forgetting: ForgettingConfig | None = None
     output: Path = Path("runs/run")
 
 
@@ -296,6 +361,16 @@ def _resolve_data_paths(recipe: Recipe, source: str, base_dir: Path | None) -> N
             tried = ", ".join(str(c) for c in candidates)
             raise ConfigError(f"{source}: data.{key}: file not found: {path} (looked at {tried})")
         setattr(recipe.data, key, found.resolve())
+    for section, key in (("distill", "teacher"), ("forgetting", "general_text"), ("forgetting", "probe")):
+        owner = getattr(recipe, section)
+        path = getattr(owner, key) if owner is not None else None
+        if path is None or path.is_absolute():
+            continue
+        candidates = [Path.cwd() / path] + ([base_dir / path] if base_dir else [])
+        found = next((c for c in candidates if c.exists()), None)
+        if found is None:
+            raise ConfigError(f"{source}: {section}.{key}: not found: {path} (looked at {', '.join(map(str, candidates))})")
+        setattr(owner, key, found.resolve())
 
 
 def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:

@@ -41,6 +41,8 @@ class Encoded:
     labels: list[int] | int
     truncated: bool = False
     n_answer: int = 1
+    #: a teacher's label distribution, for distillation into a classifier
+    soft: list[float] | None = None
 
 
 class Task(ABC):
@@ -82,9 +84,14 @@ class Task(ABC):
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         return collate_causal(batch, pad_id=pad_id(self.tokenizer))
 
-    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        """Summed answer-token cross-entropy and the number of tokens it covers."""
-        return causal_loss_sum(model, batch)
+    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *,
+             training: bool = False) -> tuple[torch.Tensor, int]:
+        """Summed answer-token cross-entropy and the number of tokens it covers.
+
+        ``training`` adds the training-only terms (label smoothing); validation reports the plain loss.
+        """
+        smoothing = self.recipe.train.label_smoothing if training else 0.0
+        return causal_loss_sum(model, batch, label_smoothing=smoothing)
 
     # -- prediction and scoring -------------------------------------------------------
     @abstractmethod
@@ -219,12 +226,14 @@ def answer_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tup
     return out.logits[keep], targets, rows  # (N, V)
 
 
-def causal_loss_sum(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def causal_loss_sum(model: PreTrainedModel, batch: dict[str, torch.Tensor],
+                    label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
     """Sum of next-token cross-entropy over answer tokens, and how many there were."""
     logits, targets, _ = answer_logits(model, batch)
     if targets.numel() == 0:
         return logits.sum() * 0.0, 0
-    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"), int(targets.numel())
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum", label_smoothing=label_smoothing)
+    return loss, int(targets.numel())
 
 
 def get_task(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, model_kind: str) -> Task:

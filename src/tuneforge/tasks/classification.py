@@ -24,6 +24,7 @@ from tuneforge.tasks.base import (
     IGNORE, TASKS, Encoded, Example, Task, encode_prompt_answer, end_of_turn, pad_id, prompt_text,
 )
 from tuneforge.tasks.decoding import answer_logprobs, option_logprobs
+from tuneforge.train.distill import distillation_loss_sum
 
 DEFAULT_INSTRUCTION = "Classify the text into one of these labels: {labels}. Answer with the label only."
 
@@ -93,14 +94,22 @@ class Classification(Task):
             return super().collate(batch)
         padded = self.tokenizer.pad({"input_ids": [e.input_ids for e in batch]}, return_tensors="pt")
         padded["labels"] = torch.tensor([e.labels for e in batch], dtype=torch.long)
+        if all(e.soft is not None for e in batch):
+            padded["soft_labels"] = torch.tensor([e.soft for e in batch], dtype=torch.float)  # (B, n_labels)
         return dict(padded)
 
-    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *,
+             training: bool = False) -> tuple[torch.Tensor, int]:
         if self.model_kind != "encoder":
-            return super().loss(model, batch)
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs).logits  # (B, n_labels)
-        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], reduction="sum")
+            return super().loss(model, batch, training=training)
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "soft_labels")}
+        logits = model(**inputs).logits.float()  # (B, n_labels)
+        smoothing = self.recipe.train.label_smoothing if training else 0.0
+        loss = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum", label_smoothing=smoothing)
+        if training and "soft_labels" in batch and self.recipe.distill is not None:
+            cfg = self.recipe.distill
+            soft = distillation_loss_sum(logits, batch["soft_labels"], cfg.temperature)
+            loss = cfg.alpha * soft + (1 - cfg.alpha) * loss
         return loss, int(batch["labels"].numel())
 
     # -- prediction -------------------------------------------------------------------
