@@ -79,10 +79,6 @@ def _model_for(recipe: Recipe, task: Task, resolved: ResolvedModel, device: str)
     return method.prepare(model, task.head).to(device), method
 
 
-def _encode_train(task: Task, examples: list[Example]) -> list[Encoded]:
-    return [task.encode(e) for e in examples]
-
-
 @torch.no_grad()
 def mean_loss(model: nn.Module, task: Task, encoded: list[Encoded], batch_size: int) -> float:
     """Answer-token cross-entropy averaged over every loss-bearing token of ``encoded``."""
@@ -262,7 +258,7 @@ def _base_scores(run: RunDir, recipe: Recipe, task: Task, model: nn.Module, test
 
 def _validator(task: Task, recipe: Recipe, splits: Splits) -> Any:
     val = splits.examples["validation"]
-    val_enc = [e for e in _encode_train(task, val) if e.n_answer > 0]
+    val_enc = [e for e in task.encode_many(val) if e.n_answer > 0]
     metric = recipe.train.early_stopping.metric if recipe.train.early_stopping else "loss"
 
     def validate(model: nn.Module) -> dict[str, float]:
@@ -381,7 +377,8 @@ def _parse_for_prediction(task: Task, records: list[Any], what: str) -> list[Exa
     cfg = task.recipe.data
     placeholder = {"classification": (cfg.label_field, task.schema.get("labels", [""])[0]),
                    "extraction": (cfg.target_field, {}),
-                   "generation": (cfg.completion_field, "-")}[task.name]
+                   "generation": (cfg.completion_field, "-"),
+                   "language_modeling": (cfg.text_field, "")}[task.name]  # the text is the input: no placeholder
     field, value = placeholder
     filled = []
     for r in records:

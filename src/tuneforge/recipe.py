@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tuneforge.errors import ConfigError
 
-TaskName = Literal["classification", "extraction", "generation"]
+TaskName = Literal["classification", "extraction", "generation", "language_modeling"]
 
 
 class Section(BaseModel):

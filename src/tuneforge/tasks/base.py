@@ -81,6 +81,10 @@ class Task(ABC):
     @abstractmethod
     def encode(self, example: Example) -> Encoded: ...
 
+    def encode_many(self, examples: list[Example]) -> list[Encoded]:
+        """Training sequences for ``examples``: one each, unless the task packs them (language modelling)."""
+        return [self.encode(e) for e in examples]
+
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         return collate_causal(batch, pad_id=pad_id(self.tokenizer))
 

@@ -24,12 +24,15 @@ def training_set(recipe: Recipe, task: Task, examples: list[Example], echo: Any 
     """Encoded training examples with answer tokens, relabelled by a teacher when distilling."""
     soft = None
     if recipe.distill is not None:
+        if task.name == "language_modeling":
+            raise ConfigError("distill: continued pre-training learns from raw text, not from a teacher; "
+                              "remove the distill section")
         echo(f"asking the teacher {recipe.distill.teacher} about {len(examples)} training examples")
         examples, soft = apply_teacher(recipe.distill, task, examples)
         if soft is not None and task.model_kind != "encoder":
             raise ConfigError("distill: soft labels train an encoder classifier; a decoder student learns a "
                               "classification teacher's labels through task: extraction or generation instead")
-    encoded = [task.encode(e) for e in examples]
+    encoded = task.encode_many(examples)
     if soft is not None:
         for e, s in zip(encoded, soft):
             e.soft = s
