@@ -137,6 +137,9 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
           overrides: list[str] | None = None, echo: Any = print) -> TrainResult:
     """Fine-tune as the recipe says and write the run folder; ``dry_run`` stops after the preflight."""
     recipe = as_recipe(recipe, overrides)
+    if recipe.stages is not None or recipe.tasks is not None:
+        return _train_composed(recipe, resume=resume, dry_run=dry_run, overwrite=overwrite, echo=echo)
+    assert recipe.task is not None and recipe.data is not None
     run = RunDir(recipe.output)
     recipe_yaml = recipe_to_yaml(recipe)
     if not dry_run:
@@ -177,6 +180,27 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
         run.set_status("failed", error=f"{type(err).__name__}: {err}")
         raise
     return TrainResult(run.root, report, pre)
+
+
+def _train_composed(recipe: Recipe, *, resume: bool, dry_run: bool, overwrite: bool, echo: Any) -> TrainResult:
+    """Staged chains and multi-task mixtures (``tuneforge.composed``); a dry run checks every part."""
+    from tuneforge.composed import run_multitask, run_stages
+
+    if dry_run:
+        from tuneforge.recipe import composed_recipe
+
+        raw = recipe.model_dump(mode="json")
+        parts = [composed_recipe(raw, i) for i in range(len(recipe.stages or recipe.tasks or []))]
+        last = None
+        for part in parts:
+            echo(f"== {part.output}")
+            last = train(part, dry_run=True, echo=echo)
+        assert last is not None
+        return TrainResult(Path(recipe.output), None, last.preflight)
+    runner = run_stages if recipe.stages is not None else run_multitask
+    runner(recipe, resume=resume, overwrite=overwrite, echo=echo)
+    report = json.loads(RunDir(recipe.output).report_json.read_text(encoding="utf-8"))
+    return TrainResult(Path(recipe.output), report, None)  # type: ignore[arg-type]
 
 
 def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, train_enc: list[Encoded],

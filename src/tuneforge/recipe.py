@@ -275,14 +275,34 @@ class ForgettingConfig(Section):
     rehearsal: RehearsalConfig | None = None
 
 
-class Recipe(Section):
-    """A whole run. Paths inside are resolved by ``load_recipe``."""
+class MixingConfig(Section):
+    """How a multi-task run samples its tasks (Raffel et al. 2020, T5, section 3.5.2)."""
 
-    task: TaskName
+    strategy: Literal["proportional", "equal", "temperature"] = Field(
+        "proportional", description="by data size, the same for every task, or size^(1/temperature)")
+    temperature: float = Field(2.0, ge=1, description="temperature sampling: 1 = proportional, large = equal")
+
+
+#: keys a stage or a multi-task entry may not set: the chain or the run decides them
+COMPOSED_ONLY = ("model", "output", "stages", "tasks", "mixing", "allow_hub")
+
+
+class Recipe(Section):
+    """A whole run. Paths inside are resolved by ``load_recipe``.
+
+    ``stages`` chains runs, each starting from the previous one's weights (continued pre-training, then
+    supervised fine-tuning; or transfer from a related task). ``tasks`` trains one model on a mixture of
+    tasks. Each entry of either holds a ``name`` and recipe sections that override the top level.
+    """
+
+    task: TaskName | None = None
     model: str = Field(description="registry name (see `tuneforge models`) or a local Hugging Face folder")
     allow_hub: bool = Field(False, description="let `model` be a hub id and download it (needs a network)")
     method: MethodConfig = FullMethod()
-    data: DataConfig
+    data: DataConfig | None = None
+    stages: list[dict[str, Any]] | None = Field(None, description="run these in order, each from the last one's weights")
+    tasks: list[dict[str, Any]] | None = Field(None, description="multi-task: train one model on all of these")
+    mixing: MixingConfig = MixingConfig()
     prompt: PromptConfig = PromptConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
@@ -291,6 +311,30 @@ class Recipe(Section):
     distill: DistillConfig | None = None
     forgetting: ForgettingConfig | None = None
     output: Path = Path("runs/run")
+
+    @model_validator(mode="after")
+    def _task_and_data_unless_composed(self) -> "Recipe":
+        if self.stages is not None and self.tasks is not None:
+            raise ValueError("a recipe has stages or tasks, not both (a stage may itself be a multi-task run "
+                             "in a later version)")
+        composed = self.stages if self.stages is not None else self.tasks
+        if composed is None:
+            missing = [k for k in ("task", "data") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"{' and '.join(missing)} required (or give stages: / tasks:)")
+            return self
+        if not composed:
+            raise ValueError("stages/tasks must list at least one entry")
+        names = [entry.get("name") for entry in composed]
+        if not all(isinstance(n, str) and n.replace("-", "").replace("_", "").isalnum() for n in names):
+            raise ValueError("every stage/task needs a name made of letters, digits, - and _")
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage/task names must be unique, got {names}")
+        for entry in composed:
+            bad = [k for k in entry if k in COMPOSED_ONLY]
+            if bad:
+                raise ValueError(f"{entry['name']}: {bad} cannot be set per stage/task (the chain decides them)")
+        return self
 
 
 # ----------------------------------------------------------------------------- loading
@@ -342,9 +386,38 @@ def recipe_from_dict(raw: dict[str, Any], *, source: str = "<recipe>", base_dir:
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
-    if check_files:
+    if check_files and recipe.data is not None:
         _resolve_data_paths(recipe, source, base_dir)
+    entries = recipe.stages or recipe.tasks or []
+    for i, entry in enumerate(entries):  # every entry is checked now, not when it runs
+        full = composed_recipe(raw, i, source=source, base_dir=base_dir, check_files=check_files)
+        for key in ("data", "distill", "forgetting"):  # keep the resolved (absolute) paths
+            if key in entry:
+                entry[key] = getattr(full, key).model_dump(mode="json")
     return recipe
+
+
+def composed_recipe(raw: dict[str, Any], index: int, *, source: str = "<recipe>", base_dir: Path | None = None,
+                    check_files: bool = True, model: str | None = None) -> Recipe:
+    """The full recipe of stage (or multi-task entry) ``index``: the top level with the entry merged in.
+
+    Its output is a sub-folder of the run (``stages/NN-name`` or ``tasks/name``); ``model`` replaces the
+    base model (a stage starts from the previous stage's exported weights).
+    """
+    kind = "stages" if raw.get("stages") is not None else "tasks"
+    entry = dict(raw[kind][index])
+    name = entry.pop("name")
+    entry.pop("weight", None)
+    top = {k: v for k, v in raw.items() if k not in ("stages", "tasks", "mixing")}
+    if "method" in entry:  # a method section replaces the top level's: its keys depend on its name
+        top.pop("method", None)
+    merged = _merge(top, entry)
+    out = Path(str(raw.get("output", "runs/run")))
+    merged["output"] = str(out / kind / (f"{index + 1:02d}-{name}" if kind == "stages" else name))
+    if model is not None:
+        merged["model"] = model
+    return recipe_from_dict(merged, source=f"{source} ({kind}[{index}] {name!r})", base_dir=base_dir,
+                            check_files=check_files)
 
 
 def _resolve_data_paths(recipe: Recipe, source: str, base_dir: Path | None) -> None:
