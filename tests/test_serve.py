@@ -150,6 +150,18 @@ def test_bad_bodies_get_422_naming_the_field(cls_model: ServedModel, body: dict[
     assert "detail" in resp.json()
 
 
+def test_limits_are_per_server_and_in_the_openapi_document(cls_model: ServedModel, ext_model: ServedModel) -> None:
+    with TestClient(create_app(cls_model, ServeConfig(max_items=2, max_text_chars=10))) as client:
+        assert client.post("/v1/classify", json={"texts": ["a", "b"]}).status_code == 200
+        assert client.post("/v1/classify", json={"texts": ["a", "b", "c"]}).status_code == 422
+        assert client.post("/v1/classify", json={"texts": ["x" * 11]}).status_code == 422
+        texts = client.get("/openapi.json").json()["components"]["schemas"]["TextsRequest"]["properties"]["texts"]
+    assert texts["maxItems"] == 2 and texts["items"]["maxLength"] == 10
+    with TestClient(create_app(ext_model, ServeConfig(max_input_tokens=20))) as client:
+        resp = client.post("/v1/extract", json={"texts": ["Acme red mug size 2 " * 5]})
+    assert resp.status_code == 422 and "at most 20" in resp.json()["detail"]
+
+
 def test_malformed_and_oversized_requests_are_refused(cls_model: ServedModel) -> None:
     with TestClient(create_app(cls_model)) as client:
         assert client.post("/v1/classify", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422

@@ -15,7 +15,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     try:
         cfg = ServeConfig(host=args.host, port=args.port, api_key_env=args.api_key_env, max_batch=args.max_batch,
                           batch_wait_ms=args.batch_wait_ms, queue_size=args.queue_size, timeout=args.timeout,
-                          log_requests=args.log_requests)
+                          max_items=args.max_items, max_text_chars=args.max_text_chars,
+                          max_input_tokens=args.max_input_tokens, log_requests=args.log_requests)
     except ValidationError as err:
         problems = [f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in err.errors()]
         raise ConfigError("bad serve option: " + "; ".join(problems)) from None
@@ -45,6 +46,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="how long a request waits for others to share its batch")
     p.add_argument("--queue-size", type=int, default=d.queue_size, metavar="Q", help="waiting requests beyond Q get 503")
     p.add_argument("--timeout", type=float, default=d.timeout, metavar="S", help="seconds before a request gets 504")
+    p.add_argument("--max-items", type=int, default=d.max_items, metavar="N",
+                   help="most texts in one /v1/classify or /v1/extract request")
+    p.add_argument("--max-text-chars", type=int, default=d.max_text_chars, metavar="C",
+                   help="longest text, prompt or message accepted")
+    p.add_argument("--max-input-tokens", type=int, default=None, metavar="T",
+                   help="longest prompt a generating run accepts (default: the run's train.max_length)")
     p.add_argument("--log-requests", type=Path, default=None, metavar="FILE",
                    help="append requests and answers, personal data redacted, to this JSONL file (for monitor)")
     p.set_defaults(func=_cmd_serve)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tuneforge.serve.config import ServeConfig
@@ -15,6 +16,7 @@ def serve(run_dir: Path | str, cfg: ServeConfig | None = None) -> None:
     from tuneforge.serve.config import resolve_api_key
     from tuneforge.serve.served import ServedModel
 
+    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars per batch in a server's log
     cfg = cfg or ServeConfig()
     resolve_api_key(cfg.api_key_env)  # fail before the model loads
     app = create_app(ServedModel.from_run(run_dir), cfg)

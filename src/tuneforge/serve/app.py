@@ -10,8 +10,8 @@ input (the message names the field), 503 queue full (retry later), 504 the answe
 than the server's timeout.
 """
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations`` here: FastAPI reads the route signatures at runtime,
+# and the request models are local to ``create_app`` (built for the server's limits)
 import asyncio
 import json
 import re
@@ -36,9 +36,8 @@ from tuneforge.serve.config import ServeConfig, resolve_api_key
 from tuneforge.serve.metrics import Metrics
 from tuneforge.serve.redact import redact
 from tuneforge.serve.schemas import (
-    MAX_BODY_BYTES, ChatChoice, ChatMessage, ChatRequest, ChatResponse, Classified, ClassifyResponse,
-    CompletionChoice, CompletionRequest, CompletionResponse, ErrorBody, Extracted, ExtractResponse, Health,
-    TextsRequest, Usage,
+    MAX_BODY_BYTES, ChatChoice, ChatMessage, ChatResponse, Classified, ClassifyResponse, CompletionChoice,
+    CompletionResponse, ErrorBody, Extracted, ExtractResponse, Health, Usage, request_models,
 )
 from tuneforge.serve.served import TASK_ENDPOINT, Answer, ServedModel
 from tuneforge.tasks.base import Example
@@ -71,6 +70,9 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
     cfg = cfg or ServeConfig()
     api_key = resolve_api_key(cfg.api_key_env)
     metrics = Metrics()
+    models = request_models(cfg.max_items, cfg.max_text_chars)
+    TextsRequest, ChatRequest, CompletionRequest = models.texts, models.chat, models.completion  # noqa: N806
+    max_input_tokens = cfg.max_input_tokens or served.task.recipe.train.max_length
     log = RequestLog(cfg.log_requests) if cfg.log_requests else None
 
     def on_batch(stats: BatchStats) -> None:
@@ -93,6 +95,7 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
     _install_observer(app, metrics, log)
 
     async def run(examples: list[Example]) -> list[dict[str, Any]]:
+        served.check_prompt_lengths(examples, max_input_tokens)
         try:
             return await batcher.submit(examples, timeout=cfg.timeout)
         except QueueFull as err:

@@ -20,6 +20,10 @@ class ServeConfig(BaseModel):
     batch_wait_ms: float = Field(10.0, ge=0, le=10_000, description="how long the first request waits for company")
     queue_size: int = Field(256, ge=1, le=100_000, description="requests waiting beyond this are answered 503")
     timeout: float = Field(120.0, gt=0, description="seconds a request may wait for its answer before a 504")
+    max_items: int = Field(32, ge=1, le=1024, description="most texts in one /v1/classify or /v1/extract request")
+    max_text_chars: int = Field(4000, ge=1, le=100_000, description="longest text, prompt or message accepted")
+    max_input_tokens: int | None = Field(None, ge=1, description="longest prompt a generating run accepts, in "
+                                         "tokens (default: the run's train.max_length, what it was tuned on)")
     log_requests: Path | None = Field(None, description="append redacted requests and answers to this JSONL file")
 
 

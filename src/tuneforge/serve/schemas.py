@@ -1,7 +1,9 @@
 """Request and response bodies. Pydantic validates them, FastAPI turns them into the OpenAPI document.
 
 The limits are part of the contract (they show in ``/openapi.json``): a request over them is
-answered 422 naming the field, before it can reach the queue or the model.
+answered 422 naming the field, before it can reach the queue or the model. They are set per
+server (``tuneforge serve --max-items --max-text-chars``), so the request models are built by
+``request_models`` for the limits in force rather than declared once at import.
 """
 
 from __future__ import annotations
@@ -10,15 +12,10 @@ from typing import Any, Literal
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-MAX_TEXT_CHARS = 4000
-MAX_ITEMS = 32
 MAX_MESSAGES = 32
 MAX_BODY_BYTES = 1_000_000  # raw request bodies above this are refused (413) before parsing
-
-# at least one non-blank character: a blank text has nothing to classify or extract from
-Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")]
 
 
 class Strict(BaseModel):
@@ -32,11 +29,6 @@ class Lenient(BaseModel):
 
 
 # ----------------------------------------------------------------------------- task endpoints
-class TextsRequest(Strict):
-    texts: list[Text] = Field(min_length=1, max_length=MAX_ITEMS,
-                              description=f"1 to {MAX_ITEMS} texts, each 1 to {MAX_TEXT_CHARS} characters, not blank")
-
-
 class Classified(BaseModel):
     label: str
     confidence: float
@@ -61,7 +53,7 @@ class ExtractResponse(BaseModel):
 # ----------------------------------------------------------------------------- OpenAI-compatible
 class ChatMessage(Lenient):
     role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=MAX_TEXT_CHARS)
+    content: str
 
 
 SAMPLING = ("accepted for compatibility; decoding is greedy, exactly as offline `tuneforge predict`")
@@ -74,14 +66,6 @@ class _GenerationParams(Lenient):
     temperature: float | None = Field(None, ge=0, le=2, description=SAMPLING)
     top_p: float | None = Field(None, ge=0, le=1, description=SAMPLING)
     stream: bool = Field(False, description="answer as server-sent events (OpenAI chunk format)")
-
-
-class ChatRequest(_GenerationParams):
-    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
-
-
-class CompletionRequest(_GenerationParams):
-    prompt: Text
 
 
 class Usage(BaseModel):
@@ -131,3 +115,26 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+class RequestModels(BaseModel):
+    """The three request bodies built for one server's limits."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    texts: type[BaseModel]
+    chat: type[BaseModel]
+    completion: type[BaseModel]
+
+
+def request_models(max_items: int, max_chars: int) -> RequestModels:
+    # at least one non-blank character: a blank text has nothing to classify or extract from
+    text = Annotated[str, StringConstraints(min_length=1, max_length=max_chars, pattern=r"\S")]
+    content = Annotated[str, StringConstraints(max_length=max_chars)]
+    message = create_model("ChatRequestMessage", __base__=ChatMessage, content=(content, ...))
+    texts = create_model("TextsRequest", __base__=Strict, texts=(
+        list[text], Field(min_length=1, max_length=max_items,
+                          description=f"1 to {max_items} texts, each 1 to {max_chars} characters, not blank")))
+    chat = create_model("ChatRequest", __base__=_GenerationParams,
+                        messages=(list[message], Field(min_length=1, max_length=MAX_MESSAGES)))
+    completion = create_model("CompletionRequest", __base__=_GenerationParams, prompt=(text, ...))
+    return RequestModels(texts=texts, chat=chat, completion=completion)

@@ -71,6 +71,21 @@ class ServedModel:
                   "alpaca": {"instruction": prompt}}.get(fmt, {cfg.prompt_field: prompt})
         return self._examples([fields])[0]
 
+    def check_prompt_lengths(self, examples: list[Example], max_tokens: int) -> None:
+        """Refuse inputs (the text, or the messages' contents) longer than ``max_tokens`` for a generating task.
+
+        Generation time grows with the prompt and the offline path does not truncate it, so one
+        long prompt would hold the batch for every other caller; a classifier truncates to
+        ``train.max_length`` itself and needs no check.
+        """
+        if self.task.name == "classification":
+            return
+        for i, e in enumerate(examples):
+            n = self.count_tokens("\n".join(m["content"] for m in e.messages) if e.messages else e.text)
+            if n > max_tokens:
+                raise UserError(f"input {i}: the input is {n} tokens; this server accepts at most {max_tokens} "
+                                "(the run was tuned on prompts up to train.max_length); shorten the text")
+
     # -- the model (worker thread only) -----------------------------------------------
     def predict(self, examples: list[Example]) -> list[dict[str, Any]]:
         return self.task.predict(self.loaded.model, examples)
