@@ -134,30 +134,30 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
             return ExtractResponse(model=served.name,
                                    results=[Extracted(fields=p["prediction"], raw=p["raw"]) for p in preds])
 
+    async def answer_one(example: Example, max_tokens: int | None, request: Request) -> tuple[Answer, Usage]:
+        """One OpenAI-style request: predict, cut to ``max_tokens``, log, count tokens."""
+        pred = (await run([example]))[0]
+        answer = served.answer(pred, max_tokens)
+        request.state.log = {"inputs": [example.text], "outputs": [pred["prediction"]]}
+        return answer, _usage(served.prompt_tokens(example), answer)
+
     @app.post("/v1/chat/completions", response_model=ChatResponse, responses={**ERRORS, **SSE}, dependencies=auth)
     async def chat(body: ChatRequest, request: Request) -> Any:
         example = served.from_messages([m.model_dump() for m in body.messages])
-        pred = (await run([example]))[0]
-        answer = served.answer(pred, body.max_tokens)
-        request.state.log = {"inputs": [example.text], "outputs": [pred["prediction"]]}
+        answer, usage = await answer_one(example, body.max_tokens, request)
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             return _sse(_chat_chunks(ident, created, served.name, answer))
-        usage = _usage(served.prompt_tokens(example), answer)
+        message = ChatMessage(role="assistant", content=answer.text)
         return ChatResponse(id=ident, created=created, model=served.name, usage=usage, choices=[
-            ChatChoice(index=0, message=ChatMessage(role="assistant", content=answer.text),
-                       finish_reason=answer.finish_reason)])  # type: ignore[arg-type]
+            ChatChoice(index=0, message=message, finish_reason=answer.finish_reason)])  # type: ignore[arg-type]
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses={**ERRORS, **SSE}, dependencies=auth)
     async def completions(body: CompletionRequest, request: Request) -> Any:
-        example = served.from_prompt(body.prompt)
-        pred = (await run([example]))[0]
-        answer = served.answer(pred, body.max_tokens)
-        request.state.log = {"inputs": [example.text], "outputs": [pred["prediction"]]}
+        answer, usage = await answer_one(served.from_prompt(body.prompt), body.max_tokens, request)
         ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             return _sse(_completion_chunks(ident, created, served.name, answer))
-        usage = _usage(served.prompt_tokens(example), answer)
         return CompletionResponse(id=ident, created=created, model=served.name, usage=usage, choices=[
             CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason)])  # type: ignore[arg-type]
 
