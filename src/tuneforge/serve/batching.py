@@ -14,6 +14,7 @@ and a job whose caller gave up (timeout, disconnect) is skipped rather than comp
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+logger = logging.getLogger(__name__)
 In = TypeVar("In")
 Out = TypeVar("Out")
 
@@ -145,7 +147,10 @@ class Batcher(Generic[In, Out]):
             offset += len(j.items)
             j.loop.call_soon_threadsafe(_set_result, j.future, mine)
         if self.on_batch is not None:
-            self.on_batch(BatchStats(len(jobs), len(items), seconds, outputs))
+            try:
+                self.on_batch(BatchStats(len(jobs), len(items), seconds, outputs))
+            except Exception:  # metrics must never stop the worker; the answers are already out
+                logger.exception("on_batch hook failed")
 
 
 def _set_result(future: asyncio.Future[Any], value: Any) -> None:

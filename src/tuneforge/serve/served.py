@@ -6,6 +6,7 @@ Every input goes through the same path as offline ``tuneforge predict`` (the tas
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,10 @@ class ServedModel:
         self.loaded = loaded
         self.name = name
         self.task = loaded.task
-        self.tokenizer = loaded.task.tokenizer
+        # A fast tokenizer must not be used by two threads at once (padding and truncation settings
+        # are mutable Rust state: "Already borrowed"); the worker thread has the task's, the event
+        # loop this copy for counting and cutting answers.
+        self.tokenizer = copy.deepcopy(loaded.task.tokenizer)
 
     @classmethod
     def from_run(cls, run_dir: Path | str, device: str = "cpu") -> ServedModel:
@@ -95,9 +99,11 @@ class ServedModel:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generated_tokens(self, prediction: dict[str, Any]) -> int:
-        """Tokens the model generated for one prediction (0 for a classifier, which generates none)."""
+        """Tokens the model generated for one prediction (0 for a classifier); worker thread only."""
         raw = prediction.get("raw", prediction["prediction"]) if self.task.name != "classification" else ""
-        return self.count_tokens(raw) if isinstance(raw, str) and raw else 0
+        if not isinstance(raw, str) or not raw:
+            return 0
+        return len(self.task.tokenizer(raw, add_special_tokens=False)["input_ids"])
 
     def answer(self, prediction: dict[str, Any], max_tokens: int | None) -> Answer:
         """The prediction as chat/completion text: the label, the extracted JSON, or the generated text."""
