@@ -136,6 +136,9 @@ def embedding_drift(train: list[str], live: list[str], embedder: str, th: Thresh
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+    # distinct texts only: a repeated input would sit in both the training and the scoring folds,
+    # and the classifier would "detect" the repetition rather than a change of content
+    train, live = sorted(set(train)), sorted(set(live))
     rng = np.random.default_rng(seed)
     n = min(len(train), len(live), th.max_samples)  # balanced: AUC 0.5 means "cannot tell them apart"
     a = [train[i] for i in rng.choice(len(train), n, replace=False)]
@@ -148,7 +151,7 @@ def embedding_drift(train: list[str], live: list[str], embedder: str, th: Thresh
     auc = u / (n * n)
     drift = bool(p < th.alpha and auc >= th.auc)
     return {"test": "classifier two-sample test (logistic regression on embeddings, 5-fold ROC AUC)",
-            "embedder": embedder, "n_per_side": n, "auc": float(auc), "p_value": float(p), "drift": drift,
+            "embedder": embedder, "n_per_side": n, "distinct_live": len(live), "auc": float(auc), "p_value": float(p), "drift": drift,
             "because": f"embedding classifier AUC {auc:.2f} (p={p:.3g})"}
 
 
@@ -176,7 +179,7 @@ def label_shift(train: list[str], predicted: list[str], th: Thresholds) -> dict[
     moved = max(labels, key=lambda k: abs(share[k]["live"] - share[k]["train"]))
     return {"test": "chi-square test of homogeneity, training labels vs predicted labels", "chi2": float(chi2),
             "p_value": float(p), "cramers_v": v, "shares": share, "drift": drift,
-            "because": f"predicted label mix shifted (Cramer's V {v:.2f}, p={p:.3g}; {moved!r} "
+            "because": f"predicted label mix Cramer's V {v:.2f} (p={p:.3g}; most moved: {moved!r} "
                        f"{share[moved]['train']:.0%} in training -> {share[moved]['live']:.0%} live)"}
 
 
