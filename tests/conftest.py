@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,14 @@ import pytest
 import torch
 
 torch.set_num_threads(1)  # tiny models: threads only add noise and overhead
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_run_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Finished runs register themselves in the run catalogue: keep tests out of the user's own."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TUNEFORGE_REGISTRY", str(tmp_path_factory.getbasetemp() / "runs.sqlite"))
+        yield
 
 
 @pytest.fixture(scope="session")

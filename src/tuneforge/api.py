@@ -326,7 +326,17 @@ def _finish(run: RunDir, recipe: Recipe, task: Task, test: list[Example], base: 
         write_text_atomic(run.report_md, render_markdown(report))
         write_json_atomic(run.report_json, report)
     run.set_status("complete")
+    _document_and_register(run)
     return report
+
+
+def _document_and_register(run: RunDir) -> None:
+    """MODEL_CARD.md in the run folder, and the run in the local catalogue (``tuneforge runs``)."""
+    from tuneforge.model_card import write_model_card
+    from tuneforge.registry_db import register_finished_run
+
+    write_model_card(run.root)
+    register_finished_run(run.root)
 
 
 # ----------------------------------------------------------------------------- reopen a run
@@ -349,6 +359,10 @@ def load_run(run_dir: Path | str, *, device: str = "cpu", tuned: bool = True) ->
     tokenizer = load_tokenizer(run.model)
     task = get_task(recipe, tokenizer, resolved.kind)
     task.schema = json.loads((run.data / "schema.json").read_text(encoding="utf-8"))
+    if tuned and (run.root / "compression.json").is_file():  # written by `tuneforge compress`
+        from tuneforge.compress.store import load_compressed
+
+        return load_compressed(run, recipe, task, resolved)
     model, method = _model_for(recipe, task, resolved, device)
     if tuned:
         method.load_trainable(model, run.load_trainable(run.model))
@@ -423,12 +437,25 @@ def _parse_for_prediction(task: Task, records: list[Any], what: str) -> list[Exa
                         err.problems) from None
 
 
-def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite: bool = False) -> Path:
-    """A standalone Hugging Face folder (safetensors, adapters merged) that needs no tuneforge to load."""
+def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite: bool = False,
+           format: str = "hf", **options: Any) -> Path:
+    """A standalone model folder that needs no tuneforge to load, with the run's MODEL_CARD.md.
+
+    ``format``: ``hf`` (safetensors, adapters merged), ``gguf`` (llama-architecture decoders) or
+    ``onnx`` (classifiers); see :mod:`tuneforge.export_formats`.
+    """
     run, _ = _open_run(run_dir)
     out = Path(out_dir) if out_dir else run.root / "export"
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} already exists; pass --overwrite or another folder")
+    if format != "hf":
+        from tuneforge.export_formats import export_as
+
+        return export_as(format, run_dir, out, **options)
+    compression = run.root / "compression.json"
+    if compression.is_file() and json.loads(compression.read_text(encoding="utf-8"))["quantised"]:
+        raise UserError(f"{run.root} holds quantised weights, which a Hugging Face folder cannot store; export the "
+                        "uncompressed run instead, or serve this folder itself (`tuneforge predict` loads it)")
     loaded = load_run(run_dir)
     merged = loaded.method.merge(loaded.model)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -437,6 +464,9 @@ def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite:
     loaded.task.tokenizer.save_pretrained(tmp)
     write_json_atomic(tmp / "tuneforge.json", {"task": loaded.task.name, "schema": loaded.task.schema,
                                                 "base_model": loaded.recipe.model, "method": loaded.recipe.method.name})
+    from tuneforge.model_card import write_model_card
+
+    write_model_card(run.root, tmp / "MODEL_CARD.md")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tuneforge import cli_serve
+from tuneforge import cli_deploy, cli_serve
 from tuneforge.errors import TuneforgeError
 
 
@@ -37,8 +37,9 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from tuneforge import api
 
-    out = api.export(args.run_dir, args.output, overwrite=args.overwrite)
-    print(f"exported a standalone Hugging Face model folder to {out}")
+    out = api.export(args.run_dir, args.output, overwrite=args.overwrite, format=args.format,
+                     **({"gguf_type": args.gguf_type} if args.format == "gguf" else {}))
+    print(f"exported the model ({args.format}) to {out}")
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("-o", "--output", type=Path, default=None, help="default: RUN_DIR/export")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--format", choices=["hf", "gguf", "onnx"], default="hf",
+                   help="hf: safetensors folder; gguf: llama decoders; onnx: classifiers")
+    p.add_argument("--gguf-type", choices=["f32", "f16", "q8_0"], default="f16", help="GGUF weight type")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("models", help="list the registry of base models")
@@ -110,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the recipe's JSON Schema")
     p.set_defaults(func=_cmd_schema)
     cli_serve.add_commands(sub)
+    cli_deploy.add_commands(sub)
     return parser
 
 
