@@ -294,13 +294,24 @@ def _open_run(run_dir: Path | str) -> tuple[RunDir, Recipe]:
     return run, recipe_from_dict(raw, source=str(run.recipe), check_files=False)
 
 
-def load_run(run_dir: Path | str, *, device: str = "cpu", tuned: bool = True) -> Loaded:
-    """The run's task and model; ``tuned=False`` gives the untouched base model instead."""
+def load_task(run_dir: Path | str) -> tuple[Recipe, Task, ResolvedModel]:
+    """The run's recipe and task (schema as trained), without loading any model weights."""
     run, recipe = _open_run(run_dir)
     resolved = resolve_model(recipe.model, allow_hub=recipe.allow_hub)
-    tokenizer = load_tokenizer(run.model)
-    task = get_task(recipe, tokenizer, resolved.kind)
+    task = get_task(recipe, load_tokenizer(run.model), resolved.kind)
     task.schema = json.loads((run.data / "schema.json").read_text(encoding="utf-8"))
+    return recipe, task, resolved
+
+
+def load_split(run_dir: Path | str, task: Task, name: str) -> list[Example]:
+    """One of the run's saved splits (train, validation, test), parsed by its task."""
+    return task.parse(load_saved_split(RunDir(run_dir).data, name), f"the {name} data")
+
+
+def load_run(run_dir: Path | str, *, device: str = "cpu", tuned: bool = True) -> Loaded:
+    """The run's task and model; ``tuned=False`` gives the untouched base model instead."""
+    run = RunDir(run_dir)
+    recipe, task, resolved = load_task(run_dir)
     model, method = _model_for(recipe, task, resolved, device)
     if tuned:
         method.load_trainable(model, run.load_trainable(run.model))

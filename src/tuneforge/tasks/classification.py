@@ -110,15 +110,21 @@ class Classification(Task):
         return self._decoder_probs(model, texts)
 
     def _decoder_probs(self, model: PreTrainedModel, texts: list[str]) -> list[list[float]]:
-        """Score every label after the prompt (sharing the prompt's cache) and normalise over the labels."""
+        return self.decoder_label_probs(model, [self._messages(text) for text in texts])
+
+    def decoder_label_probs(self, model: PreTrainedModel, prompts: list[list[dict[str, str]]]) -> list[list[float]]:
+        """Score every label after each chat prompt (sharing the prompt's cache) and normalise over the labels.
+
+        Takes whole conversations so that few-shot and retrieval baselines can put examples before the query.
+        """
         tok = self.tokenizer
         options = [tok(label + end_of_turn(tok), add_special_tokens=False)["input_ids"] for label in self.labels]
         budget = self.recipe.train.max_length - max(len(o) for o in options)
         was_training = model.training
         model.eval()
         out = []
-        for text in tqdm(texts, desc="classify", leave=False):
-            prompt = tok(prompt_text(tok, self._messages(text)), add_special_tokens=False)["input_ids"]
+        for messages in tqdm(prompts, desc="classify", leave=False):
+            prompt = tok(prompt_text(tok, messages), add_special_tokens=False)["input_ids"]
             scores = option_logprobs(model, prompt[-max(budget, 1) :], options, pad_id(tok))
             out.append(torch.softmax(torch.tensor(scores), dim=0).tolist())
         model.train(was_training)
