@@ -24,6 +24,7 @@ from tuneforge.data.readers import read_records
 from tuneforge.data.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits
 from tuneforge.errors import ConfigError, DataError, UserError
 from tuneforge.evaluate.report import build_report, headline_table, model_scores, render_markdown, render_table
+from tuneforge.evaluate.report_html import add_analysis, render_html, slice_fields
 from tuneforge.methods import count_parameters, get_method
 from tuneforge.methods.base import Method
 from tuneforge.models.loading import load_model, load_tokenizer
@@ -143,6 +144,7 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     problems: list[str] = []
     splits = parse_splits(read_splits(recipe, task, problems), task, fit=True, problems=problems)
     _check_early_stopping_metric(recipe, task)
+    slice_fields(splits.records["test"], recipe.eval.slice_by, "the test split")  # fails early on a typo
     train_enc = [e for e in _encode_train(task, splits.examples["train"]) if e.n_answer > 0]
     if not train_enc:
         raise UserError("no training row keeps any answer token within train.max_length; raise it")
@@ -275,7 +277,9 @@ def _finish(run: RunDir, recipe: Recipe, task: Task, test: list[Example], base: 
         if training is not None:
             meta["training"] = training
         report = build_report(task, test, base, tuned, meta=meta, samples=recipe.eval.samples)
+        add_analysis(report, run, task, test, tuned["predictions"])  # error analysis and figure data
         write_text_atomic(run.report_md, render_markdown(report))
+        write_text_atomic(run.root / "report.html", render_html(report))
         write_json_atomic(run.report_json, report)
     run.set_status("complete")
     return report

@@ -141,6 +141,8 @@ class EvalConfig(Section):
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(128, ge=1)
     samples: int = Field(5, ge=0, description="examples written into the report side by side")
+    slice_by: list[str] = Field(default_factory=list,
+                                description="data fields to break test scores down by in the error analysis")
 
 
 class Recipe(Section):

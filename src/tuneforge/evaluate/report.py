@@ -137,6 +137,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "training" in report:
         t = report["training"]
         md += [f"Training: {t.get('steps')} steps in {t.get('seconds', 0):.0f} s, best step {t.get('best_step')}."]
+    if report.get("analysis"):
+        from tuneforge.evaluate.errors_analysis import analysis_markdown
+
+        md.append(analysis_markdown(report["analysis"]))
     md += ["", "## Samples", ""]
     for s in report.get("samples", []):
         md += [f"- `{s['where']}` input: {s['input']!r}", f"  - reference: `{s['reference']}`"]
