@@ -32,7 +32,7 @@ from tuneforge.models.registry import MODELS, ModelSpec, ResolvedModel, resolve_
 from tuneforge.recipe import Recipe, load_recipe, recipe_from_dict, recipe_to_yaml
 from tuneforge.rundir import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from tuneforge.tasks.base import Encoded, Example, Task, get_task
-from tuneforge.train.loop import fit, total_steps
+from tuneforge.train.loop import ValidationHook, fit, total_steps
 from tuneforge.train.preflight import Preflight, resolve_device, resolve_precision, run_preflight
 
 RecipeLike = Recipe | str | Path | dict
@@ -131,8 +131,12 @@ class TrainResult:
 
 
 def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, overwrite: bool = False,
-          overrides: list[str] | None = None, echo: Any = print) -> TrainResult:
-    """Fine-tune as the recipe says and write the run folder; ``dry_run`` stops after the preflight."""
+          overrides: list[str] | None = None, echo: Any = print,
+          on_validation: ValidationHook | None = None) -> TrainResult:
+    """Fine-tune as the recipe says and write the run folder; ``dry_run`` stops after the preflight.
+
+    ``on_validation`` is passed to the training loop (see ``ValidationHook``): a sweep prunes through it.
+    """
     recipe = as_recipe(recipe, overrides)
     run = RunDir(recipe.output)
     recipe_yaml = recipe_to_yaml(recipe)
@@ -165,7 +169,8 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
         _check_same_data(run, splits.fingerprints(recipe))
     _write_run_start(run, recipe_yaml, splits, recipe, task, device, precision, pre, resume)
     try:
-        report = _train_and_report(run, recipe, task, splits, train_enc, model, method, accelerator, resume, echo)
+        report = _train_and_report(run, recipe, task, splits, train_enc, model, method, accelerator, resume, echo,
+                                   on_validation)
     except KeyboardInterrupt:
         run.set_status("interrupted", resume_with="tuneforge train RECIPE --resume")
         raise
@@ -177,14 +182,14 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
 
 def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, train_enc: list[Encoded],
                       model: nn.Module, method: Method[Any], accelerator: Accelerator, resume: bool,
-                      echo: Any) -> dict[str, Any] | None:
+                      echo: Any, on_validation: ValidationHook | None = None) -> dict[str, Any] | None:
     test = splits.examples["test"]
     base = _base_scores(run, recipe, task, model, test, echo)
     validate = _validator(task, recipe, splits) if splits.examples["validation"] else None
     metric = recipe.train.early_stopping.metric if recipe.train.early_stopping else "loss"
     lower = metric == "loss" or metric in task.lower_is_better
     state = fit(model=model, task=task, method=method, train=train_enc, validate=validate, cfg=recipe.train,
-                run=run, accelerator=accelerator, resume=resume, lower_is_better=lower)
+                run=run, accelerator=accelerator, resume=resume, lower_is_better=lower, on_validation=on_validation)
     model = accelerator.unwrap_model(model)
     _save_model(run, method, model, task.tokenizer, task)
     echo(f"scoring the tuned model on {len(test)} test items")

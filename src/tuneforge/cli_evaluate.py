@@ -31,3 +31,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", type=Path, default=None, help="default: RUN/compare")
     p.set_defaults(func=_cmd_compare)
+    add_sweep(sub)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from tuneforge.sweep import sweep
+
+    sweep(args.recipe, args.space, trials=args.trials, sampler=args.sampler, minutes=args.minutes,
+          storage=args.storage, fraction=args.fraction, output=args.output, study_name=args.study, seed=args.seed,
+          overrides=args.set)
+
+
+def add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="hyperparameter search over recipe fields with Optuna (pruning, SQLite, resumable)")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--space", type=Path, required=True, help="YAML: metric, evaluations, params (dotted recipe paths)")
+    p.add_argument("--trials", type=int, default=20, help="total trials wanted in the study (default 20)")
+    p.add_argument("--sampler", choices=["grid", "random", "tpe"], default="tpe")
+    p.add_argument("--minutes", type=float, default=None, help="stop starting new trials after this many minutes")
+    p.add_argument("--storage", default=None, help="Optuna storage URL; default sqlite:///OUTPUT/study.db")
+    p.add_argument("--fraction", type=float, default=1.0,
+                   help="score each trial on this fraction of its training run (Oliver and Wang, 2024)")
+    p.add_argument("--study", default=None, help="study name inside the storage (default 'tuneforge')")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", type=Path, default=None, help="default: OUTPUT-sweep beside the recipe's output")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
+    p.set_defaults(func=_cmd_sweep)
