@@ -31,6 +31,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", type=Path, default=None, help="default: RUN/compare")
     p.set_defaults(func=_cmd_compare)
+    add_curve(sub)
     add_sweep(sub)
 
 
@@ -57,3 +58,20 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, default=None, help="default: OUTPUT-sweep beside the recipe's output")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_curve(args: argparse.Namespace) -> None:
+    from tuneforge.evaluate.curve import learning_curve
+
+    learning_curve(args.recipe, [float(f) for f in _csv(args.fractions)], metric=args.metric, output=args.output,
+                   overrides=args.set)
+
+
+def add_curve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("curve", help="learning curve: fine-tune on growing subsets, fit what more data would buy")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="comma-separated fractions of the training split")
+    p.add_argument("--metric", default=None, help="test metric to plot (default: the task's first headline metric)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="default: OUTPUT-curve beside the recipe's output")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
+    p.set_defaults(func=_cmd_curve)

@@ -82,7 +82,7 @@ def learning_curve(curve: dict[str, Any]) -> bytes:
     fit = curve.get("fit")
     if fit:
         ax.plot(fit["x"], fit["y"], "-", color="#ff7f0e",
-                label=f"fit: {fit['a']:.3f} - {fit['b']:.3g} n^-{fit['c']:.3f}")
+                label=f"fit: {fit['a']:.3f} {'-' if fit['sign'] < 0 else '+'} {fit['b']:.3g} n^-{fit['c']:.3f}")
     ax.set_xscale("log")
     ax.set_xlabel("training examples")
     ax.set_ylabel(curve.get("metric", "score"))
