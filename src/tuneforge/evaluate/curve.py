@@ -41,7 +41,7 @@ def fit_power_law(n: list[float], score: list[float], *, higher_is_better: bool 
     try:
         with warnings.catch_warnings():  # 3 points fit 3 parameters exactly: no covariance, and that is expected
             warnings.simplefilter("ignore", OptimizeWarning)
-                params, _ = curve_fit(law, x, y, p0=[a0, 1.0, 0.5], bounds=([-np.inf, 0.0, 1e-3], [top, np.inf, 3.0]),
+            params, _ = curve_fit(law, x, y, p0=[a0, 1.0, 0.5], bounds=([-np.inf, 0.0, 1e-3], [top, np.inf, 3.0]),
                                   maxfev=20000)
     except (RuntimeError, ValueError):
         return None
