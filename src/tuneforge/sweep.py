@@ -195,6 +195,7 @@ def sweep(recipe_path: Path | str, space_path: Path | str, *, trials: int = 20, 
             set_path(tree, name, value)
         set_path(tree, "output", str(out / "trials" / f"trial-{trial.number:03d}"))
         set_path(tree, "eval.base", False)  # the base model does not change between trials
+        set_path(tree, "data.max_test_rows", 1)  # trials are chosen on validation; the test set stays unseen
         set_path(tree, "train.eval_every", eval_every)
         if space.metric != "loss":  # the validator computes the metric only when early stopping watches it
             stopping = tree["train"].get("early_stopping") or {"patience": 10**6}
