@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase, set_seed
 from tuneforge.data.readers import read_records
 from tuneforge.data.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits
 from tuneforge.errors import ConfigError, DataError, UserError
+from tuneforge.evaluate.golden import gate, run_cases
 from tuneforge.evaluate.report import build_report, headline_table, model_scores, render_markdown, render_table
 from tuneforge.evaluate.report_html import add_analysis, render_html, slice_fields
 from tuneforge.methods import count_parameters, get_method
@@ -272,7 +273,8 @@ def _save_model(run: RunDir, method: Method[Any], model: nn.Module, tokenizer: P
 
 
 def _finish(run: RunDir, recipe: Recipe, task: Task, test: list[Example], base: dict[str, Any] | None,
-            tuned: dict[str, Any] | None, params: dict[str, int], training: dict[str, Any] | None) -> dict[str, Any] | None:
+            tuned: dict[str, Any] | None, params: dict[str, int], training: dict[str, Any] | None,
+            extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
     report = None
     if tuned is not None:
         write_jsonl_atomic(run.predictions / "tuned.jsonl", tuned["predictions"])
@@ -281,7 +283,7 @@ def _finish(run: RunDir, recipe: Recipe, task: Task, test: list[Example], base: 
         meta = {"task": task.name, "model": recipe.model, "method": recipe.method.name, "parameters": params}
         if training is not None:
             meta["training"] = training
-        report = build_report(task, test, base, tuned, meta=meta, samples=recipe.eval.samples)
+        report = build_report(task, test, base, tuned, meta=meta, samples=recipe.eval.samples) | (extra or {})
         add_analysis(report, run, task, test, tuned["predictions"])  # error analysis and figure data
         write_text_atomic(run.report_md, render_markdown(report))
         write_text_atomic(run.root / "report.html", render_html(report))
@@ -337,14 +339,18 @@ def evaluate(run_dir: Path | str, *, echo: Any = print) -> dict[str, Any]:
     if not test:
         raise UserError(f"{run.root} has no test split to evaluate")
     tuned = _score(task, tuned_run.model, test)
+    cases = recipe.eval.golden
+    golden_tuned = run_cases(task, tuned_run.model, cases) if cases else None
     params = count_parameters(tuned_run.model)
     del tuned_run
-    base = None
+    base, golden_base = None, None
     if recipe.eval.base:
         base_run = load_run(run_dir, tuned=False)
         base = _score(base_run.task, base_run.model, test)
+        golden_base = run_cases(base_run.task, base_run.model, cases) if cases else None
     previous = json.loads(run.report_json.read_text(encoding="utf-8")) if run.report_json.is_file() else {}
-    report = _finish(run, recipe, task, test, base, tuned, params, previous.get("training"))
+    extra = {"golden": gate(golden_tuned, golden_base)} if golden_tuned is not None else None
+    report = _finish(run, recipe, task, test, base, tuned, params, previous.get("training"), extra)
     assert report is not None
     echo(render_table(headline_table(report)))
     return report
@@ -393,13 +399,23 @@ def _parse_for_prediction(task: Task, records: list[Any], what: str) -> list[Exa
                         err.problems) from None
 
 
-def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite: bool = False) -> Path:
-    """A standalone Hugging Face folder (safetensors, adapters merged) that needs no tuneforge to load."""
+def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite: bool = False,
+           force: bool = False) -> Path:
+    """A standalone Hugging Face folder (safetensors, adapters merged) that needs no tuneforge to load.
+
+    A model that fails the recipe's golden cases (``eval.golden``) is refused unless ``force``.
+    """
     run, _ = _open_run(run_dir)
     out = Path(out_dir) if out_dir else run.root / "export"
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} already exists; pass --overwrite or another folder")
     loaded = load_run(run_dir)
+    if loaded.recipe.eval.golden and not force:
+        failed = [r for r in run_cases(loaded.task, loaded.model, loaded.recipe.eval.golden) if not r["passed"]]
+        if failed:
+            lines = [f"{r['case']}: {'; '.join(r['failures'])} (answer: {r['answer'][:80]!r})" for r in failed]
+            raise UserError(f"{run.root}: the tuned model fails {len(failed)} golden case(s) of eval.golden, so it "
+                            "is not exported; fix the model or pass --force:\n  " + "\n  ".join(lines))
     merged = loaded.method.merge(loaded.model)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

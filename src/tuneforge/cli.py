@@ -37,7 +37,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from tuneforge import api
 
-    out = api.export(args.run_dir, args.output, overwrite=args.overwrite)
+    out = api.export(args.run_dir, args.output, overwrite=args.overwrite, force=args.force)
     print(f"exported a standalone Hugging Face model folder to {out}")
 
 
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("-o", "--output", type=Path, default=None, help="default: RUN_DIR/export")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--force", action="store_true", help="export even if the model fails the recipe's eval.golden cases")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("models", help="list the registry of base models")

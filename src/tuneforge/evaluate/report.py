@@ -141,6 +141,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         from tuneforge.evaluate.errors_analysis import analysis_markdown
 
         md.append(analysis_markdown(report["analysis"]))
+    if report.get("golden"):
+        from tuneforge.evaluate.golden import golden_markdown
+
+        md.append(golden_markdown(report["golden"]))
     md += ["", "## Samples", ""]
     for s in report.get("samples", []):
         md += [f"- `{s['where']}` input: {s['input']!r}", f"  - reference: `{s['reference']}`"]

@@ -126,6 +126,16 @@ def render_html(report: dict[str, Any]) -> str:
         sections.append(("Figures", figures))
     if report.get("analysis"):
         sections.append(("Error analysis (tuned model)", _analysis_html(report["analysis"])))
+    if report.get("golden"):
+        g = report["golden"]
+        base = g.get("base") or [None] * len(g["tuned"])
+        rows = [["case", "base", "tuned", "tuned answer", "why it fails"]]
+        rows += [[t["case"], "-" if b is None else ("pass" if b["passed"] else "fail"), "pass" if t["passed"] else "fail",
+                  t["answer"], "; ".join(t["failures"]) or "-"] for t, b in zip(g["tuned"], base)]
+        verdict = f"{g['n_passed']}/{g['n_cases']} golden cases pass on the tuned model."
+        if "fixed" in g:
+            verdict += f" Fixed by the tune: {', '.join(g['fixed']) or 'none'}; broken: {', '.join(g['broken']) or 'none'}."
+        sections.append(("Regression gate (eval.golden)", html.paragraph(verdict) + html.table(rows)))
     samples = report.get("samples") or []
     if samples:
         rows = [["where", "input", "reference", "base", "tuned"]]
