@@ -33,6 +33,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_compare)
     add_curve(sub)
     add_sweep(sub)
+    add_robustness(sub)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
@@ -75,3 +76,18 @@ def add_curve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, default=None, help="default: OUTPUT-curve beside the recipe's output")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     p.set_defaults(func=_cmd_curve)
+
+
+def _cmd_robustness(args: argparse.Namespace) -> None:
+    from tuneforge.evaluate.robustness import robustness
+
+    robustness(args.run_dir, perturbations=_csv(args.perturbations) if args.perturbations else None, seed=args.seed)
+
+
+def add_robustness(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("robustness", help="score the tuned model on typo/case/whitespace/truncation-perturbed inputs")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--perturbations", default=None,
+                   help="comma-separated: typos, lowercase, uppercase, whitespace, truncate (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_robustness)
