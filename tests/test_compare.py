@@ -76,3 +76,21 @@ def test_compare_refuses_unknown_baselines_and_non_runs(tmp_path: Path) -> None:
         compare(tmp_path, baselines=["magic"], echo=lambda *_: None)
     with pytest.raises(UserError, match="neither a run folder nor a recipe"):
         compare(tmp_path / "missing", echo=lambda *_: None)
+
+
+def test_compare_adds_another_run_on_the_same_test_rows(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run, other)
+    result = compare(tiny_run, baselines=["tfidf"], runs=[other], output=tmp_path / "out", echo=lambda *_: None)
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == ["tfidf", "run:other", "fine-tuned"]
+    same = rows["run:other"]["vs_fine_tuned"]  # the same weights: no discordant item, no difference
+    assert same["mcnemar"]["b"] == same["mcnemar"]["c"] == 0 and same["verdict"] == "no real difference"
+    fp = other / "data" / "fingerprints.json"
+    data = json.loads(fp.read_text())
+    data["splits"]["test"]["sha256"] = "0" * 64
+    fp.write_text(json.dumps(data))
+    with pytest.raises(UserError, match="same test items"):
+        compare(tiny_run, baselines=["tfidf"], runs=[other], output=tmp_path / "out", echo=lambda *_: None)

@@ -14,7 +14,8 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     from tuneforge.evaluate.compare import compare
 
     compare(args.target, baselines=_csv(args.baselines), k=args.k, prompt_items=args.prompt_items,
-            prompt_model=args.prompt_model, seed=args.seed, output=args.output)
+            prompt_model=args.prompt_model, seed=args.seed, output=args.output,
+            runs=[Path(r) for r in _csv(args.runs)] if args.runs else None)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="score the decoder-prompting baselines on a seeded sample of this many test items")
     p.add_argument("--prompt-model", default="smollm2-135m-instruct",
                    help="decoder for prompting baselines when the run's model is an encoder")
+    p.add_argument("--runs", default=None, help="comma-separated other run folders (same test rows) to add to the table")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", type=Path, default=None, help="default: RUN/compare")
     p.set_defaults(func=_cmd_compare)

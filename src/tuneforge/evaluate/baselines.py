@@ -96,23 +96,38 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 # ----------------------------------------------------------------------------- the run's own models
-def _run_model(ctx: BaselineContext, tuned: bool) -> System:
+def _run_model(ctx: BaselineContext, tuned: bool, run_dir: Path | None = None) -> System:
     from tuneforge.api import load_run
 
-    loaded = load_run(ctx.run_dir, tuned=tuned)
+    run_dir = run_dir or ctx.run_dir
+    loaded = load_run(run_dir, tuned=tuned)
     predictions, seconds = _timed(lambda: loaded.task.predict(loaded.model, ctx.test))
     items = list(range(len(ctx.test)))
     latency = 1000 * seconds / len(ctx.test)
     if tuned:
-        report = json.loads((ctx.run_dir / "report.json").read_text(encoding="utf-8"))
+        report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
         train_s = float(report.get("training", {}).get("seconds") or 0.0)
-        desc = f"{ctx.recipe.model} fine-tuned ({ctx.recipe.method.name})"
-        return System("fine-tuned", desc, items, predictions, train_s, latency)
+        desc = f"{loaded.recipe.model} fine-tuned ({loaded.recipe.method.name})"
+        name = "fine-tuned" if run_dir == ctx.run_dir else f"run:{run_dir.name}"
+        return System(name, desc + ("" if run_dir == ctx.run_dir else f", run {run_dir}"), items, predictions,
+                      train_s, latency)
     if loaded.resolved.kind == "encoder":
         desc = f"{ctx.recipe.model} with its untrained classification head (chance level)"
     else:
         desc = f"{ctx.recipe.model} prompted with the instruction only (label scoring)"
     return System("zero-shot", desc, items, predictions, 0.0, latency)
+
+
+def other_run(ctx: BaselineContext, run_dir: Path) -> System:
+    """Another finished run's tuned model on this run's test items (its test split must be the same rows)."""
+    mine = json.loads((ctx.run_dir / "data" / "fingerprints.json").read_text(encoding="utf-8"))["splits"]["test"]
+    theirs = json.loads((run_dir / "data" / "fingerprints.json").read_text(encoding="utf-8"))["splits"]["test"]
+    if mine != theirs:
+        from tuneforge.errors import UserError
+
+        raise UserError(f"{run_dir} was tested on other rows than {ctx.run_dir} (data/fingerprints.json differs); "
+                        "two runs can only be compared on the same test items")
+    return _run_model(ctx, tuned=True, run_dir=run_dir)
 
 
 @BASELINES.register("fine-tuned")

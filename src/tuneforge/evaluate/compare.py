@@ -17,7 +17,7 @@ import numpy as np
 
 from tuneforge.errors import UserError
 from tuneforge.evaluate import html, plots
-from tuneforge.evaluate.baselines import BASELINES, BaselineContext, System
+from tuneforge.evaluate.baselines import BASELINES, BaselineContext, System, other_run
 from tuneforge.evaluate.metrics import accuracy, bootstrap_ci, macro_f1
 from tuneforge.evaluate.metrics_extra import mcnemar, paired_bootstrap
 from tuneforge.rundir import RunDir, write_json_atomic, write_text_atomic
@@ -79,8 +79,12 @@ def score_system(system: System, refs: list[str], labels: list[str], reference: 
 
 def compare(run_or_recipe: Path | str, *, baselines: list[str] | None = None, k: int = 5,
             prompt_items: int | None = None, prompt_model: str = "smollm2-135m-instruct", encoder_path: str | None = None,
-            seed: int = 0, output: Path | str | None = None, echo: Any = print) -> dict[str, Any]:
-    """Score the run's fine-tune and each baseline on its test split; write compare.json/.md/.html."""
+            seed: int = 0, output: Path | str | None = None, runs: list[Path | str] | None = None,
+            echo: Any = print) -> dict[str, Any]:
+    """Score the run's fine-tune and each baseline on its test split; write compare.json/.md/.html.
+
+    ``runs``: other finished runs (same test rows) whose tuned models join the table, paired the same way.
+    """
     from tuneforge.api import load_split, load_task
 
     names = list(baselines or DEFAULT_BASELINES)
@@ -102,6 +106,9 @@ def compare(run_or_recipe: Path | str, *, baselines: list[str] | None = None, k:
         started = time.perf_counter()
         systems.append(BASELINES.get(name)(ctx))
         echo(f"compare: {name} done in {time.perf_counter() - started:.1f} s")
+    for other in runs or []:
+        echo(f"compare: run {other}")
+        systems.insert(-1, other_run(ctx, Path(other)))
     refs = [e.target for e in test]
     reference = systems[-1]
     rows = [score_system(s, refs, task.schema["labels"], reference) for s in systems]
