@@ -353,6 +353,10 @@ def evaluate(run_dir: Path | str, *, echo: Any = print) -> dict[str, Any]:
     report = _finish(run, recipe, task, test, base, tuned, params, previous.get("training"), extra)
     assert report is not None
     echo(render_table(headline_table(report)))
+    if "golden" in report:
+        g = report["golden"]
+        echo(f"golden cases: {g['n_passed']}/{g['n_cases']} pass on the tuned model"
+             + (f"; fixed by the tune: {g['fixed']}, broken: {g['broken']}" if "fixed" in g else ""))
     return report
 
 
