@@ -23,7 +23,9 @@ from transformers import PreTrainedTokenizerBase, set_seed
 from tuneforge.data.readers import read_records
 from tuneforge.data.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits
 from tuneforge.errors import ConfigError, DataError, UserError
+from tuneforge.evaluate.golden import gate, run_cases
 from tuneforge.evaluate.report import build_report, headline_table, model_scores, render_markdown, render_table
+from tuneforge.evaluate.report_html import add_analysis, render_html, slice_fields
 from tuneforge.methods import count_parameters, get_method
 from tuneforge.methods.base import Method
 from tuneforge.models.loading import load_model, load_tokenizer
@@ -33,7 +35,7 @@ from tuneforge.rundir import RunDir, write_json_atomic, write_jsonl_atomic, writ
 from tuneforge.tasks.base import Encoded, Example, Task, get_task
 from tuneforge.models.surgery import keep_layers, set_dropout
 from tuneforge.train.guards import ForgettingCheck, training_set
-from tuneforge.train.loop import fit, total_steps
+from tuneforge.train.loop import ValidationHook, fit, total_steps
 from tuneforge.train.privacy import plan_privacy
 from tuneforge.train.privacy import spent as privacy_spent
 from tuneforge.train.preflight import Preflight, resolve_device, resolve_precision, run_preflight
@@ -134,8 +136,12 @@ class TrainResult:
 
 
 def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, overwrite: bool = False,
-          overrides: list[str] | None = None, echo: Any = print) -> TrainResult:
-    """Fine-tune as the recipe says and write the run folder; ``dry_run`` stops after the preflight."""
+          overrides: list[str] | None = None, echo: Any = print,
+          on_validation: ValidationHook | None = None) -> TrainResult:
+    """Fine-tune as the recipe says and write the run folder; ``dry_run`` stops after the preflight.
+
+    ``on_validation`` is passed to the training loop (see ``ValidationHook``): a sweep prunes through it.
+    """
     recipe = as_recipe(recipe, overrides)
     if recipe.stages is not None or recipe.tasks is not None:
         return _train_composed(recipe, resume=resume, dry_run=dry_run, overwrite=overwrite, echo=echo)
@@ -150,6 +156,7 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     problems: list[str] = []
     splits = parse_splits(read_splits(recipe, task, problems), task, fit=True, problems=problems)
     _check_early_stopping_metric(recipe, task)
+    slice_fields(splits.records["test"], recipe.eval.slice_by, "the test split")  # fails early on a typo
     train_enc = training_set(recipe, task, splits.examples["train"], echo)
     check = ForgettingCheck(recipe, task) if recipe.forgetting is not None else None
     if check is not None:
@@ -172,7 +179,7 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     _write_run_start(run, recipe_yaml, splits, recipe, task, device, precision, pre, resume)
     try:
         report = _train_and_report(run, recipe, task, splits, train_enc, model, method, accelerator, resume, echo,
-                                   check)
+                                   check, on_validation)
     except KeyboardInterrupt:
         run.set_status("interrupted", resume_with="tuneforge train RECIPE --resume")
         raise
@@ -205,7 +212,8 @@ def _train_composed(recipe: Recipe, *, resume: bool, dry_run: bool, overwrite: b
 
 def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, train_enc: list[Encoded],
                       model: nn.Module, method: Method[Any], accelerator: Accelerator, resume: bool,
-                      echo: Any, check: ForgettingCheck | None) -> dict[str, Any] | None:
+                      echo: Any, check: ForgettingCheck | None,
+                      on_validation: ValidationHook | None = None) -> dict[str, Any] | None:
     test = splits.examples["test"]
     base = _base_scores(run, recipe, task, model, test, echo)
     general_before = check.before(model, run, echo) if check is not None else None
@@ -217,7 +225,8 @@ def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, t
     plan = plan_privacy(privacy, len(train_enc), recipe.train.batch_size * recipe.train.grad_accum, steps) if privacy else None
     state = fit(model=model, task=task, method=method, train=train_enc, validate=validate, cfg=recipe.train,
                 run=run, accelerator=accelerator, resume=resume, lower_is_better=lower,
-                penalty=check.penalty(model) if check is not None else None, privacy=plan)
+                penalty=check.penalty(model) if check is not None else None, privacy=plan,
+                on_validation=on_validation)
     model = accelerator.unwrap_model(model)
     _save_model(run, method, model, task.tokenizer, task)
     echo(f"scoring the tuned model on {len(test)} test items")
@@ -323,7 +332,9 @@ def _finish(run: RunDir, recipe: Recipe, task: Task, test: list[Example], base: 
         if training is not None:
             meta["training"] = training
         report = build_report(task, test, base, tuned, meta=meta, samples=recipe.eval.samples)
+        add_analysis(report, run, task, test, tuned["predictions"])  # error analysis and figure data
         write_text_atomic(run.report_md, render_markdown(report))
+        write_text_atomic(run.root / "report.html", render_html(report))
         write_json_atomic(run.report_json, report)
     run.set_status("complete")
     _document_and_register(run)
@@ -352,13 +363,24 @@ def _open_run(run_dir: Path | str) -> tuple[RunDir, Recipe]:
     return run, recipe_from_dict(raw, source=str(run.recipe), check_files=False)
 
 
-def load_run(run_dir: Path | str, *, device: str = "cpu", tuned: bool = True) -> Loaded:
-    """The run's task and model; ``tuned=False`` gives the untouched base model instead."""
+def load_task(run_dir: Path | str) -> tuple[Recipe, Task, ResolvedModel]:
+    """The run's recipe and task (schema as trained), without loading any model weights."""
     run, recipe = _open_run(run_dir)
     resolved = resolve_model(recipe.model, allow_hub=recipe.allow_hub)
-    tokenizer = load_tokenizer(run.model)
-    task = get_task(recipe, tokenizer, resolved.kind)
+    task = get_task(recipe, load_tokenizer(run.model), resolved.kind)
     task.schema = json.loads((run.data / "schema.json").read_text(encoding="utf-8"))
+    return recipe, task, resolved
+
+
+def load_split(run_dir: Path | str, task: Task, name: str) -> list[Example]:
+    """One of the run's saved splits (train, validation, test), parsed by its task."""
+    return task.parse(load_saved_split(RunDir(run_dir).data, name), f"the {name} data")
+
+
+def load_run(run_dir: Path | str, *, device: str = "cpu", tuned: bool = True) -> Loaded:
+    """The run's task and model; ``tuned=False`` gives the untouched base model instead."""
+    run = RunDir(run_dir)
+    recipe, task, resolved = load_task(run_dir)
     if tuned and (run.root / "compression.json").is_file():  # written by `tuneforge compress`
         from tuneforge.compress.store import load_compressed
 
@@ -379,17 +401,26 @@ def evaluate(run_dir: Path | str, *, echo: Any = print) -> dict[str, Any]:
     if not test:
         raise UserError(f"{run.root} has no test split to evaluate")
     tuned = _score(task, tuned_run.model, test)
+    cases = recipe.eval.golden
+    golden_tuned = run_cases(task, tuned_run.model, cases) if cases else None
     params = count_parameters(tuned_run.model)
     del tuned_run
-    base = None
+    base, golden_base = None, None
     if recipe.eval.base:
         base_run = load_run(run_dir, tuned=False)
         base = _score(base_run.task, base_run.model, test)
+        golden_base = run_cases(base_run.task, base_run.model, cases) if cases else None
     previous = json.loads(run.report_json.read_text(encoding="utf-8")) if run.report_json.is_file() else {}
     kept = {k: previous[k] for k in ("adapter_bytes", "privacy", "forgetting") if k in previous}
+    if golden_tuned is not None:
+        kept["golden"] = gate(golden_tuned, golden_base)
     report = _finish(run, recipe, task, test, base, tuned, params, previous.get("training"), kept)
     assert report is not None
     echo(render_table(headline_table(report)))
+    if "golden" in report:
+        g = report["golden"]
+        echo(f"golden cases: {g['n_passed']}/{g['n_cases']} pass on the tuned model"
+             + (f"; fixed by the tune: {g['fixed']}, broken: {g['broken']}" if "fixed" in g else ""))
     return report
 
 
@@ -438,11 +469,12 @@ def _parse_for_prediction(task: Task, records: list[Any], what: str) -> list[Exa
 
 
 def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite: bool = False,
-           format: str = "hf", **options: Any) -> Path:
+           force: bool = False, format: str = "hf", **options: Any) -> Path:
     """A standalone model folder that needs no tuneforge to load, with the run's MODEL_CARD.md.
 
     ``format``: ``hf`` (safetensors, adapters merged), ``gguf`` (llama-architecture decoders) or
-    ``onnx`` (classifiers); see :mod:`tuneforge.export_formats`.
+    ``onnx`` (classifiers); see :mod:`tuneforge.export_formats`. A model that fails the recipe's golden
+    cases (``eval.golden``) is refused unless ``force``.
     """
     run, _ = _open_run(run_dir)
     out = Path(out_dir) if out_dir else run.root / "export"
@@ -457,6 +489,12 @@ def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite:
         raise UserError(f"{run.root} holds quantised weights, which a Hugging Face folder cannot store; export the "
                         "uncompressed run instead, or serve this folder itself (`tuneforge predict` loads it)")
     loaded = load_run(run_dir)
+    if loaded.recipe.eval.golden and not force:
+        failed = [r for r in run_cases(loaded.task, loaded.model, loaded.recipe.eval.golden) if not r["passed"]]
+        if failed:
+            lines = [f"{r['case']}: {'; '.join(r['failures'])} (answer: {r['answer'][:80]!r})" for r in failed]
+            raise UserError(f"{run.root}: the tuned model fails {len(failed)} golden case(s) of eval.golden, so it "
+                            "is not exported; fix the model or pass --force:\n  " + "\n  ".join(lines))
     merged = loaded.method.merge(loaded.model)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -223,11 +223,54 @@ class TrainConfig(Section):
         return self
 
 
+class GoldenCase(Section):
+    """One regression-gate case: an input and what the model's answer must satisfy (all given checks).
+
+    ``exact``: the answer equals this text (ends stripped); ``regex``: ``re.search`` finds it;
+    ``json_schema``: the answer holds a JSON object valid against this JSON Schema; ``must_contain``:
+    every string appears (case-insensitive); ``must_refuse``: the answer is a refusal.
+    """
+
+    name: str | None = None
+    input: str = Field(min_length=1)
+    exact: str | None = None
+    regex: str | None = None
+    json_schema: dict[str, Any] | None = None
+    must_contain: list[str] | None = None
+    must_refuse: bool = False
+
+    @model_validator(mode="after")
+    def _has_a_check(self) -> "GoldenCase":
+        if self.exact is None and self.regex is None and self.json_schema is None and not self.must_contain \
+                and not self.must_refuse:
+            raise ValueError("give at least one of exact, regex, json_schema, must_contain, must_refuse")
+        if self.regex is not None:
+            import re
+
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise ValueError(f"regex {self.regex!r} does not compile: {err}") from None
+        if self.json_schema is not None:
+            from jsonschema import Draft202012Validator
+            from jsonschema.exceptions import SchemaError
+
+            try:
+                Draft202012Validator.check_schema(self.json_schema)
+            except SchemaError as err:
+                raise ValueError(f"json_schema is not a valid JSON Schema: {err.message}") from None
+        return self
+
+
 class EvalConfig(Section):
     base: bool = Field(True, description="also score the untouched base model on the same test split")
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(128, ge=1)
     samples: int = Field(5, ge=0, description="examples written into the report side by side")
+    slice_by: list[str] = Field(default_factory=list,
+                                description="data fields to break test scores down by in the error analysis")
+    golden: list[GoldenCase] = Field(default_factory=list,
+                                     description="regression-gate cases checked by `tuneforge eval` and `export`")
 
 
 class DistillConfig(Section):

@@ -161,6 +161,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         t = report["training"]
         md += [f"Training: {t.get('steps')} steps in {t.get('seconds', 0):.0f} s, best step {t.get('best_step')}."]
     md += _privacy_lines(report.get("privacy")) + _forgetting_lines(report.get("forgetting"))
+    if report.get("analysis"):
+        from tuneforge.evaluate.errors_analysis import analysis_markdown
+
+        md.append(analysis_markdown(report["analysis"]))
+    if report.get("golden"):
+        from tuneforge.evaluate.golden import golden_markdown
+
+        md.append(golden_markdown(report["golden"]))
     md += ["", "## Samples", ""]
     for s in report.get("samples", []):
         md += [f"- `{s['where']}` input: {s['input']!r}", f"  - reference: `{s['reference']}`"]

@@ -121,7 +121,13 @@ class Classification(Task):
         return self._decoder_probs(model, texts)
 
     def _decoder_probs(self, model: PreTrainedModel, texts: list[str]) -> list[list[float]]:
-        """Score every label after the prompt (sharing the prompt's cache) and normalise over the labels."""
+        return self.decoder_label_probs(model, [self._messages(text) for text in texts])
+
+    def decoder_label_probs(self, model: PreTrainedModel, prompts: list[list[dict[str, str]]]) -> list[list[float]]:
+        """Score every label after each chat prompt (sharing the prompt's cache) and normalise over the labels.
+
+        Takes whole conversations so that few-shot and retrieval baselines can put examples before the query.
+        """
         tok = self.tokenizer
         options = [tok(label + end_of_turn(tok), add_special_tokens=False)["input_ids"] for label in self.labels]
         budget = self.recipe.train.max_length - max(len(o) for o in options)
@@ -129,8 +135,8 @@ class Classification(Task):
         model.eval()
         out = []
         shared_cache = not getattr(model, "active_peft_config", None) or not model.active_peft_config.is_prompt_learning
-        for text in tqdm(texts, desc="classify", leave=False):
-            prompt = tok(prompt_text(tok, self._messages(text)), add_special_tokens=False)["input_ids"]
+        for messages in tqdm(prompts, desc="classify", leave=False):
+            prompt = tok(prompt_text(tok, messages), add_special_tokens=False)["input_ids"]
             prompt = prompt[-max(budget, 1) :]
             if shared_cache:
                 scores = option_logprobs(model, prompt, options, pad_id(tok))

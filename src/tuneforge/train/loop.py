@@ -34,6 +34,9 @@ from tuneforge.train.checkpoint import latest_checkpoint, load_checkpoint, prune
 
 #: validation metric (name -> value) computed on the current model
 Validator = Callable[[nn.Module], dict[str, float]]
+#: called after each validation with (step, total steps, the logged validation record); returning True
+#: stops training there, as early stopping does (used by `tuneforge sweep` to prune and to score partial runs)
+ValidationHook = Callable[[int, int, dict[str, Any]], bool | None]
 
 
 @dataclass
@@ -122,6 +125,7 @@ def fit(
     lower_is_better: bool = True,
     penalty: Penalty | None = None,
     privacy: PrivacyPlan | None = None,
+    on_validation: ValidationHook | None = None,
 ) -> TrainState:
     """Train ``model`` in place and leave the best weights in it (when there was validation).
 
@@ -171,6 +175,8 @@ def fit(
         if state.step % eval_every == 0 or state.step == steps:
             if validate is not None:
                 _evaluate(model, validate, state, cfg, run, accelerator, method, lower_is_better)
+                if on_validation is not None and on_validation(state.step, steps, state.history[-1]):
+                    state.stopped_early = True
             _checkpoint(model, state, run, accelerator, method, optimizer, scheduler, cfg)
     bar.close()
     _restore_best(model, state, run, accelerator, method)
