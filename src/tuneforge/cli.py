@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tuneforge import cli_data
 from tuneforge.errors import TuneforgeError
 
 
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the recipe's JSON Schema")
     p.set_defaults(func=_cmd_schema)
+    cli_data.add_commands(sub)
     return parser
 
 
