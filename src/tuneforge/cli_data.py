@@ -50,6 +50,47 @@ def _convert(args: argparse.Namespace) -> None:
         print(f"  skipped {problem}")
 
 
+def _augment(args: argparse.Namespace) -> None:
+    from tuneforge.data.augment import augment_file
+
+    ops = [o for spec in args.ops for o in spec.split(",") if o]
+    result = augment_file(args.file, args.output, ops, per_row=args.per_row, alpha=args.alpha, seed=args.seed,
+                          text_field=args.text_field, test=args.test, include_original=not args.only_new,
+                          model=args.model)
+    added = ", ".join(f"{k}: {v}" for k, v in result.added.items()) or "none"
+    dropped = ", ".join(f"{k}: {v}" for k, v in result.dropped.items()) or "none"
+    print(f"{result.rows_in} rows in; added {added}; dropped {dropped}; wrote {result.output}")
+
+
+def _synthesize(args: argparse.Namespace) -> None:
+    from tuneforge.data.synthetic import FILTERS, synthesize
+
+    task = args.task.read_text(encoding="utf-8") if args.task.is_file() else str(args.task)
+    report = synthesize(args.seeds, args.output, task=task, per_label=args.per_label, shots=args.shots,
+                        seed=args.seed, real_file=args.real, run_dir=args.run, model=args.model)
+    steps = " -> ".join(f"{f} {report.survivors[f]}" for f in FILTERS if f in report.survivors)
+    print(f"generated {report.generated} -> {steps}; per label: {report.per_label}; wrote {args.output}")
+    if args.run is None:
+        print("  (no --run given: the label check was skipped)")
+
+
+def _select(args: argparse.Namespace) -> None:
+    from tuneforge.data.active import select_for_labelling
+
+    rows = select_for_labelling(args.run, args.pool, args.output, n=args.n, strategy=args.strategy,
+                                diversity=None if args.diversity == "none" else args.diversity,
+                                embedder=args.embedder, seed=args.seed, text_field=args.text_field)
+    print(f"chose {len(rows)} rows to label ({args.strategy}, diversity {args.diversity}); wrote {args.output}")
+    print("fill in their 'label' field, then run `tuneforge data merge TRAIN LABELLED -o OUT`")
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from tuneforge.data.active import merge_labelled
+
+    added = merge_labelled(args.train, args.labelled, args.output, label_field=args.label_field)
+    print(f"added {added} labelled rows; wrote {args.output}")
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``tuneforge data`` and its subcommands to the main parser."""
     from tuneforge.data.clean import ORDER
@@ -101,3 +142,51 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="from_", default="auto", choices=["auto", *FORMATS.names()])
     p.add_argument("--skip-invalid", action="store_true", help="leave out rows that cannot be converted (listed)")
     p.set_defaults(func=_convert)
+
+    from tuneforge.data.active import STRATEGIES
+    from tuneforge.data.augment import MODEL_OPS, OPS
+
+    p = dsub.add_parser("augment", help="EDA (synonym, insert, swap, delete) and paraphrasing with a local model")
+    p.add_argument("file", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--ops", action="append", required=True,
+                   help=f"comma-separated operations: {', '.join([*OPS.names(), *MODEL_OPS])}")
+    p.add_argument("--per-row", type=int, default=1, help="new rows per row and EDA operation")
+    p.add_argument("--alpha", type=float, default=0.1, help="share of words an EDA operation changes")
+    p.add_argument("--test", type=Path, default=None, help="drop new rows that match a row of this test file")
+    p.add_argument("--only-new", action="store_true", help="write only the new rows, not the originals too")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="instruct model for paraphrase")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_augment)
+
+    p = dsub.add_parser("synthesize", help="new labelled rows from seeds with a local instruct model, filtered")
+    p.add_argument("seeds", type=Path, help="a few labelled rows per label (text, label)")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--task", type=Path, required=True, help="task description (text, or a file holding it)")
+    p.add_argument("--per-label", type=int, default=10)
+    p.add_argument("--shots", type=int, default=3, help="seed examples shown per prompt")
+    p.add_argument("--real", type=Path, default=None, help="real data to deduplicate against (default: the seeds)")
+    p.add_argument("--run", type=Path, default=None, help="classification run whose model checks the labels")
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_synthesize)
+
+    p = dsub.add_parser("select", help="active learning: rank an unlabelled pool, export a batch to label")
+    p.add_argument("run", type=Path, help="a finished classification run folder")
+    p.add_argument("pool", type=Path, help="unlabelled rows (text)")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("-n", type=int, default=20, help="batch size")
+    p.add_argument("--strategy", choices=STRATEGIES.names(), default="entropy")
+    p.add_argument("--diversity", choices=["none", "kmeans"], default="none")
+    p.add_argument("--embedder", choices=["tfidf", "minilm"], default="tfidf", help="vectors for k-means")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_select)
+
+    p = dsub.add_parser("merge", help="append a labelled batch to the training data (as a new file)")
+    p.add_argument("train", type=Path)
+    p.add_argument("labelled", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--label-field", default="label")
+    p.set_defaults(func=_merge)
