@@ -56,7 +56,7 @@ def per_class(records: list[Record], k: int, seed: int) -> list[Record]:
 
 def train_arm(name: str, rows: list[dict[str, Any]], test: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     train = write(out / "data" / f"{name}.jsonl", [{"text": r["text"], "label": r["label"]} for r in rows])
-    recipe = {"task": "classification", "model": "minilm-l6", "method": {"name": "full"},
+    recipe = {"task": "classification", "model": args.model, "method": {"name": "full"},
               "data": {"train": str(train), "test": str(test), "split": {"validation": 0.0}},
               "train": {"epochs": args.epochs, "lr": args.lr, "batch_size": 16, "max_length": 64, "seed": 0},
               "eval": {"base": False, "batch_size": 64}, "output": str(out / "runs" / name)}
@@ -81,6 +81,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="pool draws for active vs random")
     parser.add_argument("--synthetic-per-label", type=int, default=12)
     parser.add_argument("--skip", nargs="*", default=[], help="arms to skip (eda, paraphrase, synthetic)")
+    parser.add_argument("--model", default="minilm-l6", help="encoder to fine-tune (a tiny folder for a smoke run)")
+    parser.add_argument("--generator", default="smollm2-135m-instruct", help="instruct model for paraphrase/synthetic")
+    parser.add_argument("--results", type=Path, default=Path("bench/DATA_RESULTS.json"))
     args = parser.parse_args()
     test = SNIPS / "intent_test.jsonl"
     all_train = read_records(SNIPS / "intent_train.jsonl")
@@ -97,7 +100,8 @@ def main() -> None:
         results.append(train_arm("+eda", base_rows + new, test, args.out, args))
     if "paraphrase" not in args.skip:
         start = time.perf_counter()
-        new, added, dropped = augment_records(seed_rows, ["paraphrase"], test=[r.fields["text"] for r in read_records(test)])
+        new, added, dropped = augment_records(seed_rows, ["paraphrase"], test=[r.fields["text"] for r in read_records(test)],
+                                              model=args.generator)
         notes["paraphrase"] = {"added": added, "dropped": dropped, "seconds": round(time.perf_counter() - start),
                                "examples": [r["text"] for r in new[:8]]}
         results.append(train_arm("+paraphrase", base_rows + new, test, args.out, args))
@@ -105,7 +109,8 @@ def main() -> None:
         seeds_file = write(args.out / "data" / "seeds.jsonl", base_rows)
         start = time.perf_counter()
         report = synthesize(seeds_file, args.out / "data" / "synthetic.jsonl", task=TASK,
-                            per_label=args.synthetic_per_label, real_file=SNIPS / "intent_train.jsonl", run_dir=base_run)
+                            per_label=args.synthetic_per_label, real_file=SNIPS / "intent_train.jsonl", run_dir=base_run,
+                            model=args.generator)
         notes["synthetic"] = {"generated": report.generated, "survivors": report.survivors, "per_label": report.per_label,
                               "seconds": round(time.perf_counter() - start),
                               "examples": [r["text"] + " -> " + r["label"] for r in report.rows[:8]],
@@ -128,7 +133,7 @@ def main() -> None:
     base = results[0]["correct"]
     for r in results:
         r["vs_real"] = paired_bootstrap(base, r["correct"]) if r is not results[0] else None
-    (Path("bench") / "DATA_RESULTS.json").write_text(json.dumps(
+    args.results.write_text(json.dumps(
         {"args": {k: str(v) for k, v in vars(args).items()}, "notes": notes,
          "results": [{k: v for k, v in r.items() if k != "correct"} for r in results]}, indent=2, ensure_ascii=False))
     print("\n| arm | train rows | accuracy | 95% CI | difference vs real [95% CI] |\n|---|---|---|---|---|")

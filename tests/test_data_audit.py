@@ -35,6 +35,7 @@ PLANTED = [
     {"text": "deliver to 350 Fifth Avenue, New York, NY 10118", "label": "restaurant"},  # address
     {"text": "   ", "label": "music"},  # empty text
     {"text": "what is the weather like in Lisbon tomorrow evening", "label": "restaurant"},  # label noise
+    {"text": "play Beyonc\ufffd on the radio", "label": "music"},  # lost bytes
 ]
 NOT_PII = {"text": "order 4111 1111 1111 1112 seats for 20:30 on 2017-05-12", "label": "restaurant"}  # Luhn fails
 
@@ -61,8 +62,9 @@ def test_audit_finds_every_planted_problem(files: tuple[Path, Path]) -> None:
     line = {i: n + 1 + i for i in range(len(PLANTED))}  # 1-based line of PLANTED[i]
     assert _lines(report, "exact_duplicates", str(train)) == {line[0]}
     assert line[1] in _lines(report, "near_duplicates", str(train))
-    assert _lines(report, "mojibake") == {line[2]}
+    assert _lines(report, "mojibake") == {line[2], line[10]}
     assert report.flagged("mojibake")[0]["fixed"] == "play something by Los Del Río from España"
+    assert report.flagged("mojibake")[1]["fixed"] is None
     assert _lines(report, "pii") == {line[3], line[4], line[5], line[6], line[7]}
     kinds = {s["kind"] for r in report.flagged("pii") for s in r["pii"]}
     assert kinds == {"email", "phone", "card_number", "iban", "address"}

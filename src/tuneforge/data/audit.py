@@ -248,6 +248,7 @@ def check_mojibake(data: Dataset, opts: AuditOptions) -> Finding:
     """Text that was decoded with the wrong codec (``EspaÃ±ol``): rows that ``ftfy.fix_encoding`` would change.
 
     Only ``fix_encoding`` is asked, not ``fix_text``: curly quotes and ligatures are not damage.
+    Rows holding U+FFFD are flagged too: there the original bytes are gone and nothing can repair them.
     """
     import ftfy
 
@@ -257,6 +258,9 @@ def check_mojibake(data: Dataset, opts: AuditOptions) -> Finding:
         fixed = ftfy.fix_encoding(text)
         if fixed != text:
             rows.append(data.row(i, "double-encoded text (mojibake)", fixed=fixed))
+        elif "\ufffd" in text:
+            rows.append(data.row(i, "U+FFFD replacement character: bytes were lost when decoding; "
+                                    "re-export the source as UTF-8", fixed=None))
     summary = f"{len(rows)} rows with encoding damage that ftfy can repair" if rows else "no encoding damage"
     return Finding("mojibake", "Encoding damage (mojibake)", "warning" if rows else "ok", len(rows), summary, rows)
 
