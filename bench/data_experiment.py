@@ -24,6 +24,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -92,19 +93,30 @@ def main() -> None:
     results = [train_arm("real", base_rows, test, args.out, args)]
     base_run = results[0]["run"]
     notes: dict[str, Any] = {}
+    test_texts = [r.fields["text"] for r in read_records(test)]
+    chosen_ids = {r.where() for r in seed_rows}
+    candidates = [r for r in all_train if r.where() not in chosen_ids]
 
+    def active_vs_random(seed: int) -> None:
+        pool = random.Random(100 + seed).sample(candidates, args.pool)
+        pool_file = write(args.out / "data" / f"pool{seed}.jsonl", [{"text": r.fields["text"]} for r in pool])
+        gold = {r.fields["text"]: r.fields["label"] for r in pool}
+        batch = select_for_labelling(base_run, pool_file, args.out / "data" / f"batch{seed}.jsonl", n=20,
+                                     strategy="entropy", diversity="kmeans", seed=seed)
+        active = [{"text": b["text"], "label": gold[b["text"]]} for b in batch]
+        rand = [{"text": r.fields["text"], "label": r.fields["label"]} for r in random.Random(seed).sample(pool, 20)]
+        notes[f"active seed {seed}"] = {"labels chosen": dict(sorted(Counter(r["label"] for r in active).items())),
+                                        "random labels": dict(sorted(Counter(r["label"] for r in rand).items()))}
+        results.append(train_arm(f"+20 active (seed {seed})", base_rows + active, test, args.out, args))
+        results.append(train_arm(f"+20 random (seed {seed})", base_rows + rand, test, args.out, args))
+        save(results, notes, args)
+
+    active_vs_random(0)
     if "eda" not in args.skip:
-        new, added, dropped = augment_records(seed_rows, ["synonym", "insert", "swap", "delete"], seed=0,
-                                              test=[r.fields["text"] for r in read_records(test)])
-        notes["eda"] = {"added": added, "dropped": dropped}
+        new, added, dropped = augment_records(seed_rows, ["synonym", "insert", "swap", "delete"], seed=0, test=test_texts)
+        notes["eda"] = {"added": added, "dropped": dropped, "examples": [r["text"] for r in new[:: max(1, len(new) // 8)]]}
         results.append(train_arm("+eda", base_rows + new, test, args.out, args))
-    if "paraphrase" not in args.skip:
-        start = time.perf_counter()
-        new, added, dropped = augment_records(seed_rows, ["paraphrase"], test=[r.fields["text"] for r in read_records(test)],
-                                              model=args.generator)
-        notes["paraphrase"] = {"added": added, "dropped": dropped, "seconds": round(time.perf_counter() - start),
-                               "examples": [r["text"] for r in new[:8]]}
-        results.append(train_arm("+paraphrase", base_rows + new, test, args.out, args))
+        save(results, notes, args)
     if "synthetic" not in args.skip:
         seeds_file = write(args.out / "data" / "seeds.jsonl", base_rows)
         start = time.perf_counter()
@@ -116,32 +128,39 @@ def main() -> None:
                               "examples": [r["text"] + " -> " + r["label"] for r in report.rows[:8]],
                               "rejected_examples": {k: v[:4] for k, v in report.rejected.items()}}
         results.append(train_arm("+synthetic", base_rows + report.rows, test, args.out, args))
-
-    chosen_ids = {r.where() for r in seed_rows}
-    candidates = [r for r in all_train if r.where() not in chosen_ids]
-    for seed in range(args.seeds):
-        pool = random.Random(100 + seed).sample(candidates, args.pool)
-        pool_file = write(args.out / "data" / f"pool{seed}.jsonl", [{"text": r.fields["text"]} for r in pool])
-        gold = {r.fields["text"]: r.fields["label"] for r in pool}
-        batch = select_for_labelling(base_run, pool_file, args.out / "data" / f"batch{seed}.jsonl", n=20,
-                                     strategy="entropy", diversity="kmeans", seed=seed)
-        active = [{"text": b["text"], "label": gold[b["text"]]} for b in batch]
-        rand = [{"text": r.fields["text"], "label": r.fields["label"]} for r in random.Random(seed).sample(pool, 20)]
-        results.append(train_arm(f"+20 active (seed {seed})", base_rows + active, test, args.out, args))
-        results.append(train_arm(f"+20 random (seed {seed})", base_rows + rand, test, args.out, args))
-
-    base = results[0]["correct"]
-    for r in results:
-        r["vs_real"] = paired_bootstrap(base, r["correct"]) if r is not results[0] else None
-    args.results.write_text(json.dumps(
-        {"args": {k: str(v) for k, v in vars(args).items()}, "notes": notes,
-         "results": [{k: v for k, v in r.items() if k != "correct"} for r in results]}, indent=2, ensure_ascii=False))
-    print("\n| arm | train rows | accuracy | 95% CI | difference vs real [95% CI] |\n|---|---|---|---|---|")
-    for r in results:
-        d = r["vs_real"]
-        diff = "-" if d is None else f"{d['mean_diff']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
-        print(f"| {r['arm']} | {r['rows']} | {r['accuracy']:.4f} | [{r['ci'][0]:.4f}, {r['ci'][1]:.4f}] | {diff} |")
+        save(results, notes, args)
+    if "paraphrase" not in args.skip:
+        start = time.perf_counter()
+        new, added, dropped = augment_records(seed_rows, ["paraphrase"], test=test_texts, model=args.generator)
+        notes["paraphrase"] = {"added": added, "dropped": dropped, "seconds": round(time.perf_counter() - start),
+                               "examples": [r["text"] for r in new[:8]]}
+        results.append(train_arm("+paraphrase", base_rows + new, test, args.out, args))
+        save(results, notes, args)
+    for seed in range(1, args.seeds):
+        active_vs_random(seed)
+    print(table(results))
     print(json.dumps(notes, indent=1, ensure_ascii=False))
+
+
+def save(results: list[dict[str, Any]], notes: dict[str, Any], args: argparse.Namespace) -> None:
+    """Rewrite the results file after every arm, so a run cut short still leaves what it measured."""
+    base = results[0]["correct"]
+    rows = []
+    for r in results:
+        d = paired_bootstrap(base, r["correct"]) if r is not results[0] else None
+        rows.append({**{k: v for k, v in r.items() if k != "correct"}, "vs_real": d})
+    args.results.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "notes": notes,
+                                        "results": rows}, indent=2, ensure_ascii=False))
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    base = results[0]["correct"]
+    lines = ["| arm | train rows | accuracy | 95% CI | difference vs real [95% CI] |", "|---|---|---|---|---|"]
+    for r in results:
+        d = paired_bootstrap(base, r["correct"]) if r is not results[0] else None
+        diff = "-" if d is None else f"{d['mean_diff']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+        lines.append(f"| {r['arm']} | {r['rows']} | {r['accuracy']:.4f} | [{r['ci'][0]:.4f}, {r['ci'][1]:.4f}] | {diff} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
