@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tuneforge import cli_deploy, cli_evaluate, cli_serve
+from tuneforge import cli_data, cli_deploy, cli_evaluate, cli_serve
 from tuneforge.errors import TuneforgeError
 
 
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_serve.add_commands(sub)
     cli_deploy.add_commands(sub)
     cli_evaluate.add_commands(sub)  # compare, curve, sweep
+    cli_data.add_commands(sub)
     return parser
 
 
