@@ -21,9 +21,9 @@ scores and intervals come from the run's ``report.json``; the saved size is ever
 under the run's ``model/`` folder.
 
 The CPU is shared: each variant takes ``/tmp/tuneforge-heavy.lock`` (``fcntl.flock``) for the time
-its subprocess runs, so other heavy jobs interleave between variants and timings stay honest. Do
-not also wrap this script in ``flock`` on the same file: it would wait on itself (or pass
-``--no-lock``).
+its subprocess runs, so other heavy jobs interleave between variants and timings stay honest
+(``--lock suite`` holds it for the whole suite instead). Do not also wrap this script in ``flock``
+on the same file: it would wait on itself (pass ``--lock none`` then).
 
 Outputs: the raw rows as JSON (``bench/results/methods-<suite>.json`` by default), the run folders
 under ``runs/bench-methods/<suite>/<variant>/``, the table on stdout, and ``bench/METHODS_RESULTS.md``
@@ -395,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="override on every variant, e.g. --set train.max_steps=2 (repeatable)")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/methods-<suite>.json")
     parser.add_argument("--dry-run", action="store_true", help="preflight each variant (time and memory estimate)")
-    parser.add_argument("--no-lock", action="store_true", help="do not take /tmp/tuneforge-heavy.lock")
+    parser.add_argument("--lock", choices=["variant", "suite", "none"], default="variant",
+                        help="hold /tmp/tuneforge-heavy.lock per variant (others interleave), for the whole "
+                             "suite (no queueing between variants), or not at all")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before a variant is killed")
     parser.add_argument("--list", action="store_true", help="print the variants and their overrides, then stop")
     args = parser.parse_args(argv)
@@ -416,13 +418,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown variant(s) for {suite}: {', '.join(unknown)}; known: {', '.join(variants)}")
         result = {"suite": suite, "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
                   "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-                  "overrides": shared, "dry_run": args.dry_run, "rows": []}
+                  "overrides": shared, "dry_run": args.dry_run, "lock": args.lock, "rows": []}
         out = args.out or RESULTS / f"methods-{suite}{'-dry-run' if args.dry_run else ''}.json"
-        for name in names:
-            recipe = variant_recipe(suite, name, variants[name], shared)
-            result["rows"].append(run_variant(suite, name, recipe, dry_run=args.dry_run, lock=not args.no_lock,
-                                              timeout=args.timeout))
-            write_json(out, result)  # after every variant: a crash keeps what was measured
+        with HeavyLock(args.lock == "suite"):
+            for name in names:
+                recipe = variant_recipe(suite, name, variants[name], shared)
+                result["rows"].append(run_variant(suite, name, recipe, dry_run=args.dry_run,
+                                                  lock=args.lock == "variant", timeout=args.timeout))
+                write_json(out, result)  # after every variant: a crash keeps what was measured
         if args.dry_run:
             for row in result["rows"]:
                 print(f"{row['variant']}:\n  " + "\n  ".join(row.get("preflight", [row.get("error", "")])))
