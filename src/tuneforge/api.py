@@ -32,7 +32,7 @@ from tuneforge.models.loading import load_model, load_tokenizer
 from tuneforge.models.registry import MODELS, ModelSpec, ResolvedModel, resolve_model
 from tuneforge.recipe import Recipe, load_recipe, recipe_from_dict, recipe_to_yaml
 from tuneforge.rundir import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
-from tuneforge.tasks.base import Encoded, Example, Task, get_task
+from tuneforge.tasks.base import Encoded, Example, Task, get_task, mean_loss
 from tuneforge.models.surgery import keep_layers, set_dropout
 from tuneforge.train.guards import ForgettingCheck, training_set
 from tuneforge.train.loop import ValidationHook, fit, total_steps
@@ -79,21 +79,6 @@ def _model_for(recipe: Recipe, task: Task, resolved: ResolvedModel, device: str)
         set_dropout(model, recipe.train.dropout)
     method = get_method(recipe.method)
     return method.prepare(model, task.head).to(device), method
-
-
-@torch.no_grad()
-def mean_loss(model: nn.Module, task: Task, encoded: list[Encoded], batch_size: int) -> float:
-    """Answer-token cross-entropy averaged over every loss-bearing token of ``encoded``."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for start in range(0, len(encoded), batch_size):
-        batch = {k: v.to(device) for k, v in task.collate(encoded[start : start + batch_size]).items()}
-        loss, n = task.loss(model, batch)
-        total, count = total + float(loss), count + n
-    model.train(was_training)
-    return total / max(count, 1)
 
 
 def _score(task: Task, model: nn.Module, examples: list[Example]) -> dict[str, Any]:

@@ -240,6 +240,21 @@ def causal_loss_sum(model: PreTrainedModel, batch: dict[str, torch.Tensor],
     return loss, int(targets.numel())
 
 
+@torch.no_grad()
+def mean_loss(model: torch.nn.Module, task: Task, encoded: list[Encoded], batch_size: int) -> float:
+    """Answer-token cross-entropy averaged over every loss-bearing token of ``encoded``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(encoded), batch_size):
+        batch = {k: v.to(device) for k, v in task.collate(encoded[start : start + batch_size]).items()}
+        loss, n = task.loss(model, batch)
+        total, count = total + float(loss), count + n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
 def get_task(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, model_kind: str) -> Task:
     """Build the recipe's task, checking that the model kind suits it."""
     import tuneforge.tasks  # noqa: F401  (registers the built-in tasks)

@@ -27,7 +27,7 @@ from transformers import PreTrainedTokenizerBase
 from tuneforge.data.readers import read_records
 from tuneforge.errors import ConfigError
 from tuneforge.recipe import EWCConfig, ForgettingConfig
-from tuneforge.tasks.base import Encoded, Task, collate_causal, end_of_turn, pad_id, prompt_text
+from tuneforge.tasks.base import Encoded, Task, collate_causal, end_of_turn, mean_loss, pad_id, prompt_text
 from tuneforge.tasks.decoding import option_logprobs
 
 Penalty = Callable[[nn.Module], torch.Tensor]
@@ -56,18 +56,8 @@ def general_chunks(cfg: ForgettingConfig, tokenizer: PreTrainedTokenizerBase, le
     return [Encoded(input_ids=c, labels=list(c), n_answer=len(c) - 1) for c in chunks]
 
 
-@torch.no_grad()
 def general_perplexity(model: nn.Module, task: Task, chunks: list[Encoded], batch_size: int) -> float:
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for start in range(0, len(chunks), batch_size):
-        batch = {k: v.to(device) for k, v in collate_causal(chunks[start : start + batch_size], pad_id(task.tokenizer)).items()}
-        loss, n = task.loss(model, batch)
-        total, count = total + float(loss), count + n
-    model.train(was_training)
-    return math.exp(total / max(count, 1))
+    return math.exp(mean_loss(model, task, chunks, batch_size))
 
 
 def load_probe(cfg: ForgettingConfig) -> list[dict[str, Any]]:
