@@ -32,7 +32,7 @@ from tuneforge import api
 from tuneforge.data.active import select_for_labelling
 from tuneforge.data.augment import augment_records
 from tuneforge.data.readers import Record, read_records
-from tuneforge.data.synthetic import synthesize
+from tuneforge.data.synthetic import run_label_check, synthesize
 from tuneforge.evaluate.metrics import bootstrap_ci
 from tuneforge.evaluate.metrics_extra import paired_bootstrap
 
@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--model", default="minilm-l6", help="encoder to fine-tune (a tiny folder for a smoke run)")
     parser.add_argument("--generator", default="smollm2-135m-instruct", help="instruct model for paraphrase/synthetic")
     parser.add_argument("--results", type=Path, default=Path("bench/DATA_RESULTS.json"))
+    parser.add_argument("--check-paraphrases", action="store_true",
+                        help="keep only paraphrases whose label the `real` model confirms (off in the measured run)")
     args = parser.parse_args()
     test = SNIPS / "intent_test.jsonl"
     all_train = read_records(SNIPS / "intent_train.jsonl")
@@ -131,7 +133,9 @@ def main() -> None:
         save(results, notes, args)
     if "paraphrase" not in args.skip:
         start = time.perf_counter()
-        new, added, dropped = augment_records(seed_rows, ["paraphrase"], test=test_texts, model=args.generator)
+        check = run_label_check(base_run) if args.check_paraphrases else None
+        new, added, dropped = augment_records(seed_rows, ["paraphrase"], test=test_texts, model=args.generator,
+                                              check=check)
         notes["paraphrase"] = {"added": added, "dropped": dropped, "seconds": round(time.perf_counter() - start),
                                "examples": [r["text"] for r in new[:8]]}
         results.append(train_arm("+paraphrase", base_rows + new, test, args.out, args))
