@@ -32,7 +32,7 @@ from tuneforge import api
 from tuneforge.data.active import select_for_labelling
 from tuneforge.data.augment import augment_records
 from tuneforge.data.readers import Record, read_records
-from tuneforge.data.synthetic import synthesize
+from tuneforge.data.synthetic import run_label_check, synthesize
 from tuneforge.evaluate.metrics import bootstrap_ci
 from tuneforge.evaluate.metrics_extra import paired_bootstrap
 
@@ -79,12 +79,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--pool", type=int, default=2000, help="unlabelled pool size for active learning")
-    parser.add_argument("--seeds", type=int, default=3, help="pool draws for active vs random")
+    parser.add_argument("--seeds", type=int, default=3, help="pool draws for active vs random (0: none)")
     parser.add_argument("--synthetic-per-label", type=int, default=12)
     parser.add_argument("--skip", nargs="*", default=[], help="arms to skip (eda, paraphrase, synthetic)")
     parser.add_argument("--model", default="minilm-l6", help="encoder to fine-tune (a tiny folder for a smoke run)")
     parser.add_argument("--generator", default="smollm2-135m-instruct", help="instruct model for paraphrase/synthetic")
     parser.add_argument("--results", type=Path, default=Path("bench/DATA_RESULTS.json"))
+    parser.add_argument("--check-paraphrases", action="store_true",
+                        help="keep only paraphrases whose label the `real` model confirms (off in the measured run)")
     args = parser.parse_args()
     test = SNIPS / "intent_test.jsonl"
     all_train = read_records(SNIPS / "intent_train.jsonl")
@@ -111,7 +113,8 @@ def main() -> None:
         results.append(train_arm(f"+20 random (seed {seed})", base_rows + rand, test, args.out, args))
         save(results, notes, args)
 
-    active_vs_random(0)
+    if args.seeds > 0:
+        active_vs_random(0)
     if "eda" not in args.skip:
         new, added, dropped = augment_records(seed_rows, ["synonym", "insert", "swap", "delete"], seed=0, test=test_texts)
         notes["eda"] = {"added": added, "dropped": dropped, "examples": [r["text"] for r in new[:: max(1, len(new) // 8)]]}
@@ -131,7 +134,9 @@ def main() -> None:
         save(results, notes, args)
     if "paraphrase" not in args.skip:
         start = time.perf_counter()
-        new, added, dropped = augment_records(seed_rows, ["paraphrase"], test=test_texts, model=args.generator)
+        check = run_label_check(base_run) if args.check_paraphrases else None
+        new, added, dropped = augment_records(seed_rows, ["paraphrase"], test=test_texts, model=args.generator,
+                                              check=check)
         notes["paraphrase"] = {"added": added, "dropped": dropped, "seconds": round(time.perf_counter() - start),
                                "examples": [r["text"] for r in new[:8]]}
         results.append(train_arm("+paraphrase", base_rows + new, test, args.out, args))

@@ -54,6 +54,14 @@ def test_augmented_rows_are_marked_and_test_matches_dropped(fake_wordnet: None) 
     assert sum(added.values()) == len(rows)
 
 
+def test_label_check_drops_rows_the_model_does_not_confirm(fake_wordnet: None) -> None:
+    recs = [Record("t.jsonl", 1, {"text": "play some music now", "label": "music"}),
+            Record("t.jsonl", 2, {"text": "what is the weather in Oslo", "label": "weather"})]
+    check = lambda texts: ["music" for _ in texts]  # noqa: E731  (a model that always says music)
+    rows, _, dropped = augment_records(recs, ["swap"], seed=0, check=check)
+    assert [r["label"] for r in rows] == ["music"] and dropped["label not confirmed"] == 1
+
+
 def test_backtranslation_says_no_model_is_available() -> None:
     with pytest.raises(UserError, match="no.*translation|none is available locally"):
         augment_records(_recs(["hello there"]), ["backtranslate"])
@@ -86,17 +94,20 @@ def test_synthetic_filters_report_survivors() -> None:
     prompts = build_prompts({"a": ["x one", "x two", "x three"], "b": ["y one"]}, "Task.", per_label=2, shots=2, seed=0)
     assert [lab for lab, _ in prompts] == ["a", "a", "b", "b"] and "Task." in prompts[0][1][0]["content"]
     assert clean_candidate('1. "Request: book a table for two"\nmore') == "book a table for two"
+    assert clean_candidate("I'm ready to help. What's the weather like in Naches?") == "What's the weather like in Naches?"
+    assert clean_candidate("Sure! play some jazz") == "play some jazz"
     candidates = [("weather", "what is the weather in Rome today"),
                   ("weather", "what is the weather in Rome today"),  # duplicate of the one before
                   ("weather", "weather"),  # format: the label alone
                   ("music", "Here are some examples of songs"),  # format: not a request
+                  ("music", "I'm ready to help. What's your request?"),  # format: chatter, no request
                   ("music", "play the new album by the rolling stones"),
                   ("music", "play some jazz in the kitchen"),  # dup of a real row
                   ("music", "is it going to rain in Paris tomorrow")]  # the checker says weather
     real = ["Play some jazz in the kitchen"]
     check = lambda texts: ["weather" if ("weather" in t or "rain" in t) else "music" for t in texts]  # noqa: E731
     report = filter_candidates(candidates, real, check=check)
-    assert report.generated == 7
+    assert report.generated == 8
     assert report.survivors == {"format": 5, "dedup": 3, "label": 2}
     assert [r["text"] for r in report.rows] == ["what is the weather in Rome today",
                                                 "play the new album by the rolling stones"]

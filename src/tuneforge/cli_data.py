@@ -56,7 +56,7 @@ def _augment(args: argparse.Namespace) -> None:
     ops = [o for spec in args.ops for o in spec.split(",") if o]
     result = augment_file(args.file, args.output, ops, per_row=args.per_row, alpha=args.alpha, seed=args.seed,
                           text_field=args.text_field, test=args.test, include_original=not args.only_new,
-                          model=args.model)
+                          model=args.model, run_dir=args.run)
     added = ", ".join(f"{k}: {v}" for k, v in result.added.items()) or "none"
     dropped = ", ".join(f"{k}: {v}" for k, v in result.dropped.items()) or "none"
     print(f"{result.rows_in} rows in; added {added}; dropped {dropped}; wrote {result.output}")
@@ -156,6 +156,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", type=Path, default=None, help="drop new rows that match a row of this test file")
     p.add_argument("--only-new", action="store_true", help="write only the new rows, not the originals too")
     p.add_argument("--model", default="smollm2-135m-instruct", help="instruct model for paraphrase")
+    p.add_argument("--run", type=Path, default=None, help="classification run whose model must confirm each new row's label")
     p.add_argument("--text-field", default="text")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_augment)

@@ -159,8 +159,15 @@ def usable_paraphrase(source: str, candidate: str) -> bool:
 
 def augment_records(records: list[Record], ops: list[str], *, per_row: int = 1, alpha: float = 0.1, seed: int = 0,
                     text_field: str = "text", test: list[str] | None = None,
-                    model: str = "smollm2-135m-instruct") -> tuple[list[dict[str, Any]], dict[str, int], dict[str, int]]:
-    """New rows (originals not included), how many each op added, and how many were dropped and why."""
+                    model: str = "smollm2-135m-instruct", label_field: str = "label",
+                    check: Callable[[list[str]], list[str]] | None = None,
+                    ) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, int]]:
+    """New rows (originals not included), how many each op added, and how many were dropped and why.
+
+    ``check(texts) -> predicted labels`` (a trained run's model, see
+    :func:`tuneforge.data.synthetic.run_label_check`) drops new rows whose label it does not
+    confirm: a paraphrase that drifted to another intent would teach the wrong label.
+    """
     if "backtranslate" in ops:
         raise UserError("back-translation needs a translation model, and none is available locally: the embedded "
                         "models are an English encoder (minilm-l6) and a 135M instruct model (smollm2) that does "
@@ -199,6 +206,12 @@ def augment_records(records: list[Record], ops: list[str], *, per_row: int = 1, 
         if leaking:
             dropped["matches a test row"] = len(leaking)
             rows = [r for j, r in enumerate(rows) if j not in leaking]
+    if check is not None and rows:
+        predicted = check([r[text_field] for r in rows])
+        wrong = [j for j, (r, p) in enumerate(zip(rows, predicted)) if str(r.get(label_field)) != p]
+        if wrong:
+            dropped["label not confirmed"] = len(wrong)
+            rows = [r for j, r in enumerate(rows) if j not in set(wrong)]
     for r in rows:
         added[r["augmented"]["op"]] = added.get(r["augmented"]["op"], 0) + 1
     return rows, added, dropped
@@ -206,7 +219,8 @@ def augment_records(records: list[Record], ops: list[str], *, per_row: int = 1, 
 
 def augment_file(source: Path | str, output: Path | str, ops: list[str], *, per_row: int = 1, alpha: float = 0.1,
                  seed: int = 0, text_field: str = "text", test: Path | str | None = None,
-                 include_original: bool = True, model: str = "smollm2-135m-instruct") -> AugmentResult:
+                 include_original: bool = True, model: str = "smollm2-135m-instruct",
+                 run_dir: Path | str | None = None) -> AugmentResult:
     """Write ``output``: the original rows (unless ``include_original`` is off) followed by the marked new rows."""
     source, output = Path(source), Path(output)
     if output.resolve() == source.resolve():
@@ -215,8 +229,13 @@ def augment_file(source: Path | str, output: Path | str, ops: list[str], *, per_
     test_texts = None
     if test is not None:
         test_texts = [str(r.fields.get(text_field, "")) for r in read_records(Path(test))]
+    check = None
+    if run_dir is not None:
+        from tuneforge.data.synthetic import run_label_check
+
+        check = run_label_check(run_dir)
     rows, added, dropped = augment_records(records, ops, per_row=per_row, alpha=alpha, seed=seed,
-                                           text_field=text_field, test=test_texts, model=model)
+                                           text_field=text_field, test=test_texts, model=model, check=check)
     originals = [r.fields for r in records] if include_original else []
     write_jsonl_atomic(output, [*originals, *rows])
     return AugmentResult(output, len(records), added, dropped)

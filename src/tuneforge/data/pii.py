@@ -101,14 +101,16 @@ def find_addresses(text: str) -> list[Span]:
     return spans
 
 
-def find_pii(text: str, kinds: list[str] | None = None) -> list[Span]:
+def find_pii(text: str, kinds: list[str] | None = None, *, region: str = "US") -> list[Span]:
     """Every personal-data span in ``text``, of the given kinds (default: all), in text order.
 
-    A card number is not also reported as a phone number: overlapping spans keep the first kind found.
+    A card number is not also reported as a phone number: overlapping spans keep the first kind
+    found. ``region`` reads phone numbers written without a ``+country`` prefix.
     """
     spans: list[Span] = []
     for kind in kinds or ["email", "card_number", "iban", "phone", "address"]:
-        for span in DETECTORS.get(kind)(text):
+        found = find_phones(text, region) if kind == "phone" else DETECTORS.get(kind)(text)
+        for span in found:
             if not any(s.start < span.end and span.start < s.end for s in spans):
                 spans.append(span)
     return sorted(spans, key=lambda s: s.start)

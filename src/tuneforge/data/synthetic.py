@@ -33,7 +33,11 @@ PROMPT = ("{task}\n\nHere are examples of requests with the label \"{label}\":\n
           "Write one new request with the label \"{label}\". Make it different from the examples "
           "(other names, places and wording). Answer with the request only.")
 FILTERS = ("format", "dedup", "label")
-_REFUSAL = re.compile(r"\b(I'm sorry|I cannot|I can't|as an AI|here (is|are)|example)\b", re.IGNORECASE)
+_REFUSAL = re.compile(r"\b(I'm sorry|I cannot|I can't|as an AI|here (is|are)|example|your request|"
+                      r"(the )?(user's|new) request)\b", re.IGNORECASE)
+# Chat-model chatter before the answer ("I'm ready to help.", "Sure!"): SmolLM2-135M starts most answers so.
+_PREAMBLE = re.compile(r"^(?:\s*(?:I'm (?:ready|happy|glad) to help|sure|certainly|of course|okay|ok)\b[^.!?]*[.!?,])+\s*",
+                       re.IGNORECASE)
 _LEAD = re.compile(r"^(?:\s*(?:[-*\d.)]+|request:|\"|'))+\s*", re.IGNORECASE)
 
 
@@ -61,8 +65,8 @@ def build_prompts(seeds: dict[str, list[str]], task: str, per_label: int, shots:
 
 
 def clean_candidate(text: str) -> str:
-    """The first line without a list marker, ``Request:`` prefix or quotes."""
-    line = text.strip().split("\n")[0]
+    """The first line without chat preamble, list marker, ``Request:`` prefix or quotes."""
+    line = _PREAMBLE.sub("", text.strip().split("\n")[0])
     return _LEAD.sub("", line).strip().strip('"\'').strip()
 
 
