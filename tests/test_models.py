@@ -47,7 +47,7 @@ def test_registry_lists_both_models() -> None:
     assert MODELS.names() == ["minilm-l6", "smollm2-135m-instruct"]
     smol, minilm = MODELS.get("smollm2-135m-instruct"), MODELS.get("minilm-l6")
     assert (smol.kind, smol.architecture, smol.licence) == ("decoder", "llama", "Apache-2.0")
-    assert set(smol.tasks) == {"classification", "extraction", "generation"}
+    assert set(smol.tasks) == {"classification", "extraction", "generation", "language_modeling"}
     assert (minilm.kind, minilm.architecture, minilm.licence, minilm.tasks) == (
         "encoder",
         "bert",

@@ -124,8 +124,8 @@ def test_nan_loss_stops_with_exit_code_3(tmp_path: Path, tiny_decoder: Path, mon
     path.write_text(yaml.safe_dump(recipe))
     real = Task.loss
 
-    def nan_loss(self, model, batch):  # type: ignore[no-untyped-def]
-        loss, n = real(self, model, batch)
+    def nan_loss(self, model, batch, **kw):  # type: ignore[no-untyped-def]
+        loss, n = real(self, model, batch, **kw)
         return loss * float("nan"), n
 
     monkeypatch.setattr("tuneforge.tasks.extraction.Extraction.loss", nan_loss, raising=False)

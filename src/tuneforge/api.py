@@ -23,15 +23,21 @@ from transformers import PreTrainedTokenizerBase, set_seed
 from tuneforge.data.readers import read_records
 from tuneforge.data.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits
 from tuneforge.errors import ConfigError, DataError, UserError
+from tuneforge.evaluate.golden import gate, run_cases
 from tuneforge.evaluate.report import build_report, headline_table, model_scores, render_markdown, render_table
+from tuneforge.evaluate.report_html import add_analysis, render_html, slice_fields
 from tuneforge.methods import count_parameters, get_method
 from tuneforge.methods.base import Method
 from tuneforge.models.loading import load_model, load_tokenizer
 from tuneforge.models.registry import MODELS, ModelSpec, ResolvedModel, resolve_model
 from tuneforge.recipe import Recipe, load_recipe, recipe_from_dict, recipe_to_yaml
 from tuneforge.rundir import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
-from tuneforge.tasks.base import Encoded, Example, Task, get_task
-from tuneforge.train.loop import fit, total_steps
+from tuneforge.tasks.base import Encoded, Example, Task, get_task, mean_loss
+from tuneforge.models.surgery import keep_layers, set_dropout
+from tuneforge.train.guards import ForgettingCheck, training_set
+from tuneforge.train.loop import ValidationHook, fit, total_steps
+from tuneforge.train.privacy import plan_privacy
+from tuneforge.train.privacy import spent as privacy_spent
 from tuneforge.train.preflight import Preflight, resolve_device, resolve_precision, run_preflight
 
 RecipeLike = Recipe | str | Path | dict
@@ -67,27 +73,12 @@ def _model_for(recipe: Recipe, task: Task, resolved: ResolvedModel, device: str)
     labels = task.schema.get("labels") if task.head == "sequence_classification" else None
     model = load_model(resolved, head=task.head, num_labels=len(labels) if labels else None,
                        id2label=dict(enumerate(labels)) if labels else None)
+    if recipe.model_layers is not None:
+        keep_layers(model, recipe.model_layers)
+    if recipe.train.dropout is not None:
+        set_dropout(model, recipe.train.dropout)
     method = get_method(recipe.method)
     return method.prepare(model, task.head).to(device), method
-
-
-def _encode_train(task: Task, examples: list[Example]) -> list[Encoded]:
-    return [task.encode(e) for e in examples]
-
-
-@torch.no_grad()
-def mean_loss(model: nn.Module, task: Task, encoded: list[Encoded], batch_size: int) -> float:
-    """Answer-token cross-entropy averaged over every loss-bearing token of ``encoded``."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for start in range(0, len(encoded), batch_size):
-        batch = {k: v.to(device) for k, v in task.collate(encoded[start : start + batch_size]).items()}
-        loss, n = task.loss(model, batch)
-        total, count = total + float(loss), count + n
-    model.train(was_training)
-    return total / max(count, 1)
 
 
 def _score(task: Task, model: nn.Module, examples: list[Example]) -> dict[str, Any]:
@@ -130,9 +121,16 @@ class TrainResult:
 
 
 def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, overwrite: bool = False,
-          overrides: list[str] | None = None, echo: Any = print) -> TrainResult:
-    """Fine-tune as the recipe says and write the run folder; ``dry_run`` stops after the preflight."""
+          overrides: list[str] | None = None, echo: Any = print,
+          on_validation: ValidationHook | None = None) -> TrainResult:
+    """Fine-tune as the recipe says and write the run folder; ``dry_run`` stops after the preflight.
+
+    ``on_validation`` is passed to the training loop (see ``ValidationHook``): a sweep prunes through it.
+    """
     recipe = as_recipe(recipe, overrides)
+    if recipe.stages is not None or recipe.tasks is not None:
+        return _train_composed(recipe, resume=resume, dry_run=dry_run, overwrite=overwrite, echo=echo)
+    assert recipe.task is not None and recipe.data is not None
     run = RunDir(recipe.output)
     recipe_yaml = recipe_to_yaml(recipe)
     if not dry_run:
@@ -143,9 +141,11 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     problems: list[str] = []
     splits = parse_splits(read_splits(recipe, task, problems), task, fit=True, problems=problems)
     _check_early_stopping_metric(recipe, task)
-    train_enc = [e for e in _encode_train(task, splits.examples["train"]) if e.n_answer > 0]
-    if not train_enc:
-        raise UserError("no training row keeps any answer token within train.max_length; raise it")
+    slice_fields(splits.records["test"], recipe.eval.slice_by, "the test split")  # fails early on a typo
+    train_enc = training_set(recipe, task, splits.examples["train"], echo)
+    check = ForgettingCheck(recipe, task) if recipe.forgetting is not None else None
+    if check is not None:
+        train_enc = train_enc + check.rehearsal(len(train_enc))
     device, warnings = resolve_device(recipe.train)
     precision, more = resolve_precision(recipe.train, device)
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=precision)
@@ -163,7 +163,8 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
         _check_same_data(run, splits.fingerprints(recipe))
     _write_run_start(run, recipe_yaml, splits, recipe, task, device, precision, pre, resume)
     try:
-        report = _train_and_report(run, recipe, task, splits, train_enc, model, method, accelerator, resume, echo)
+        report = _train_and_report(run, recipe, task, splits, train_enc, model, method, accelerator, resume, echo,
+                                   check, on_validation)
     except KeyboardInterrupt:
         run.set_status("interrupted", resume_with="tuneforge train RECIPE --resume")
         raise
@@ -173,23 +174,57 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     return TrainResult(run.root, report, pre)
 
 
+def _train_composed(recipe: Recipe, *, resume: bool, dry_run: bool, overwrite: bool, echo: Any) -> TrainResult:
+    """Staged chains and multi-task mixtures (``tuneforge.composed``); a dry run checks every part."""
+    from tuneforge.composed import run_multitask, run_stages
+
+    if dry_run:
+        from tuneforge.recipe import composed_recipe
+
+        raw = recipe.model_dump(mode="json")
+        parts = [composed_recipe(raw, i) for i in range(len(recipe.stages or recipe.tasks or []))]
+        last = None
+        for part in parts:
+            echo(f"== {part.output}")
+            last = train(part, dry_run=True, echo=echo)
+        assert last is not None
+        return TrainResult(Path(recipe.output), None, last.preflight)
+    runner = run_stages if recipe.stages is not None else run_multitask
+    runner(recipe, resume=resume, overwrite=overwrite, echo=echo)
+    report = json.loads(RunDir(recipe.output).report_json.read_text(encoding="utf-8"))
+    return TrainResult(Path(recipe.output), report, None)  # type: ignore[arg-type]
+
+
 def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, train_enc: list[Encoded],
                       model: nn.Module, method: Method[Any], accelerator: Accelerator, resume: bool,
-                      echo: Any) -> dict[str, Any] | None:
+                      echo: Any, check: ForgettingCheck | None,
+                      on_validation: ValidationHook | None = None) -> dict[str, Any] | None:
     test = splits.examples["test"]
     base = _base_scores(run, recipe, task, model, test, echo)
+    general_before = check.before(model, run, echo) if check is not None else None
     validate = _validator(task, recipe, splits) if splits.examples["validation"] else None
     metric = recipe.train.early_stopping.metric if recipe.train.early_stopping else "loss"
     lower = metric == "loss" or metric in task.lower_is_better
+    steps = total_steps(len(train_enc), recipe.train)
+    privacy = recipe.train.privacy
+    plan = plan_privacy(privacy, len(train_enc), recipe.train.batch_size * recipe.train.grad_accum, steps) if privacy else None
     state = fit(model=model, task=task, method=method, train=train_enc, validate=validate, cfg=recipe.train,
-                run=run, accelerator=accelerator, resume=resume, lower_is_better=lower)
+                run=run, accelerator=accelerator, resume=resume, lower_is_better=lower,
+                penalty=check.penalty(model) if check is not None else None, privacy=plan,
+                on_validation=on_validation)
     model = accelerator.unwrap_model(model)
     _save_model(run, method, model, task.tokenizer, task)
     echo(f"scoring the tuned model on {len(test)} test items")
     tuned = _score(task, model, test) if test else None
     training = {"steps": state.step, "seconds": state.seconds, "tokens": state.tokens, "best_step": state.best_step,
                 "best_val": state.best_metric, "stopped_early": state.stopped_early}
-    report = _finish(run, recipe, task, test, base, tuned, count_parameters(model), training)
+    extra: dict[str, Any] = {"adapter_bytes": _folder_bytes(run.model)}
+    if plan is not None:
+        extra["privacy"] = privacy_spent(plan, state.step)
+    if check is not None and general_before is not None:
+        echo("measuring general ability after training")
+        extra["forgetting"] = check.after(model, general_before)
+    report = _finish(run, recipe, task, test, base, tuned, count_parameters(model), training, extra)
     echo(render_table(headline_table(report)) if report else "no test split: nothing to report")
     echo(f"run folder: {run.root}")
     return report
@@ -241,7 +276,7 @@ def _base_scores(run: RunDir, recipe: Recipe, task: Task, model: nn.Module, test
 
 def _validator(task: Task, recipe: Recipe, splits: Splits) -> Any:
     val = splits.examples["validation"]
-    val_enc = [e for e in _encode_train(task, val) if e.n_answer > 0]
+    val_enc = [e for e in task.encode_many(val) if e.n_answer > 0]
     metric = recipe.train.early_stopping.metric if recipe.train.early_stopping else "loss"
 
     def validate(model: nn.Module) -> dict[str, float]:
@@ -264,18 +299,27 @@ def _save_model(run: RunDir, method: Method[Any], model: nn.Module, tokenizer: P
     tmp.rename(run.model)
 
 
+def _folder_bytes(folder: Path) -> int:
+    """Size on disk of what the run saved beside the base model (adapter or trained tensors)."""
+    return sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
+
+
 def _finish(run: RunDir, recipe: Recipe, task: Task, test: list[Example], base: dict[str, Any] | None,
-            tuned: dict[str, Any] | None, params: dict[str, int], training: dict[str, Any] | None) -> dict[str, Any] | None:
+            tuned: dict[str, Any] | None, params: dict[str, int], training: dict[str, Any] | None,
+            extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
     report = None
     if tuned is not None:
         write_jsonl_atomic(run.predictions / "tuned.jsonl", tuned["predictions"])
         if base is not None:
             write_jsonl_atomic(run.predictions / "base.jsonl", base["predictions"])
-        meta = {"task": task.name, "model": recipe.model, "method": recipe.method.name, "parameters": params}
+        meta = {"task": task.name, "model": recipe.model, "method": recipe.method.name, "parameters": params,
+                **(extra or {})}
         if training is not None:
             meta["training"] = training
         report = build_report(task, test, base, tuned, meta=meta, samples=recipe.eval.samples)
+        add_analysis(report, run, task, test, tuned["predictions"])  # error analysis and figure data
         write_text_atomic(run.report_md, render_markdown(report))
+        write_text_atomic(run.root / "report.html", render_html(report))
         write_json_atomic(run.report_json, report)
     run.set_status("complete")
     _document_and_register(run)
@@ -304,13 +348,24 @@ def _open_run(run_dir: Path | str) -> tuple[RunDir, Recipe]:
     return run, recipe_from_dict(raw, source=str(run.recipe), check_files=False)
 
 
-def load_run(run_dir: Path | str, *, device: str = "cpu", tuned: bool = True) -> Loaded:
-    """The run's task and model; ``tuned=False`` gives the untouched base model instead."""
+def load_task(run_dir: Path | str) -> tuple[Recipe, Task, ResolvedModel]:
+    """The run's recipe and task (schema as trained), without loading any model weights."""
     run, recipe = _open_run(run_dir)
     resolved = resolve_model(recipe.model, allow_hub=recipe.allow_hub)
-    tokenizer = load_tokenizer(run.model)
-    task = get_task(recipe, tokenizer, resolved.kind)
+    task = get_task(recipe, load_tokenizer(run.model), resolved.kind)
     task.schema = json.loads((run.data / "schema.json").read_text(encoding="utf-8"))
+    return recipe, task, resolved
+
+
+def load_split(run_dir: Path | str, task: Task, name: str) -> list[Example]:
+    """One of the run's saved splits (train, validation, test), parsed by its task."""
+    return task.parse(load_saved_split(RunDir(run_dir).data, name), f"the {name} data")
+
+
+def load_run(run_dir: Path | str, *, device: str = "cpu", tuned: bool = True) -> Loaded:
+    """The run's task and model; ``tuned=False`` gives the untouched base model instead."""
+    run = RunDir(run_dir)
+    recipe, task, resolved = load_task(run_dir)
     if tuned and (run.root / "compression.json").is_file():  # written by `tuneforge compress`
         from tuneforge.compress.store import load_compressed
 
@@ -331,16 +386,26 @@ def evaluate(run_dir: Path | str, *, echo: Any = print) -> dict[str, Any]:
     if not test:
         raise UserError(f"{run.root} has no test split to evaluate")
     tuned = _score(task, tuned_run.model, test)
+    cases = recipe.eval.golden
+    golden_tuned = run_cases(task, tuned_run.model, cases) if cases else None
     params = count_parameters(tuned_run.model)
     del tuned_run
-    base = None
+    base, golden_base = None, None
     if recipe.eval.base:
         base_run = load_run(run_dir, tuned=False)
         base = _score(base_run.task, base_run.model, test)
+        golden_base = run_cases(base_run.task, base_run.model, cases) if cases else None
     previous = json.loads(run.report_json.read_text(encoding="utf-8")) if run.report_json.is_file() else {}
-    report = _finish(run, recipe, task, test, base, tuned, params, previous.get("training"))
+    kept = {k: previous[k] for k in ("adapter_bytes", "privacy", "forgetting") if k in previous}
+    if golden_tuned is not None:
+        kept["golden"] = gate(golden_tuned, golden_base)
+    report = _finish(run, recipe, task, test, base, tuned, params, previous.get("training"), kept)
     assert report is not None
     echo(render_table(headline_table(report)))
+    if "golden" in report:
+        g = report["golden"]
+        echo(f"golden cases: {g['n_passed']}/{g['n_cases']} pass on the tuned model"
+             + (f"; fixed by the tune: {g['fixed']}, broken: {g['broken']}" if "fixed" in g else ""))
     return report
 
 
@@ -366,7 +431,8 @@ def _parse_for_prediction(task: Task, records: list[Any], what: str) -> list[Exa
     cfg = task.recipe.data
     placeholder = {"classification": (cfg.label_field, task.schema.get("labels", [""])[0]),
                    "extraction": (cfg.target_field, {}),
-                   "generation": (cfg.completion_field, "-")}[task.name]
+                   "generation": (cfg.completion_field, "-"),
+                   "language_modeling": (cfg.text_field, "")}[task.name]  # the text is the input: no placeholder
     field, value = placeholder
     filled = []
     for r in records:
@@ -388,11 +454,12 @@ def _parse_for_prediction(task: Task, records: list[Any], what: str) -> list[Exa
 
 
 def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite: bool = False,
-           format: str = "hf", **options: Any) -> Path:
+           force: bool = False, format: str = "hf", **options: Any) -> Path:
     """A standalone model folder that needs no tuneforge to load, with the run's MODEL_CARD.md.
 
     ``format``: ``hf`` (safetensors, adapters merged), ``gguf`` (llama-architecture decoders) or
-    ``onnx`` (classifiers); see :mod:`tuneforge.export_formats`.
+    ``onnx`` (classifiers); see :mod:`tuneforge.export_formats`. A model that fails the recipe's golden
+    cases (``eval.golden``) is refused unless ``force``.
     """
     run, _ = _open_run(run_dir)
     out = Path(out_dir) if out_dir else run.root / "export"
@@ -408,6 +475,12 @@ def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite:
 
         return export_as(format, run_dir, out, **options)
     loaded = load_run(run_dir)
+    if loaded.recipe.eval.golden and not force:
+        failed = [r for r in run_cases(loaded.task, loaded.model, loaded.recipe.eval.golden) if not r["passed"]]
+        if failed:
+            lines = [f"{r['case']}: {'; '.join(r['failures'])} (answer: {r['answer'][:80]!r})" for r in failed]
+            raise UserError(f"{run.root}: the tuned model fails {len(failed)} golden case(s) of eval.golden, so it "
+                            "is not exported; fix the model or pass --force:\n  " + "\n  ".join(lines))
     merged = loaded.method.merge(loaded.model)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

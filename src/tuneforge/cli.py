@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tuneforge import cli_deploy
+from tuneforge import cli_data, cli_deploy, cli_evaluate, cli_serve
 from tuneforge.errors import TuneforgeError
 
 
@@ -37,7 +37,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from tuneforge import api
 
-    out = api.export(args.run_dir, args.output, overwrite=args.overwrite, format=args.format,
+    out = api.export(args.run_dir, args.output, overwrite=args.overwrite, format=args.format, force=args.force,
                      **({"gguf_type": args.gguf_type} if args.format == "gguf" else {}))
     print(f"exported the model ({args.format}) to {out}")
 
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["hf", "gguf", "onnx"], default="hf",
                    help="hf: safetensors folder; gguf: llama decoders; onnx: classifiers")
     p.add_argument("--gguf-type", choices=["f32", "f16", "q8_0"], default="f16", help="GGUF weight type")
+    p.add_argument("--force", action="store_true", help="export even if the model fails the recipe's eval.golden cases")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("models", help="list the registry of base models")
@@ -113,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the recipe's JSON Schema")
     p.set_defaults(func=_cmd_schema)
+    cli_serve.add_commands(sub)
     cli_deploy.add_commands(sub)
+    cli_evaluate.add_commands(sub)  # compare, curve, sweep
+    cli_data.add_commands(sub)
     return parser
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tuneforge.errors import ConfigError
 
-TaskName = Literal["classification", "extraction", "generation"]
+TaskName = Literal["classification", "extraction", "generation", "language_modeling"]
 
 
 class Section(BaseModel):
@@ -35,7 +35,12 @@ class FullMethod(Section):
 
 
 class LoraMethod(Section):
-    """Low-rank adapters through peft (Hu et al. 2021, https://arxiv.org/abs/2106.09685)."""
+    """Low-rank adapters through peft (Hu et al. 2021, https://arxiv.org/abs/2106.09685).
+
+    ``use_dora`` splits each update into magnitude and direction (DoRA, Liu et al. 2024,
+    https://arxiv.org/abs/2402.09353); ``use_rslora`` scales by alpha / sqrt(r) instead of alpha / r so
+    higher ranks keep learning (Kalajdzievski 2023, https://arxiv.org/abs/2312.03732).
+    """
 
     name: Literal["lora"] = "lora"
     r: int = Field(16, ge=1, description="rank of the update matrices")
@@ -44,6 +49,10 @@ class LoraMethod(Section):
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="module names to adapt, or 'all-linear' for every linear layer but the head"
     )
+    use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
+    use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
+    rank_pattern: dict[str, int] = Field(default_factory=dict, description="rank per module name pattern, e.g. {v_proj: 32}")
+    alpha_pattern: dict[str, float] = Field(default_factory=dict, description="alpha per module name pattern")
 
 
 class FreezeMethod(Section):
@@ -54,7 +63,69 @@ class FreezeMethod(Section):
     train_embeddings: bool = False
 
 
-MethodConfig = Annotated[Union[FullMethod, LoraMethod, FreezeMethod], Field(discriminator="name")]
+class LayerFreezeMethod(Section):
+    """Freeze the embeddings and the first ``frozen_layers`` blocks (and any named modules); the rest trains."""
+
+    name: Literal["layer_freeze"] = "layer_freeze"
+    frozen_layers: int = Field(2, ge=0, description="how many of the bottom transformer blocks stay frozen")
+    freeze_embeddings: bool = True
+    modules: list[str] = Field(default_factory=list,
+                               description="also freeze parameters whose name contains one of these strings")
+
+
+class GradualUnfreezeMethod(Section):
+    """ULMFiT gradual unfreezing (Howard & Ruder 2018, https://arxiv.org/abs/1801.06146)."""
+
+    name: Literal["gradual_unfreeze"] = "gradual_unfreeze"
+    every_steps: int | None = Field(None, ge=1, description="unfreeze one more block every N optimizer steps")
+    every_epochs: float | None = Field(None, gt=0, description="... or every N epochs (default 1 when neither is set)")
+    start_layers: int = Field(0, ge=0, description="top blocks trainable from the start, besides the head")
+    layer_lr_decay: float = Field(1.0, gt=0, le=1, description="combine with discriminative rates (ULMFiT: 1/2.6)")
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> "GradualUnfreezeMethod":
+        if self.every_steps is not None and self.every_epochs is not None:
+            raise ValueError("set every_steps or every_epochs, not both")
+        return self
+
+
+class DiscriminativeMethod(Section):
+    """Full fine-tuning with layer-wise learning-rate decay (Howard & Ruder 2018; Clark et al. 2020)."""
+
+    name: Literal["discriminative"] = "discriminative"
+    layer_lr_decay: float = Field(0.8, gt=0, le=1, description="each block's rate = the rate of the block above x this")
+    head_lr: float | None = Field(None, gt=0, le=10, description="the head's own rate; default train.lr")
+
+
+class IA3Method(Section):
+    """(IA)^3 through peft (Liu et al. 2022, https://arxiv.org/abs/2205.05638): learned rescaling vectors."""
+
+    name: Literal["ia3"] = "ia3"
+    target_modules: list[str] | None = Field(None, description="default: peft's choice for the architecture")
+    feedforward_modules: list[str] | None = Field(None, description="subset of target_modules that are feed-forward")
+
+
+class PromptTuningMethod(Section):
+    """Soft prompts through peft (Lester et al. 2021, https://arxiv.org/abs/2104.08691)."""
+
+    name: Literal["prompt_tuning"] = "prompt_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, le=512)
+    init_text: str | None = Field(None, description="initialise the soft prompt from this text's embeddings")
+
+
+class PrefixTuningMethod(Section):
+    """Prefix tuning through peft (Li & Liang 2021, https://arxiv.org/abs/2101.00190); decoders only."""
+
+    name: Literal["prefix_tuning"] = "prefix_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, le=512)
+    projection: bool = Field(False, description="reparameterise the prefix through an MLP, as in the paper")
+
+
+MethodConfig = Annotated[
+    Union[FullMethod, LoraMethod, FreezeMethod, LayerFreezeMethod, GradualUnfreezeMethod, DiscriminativeMethod,
+          IA3Method, PromptTuningMethod, PrefixTuningMethod],
+    Field(discriminator="name"),
+]
 
 
 # ----------------------------------------------------------------------------- data
@@ -109,6 +180,19 @@ class EarlyStopping(Section):
     min_delta: float = Field(0.0, ge=0)
 
 
+class PrivacyConfig(Section):
+    """DP-SGD (Abadi et al. 2016, https://arxiv.org/abs/1607.00133): per-example clipping plus Gaussian noise.
+
+    The noise is calibrated with Opacus' RDP accountant so that the whole run spends at most
+    ``target_epsilon`` at ``delta``; the report states what was spent.
+    """
+
+    target_epsilon: float = Field(8.0, gt=0, description="privacy budget for the whole run")
+    delta: float | None = Field(None, gt=0, lt=1, description="default: 1 / (10 x training rows)")
+    max_grad_norm: float = Field(1.0, gt=0, description="per-example gradient clipping norm")
+    noise_multiplier: float | None = Field(None, gt=0, description="set it directly instead of target_epsilon")
+
+
 class TrainConfig(Section):
     epochs: float | None = Field(None, gt=0)
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs when set")
@@ -128,6 +212,9 @@ class TrainConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gradient_checkpointing: bool = False
     keep_checkpoints: int = Field(1, ge=1, description="most recent checkpoints kept (the best one is always kept)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="spread this much target mass over the vocabulary/labels")
+    dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout probability of the model")
+    privacy: PrivacyConfig | None = Field(None, description="train with differential privacy (DP-SGD)")
 
     @model_validator(mode="after")
     def _default_epochs(self) -> "TrainConfig":
@@ -136,25 +223,161 @@ class TrainConfig(Section):
         return self
 
 
+class GoldenCase(Section):
+    """One regression-gate case: an input and what the model's answer must satisfy (all given checks).
+
+    ``exact``: the answer equals this text (ends stripped); ``regex``: ``re.search`` finds it;
+    ``json_schema``: the answer holds a JSON object valid against this JSON Schema; ``must_contain``:
+    every string appears (case-insensitive); ``must_refuse``: the answer is a refusal.
+    """
+
+    name: str | None = None
+    input: str = Field(min_length=1)
+    exact: str | None = None
+    regex: str | None = None
+    json_schema: dict[str, Any] | None = None
+    must_contain: list[str] | None = None
+    must_refuse: bool = False
+
+    @model_validator(mode="after")
+    def _has_a_check(self) -> "GoldenCase":
+        if self.exact is None and self.regex is None and self.json_schema is None and not self.must_contain \
+                and not self.must_refuse:
+            raise ValueError("give at least one of exact, regex, json_schema, must_contain, must_refuse")
+        if self.regex is not None:
+            import re
+
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise ValueError(f"regex {self.regex!r} does not compile: {err}") from None
+        if self.json_schema is not None:
+            from jsonschema import Draft202012Validator
+            from jsonschema.exceptions import SchemaError
+
+            try:
+                Draft202012Validator.check_schema(self.json_schema)
+            except SchemaError as err:
+                raise ValueError(f"json_schema is not a valid JSON Schema: {err.message}") from None
+        return self
+
+
 class EvalConfig(Section):
     base: bool = Field(True, description="also score the untouched base model on the same test split")
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(128, ge=1)
     samples: int = Field(5, ge=0, description="examples written into the report side by side")
+    slice_by: list[str] = Field(default_factory=list,
+                                description="data fields to break test scores down by in the error analysis")
+    golden: list[GoldenCase] = Field(default_factory=list,
+                                     description="regression-gate cases checked by `tuneforge eval` and `export`")
+
+
+class DistillConfig(Section):
+    """Knowledge distillation from a finished run (Hinton et al. 2015, https://arxiv.org/abs/1503.02531).
+
+    Classification students learn the teacher's label distribution softened by ``temperature``
+    (mixed with the true labels by ``alpha``); extraction and generation students learn the
+    teacher's own outputs instead of the references (sequence-level KD, Kim & Rush 2016,
+    https://arxiv.org/abs/1606.07947). The teacher may be any model and tokenizer.
+    """
+
+    teacher: Path = Field(description="a finished tuneforge run folder (the fine-tuned teacher)")
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher's soft labels (1 - alpha: true labels)")
+
+
+class EWCConfig(Section):
+    """Elastic weight consolidation (Kirkpatrick et al. 2017, https://arxiv.org/abs/1612.00796)."""
+
+    weight: float = Field(1000.0, gt=0, description="lambda: strength of the pull back to the pre-trained weights")
+    batches: int = Field(8, ge=1, description="general-text batches the diagonal Fisher is estimated from")
+
+
+class RehearsalConfig(Section):
+    """Mix general text into training (experience replay) so the model keeps practising it."""
+
+    fraction: float = Field(0.1, gt=0, lt=1, description="share of training sequences drawn from the general text")
+
+
+class ForgettingConfig(Section):
+    """Measure and guard against catastrophic forgetting (decoder models).
+
+    ``measure`` scores general-text perplexity and a general-knowledge probe before and after
+    training and writes the change into the report. The built-in general text is an excerpt of the
+    Python reference documentation (PSF licence) and the probe 40 hand-written questions; point
+    ``general_text`` (.txt or .jsonl with ``text``) and ``probe`` (.jsonl with question, choices,
+    answer) at your own to measure what matters to you.
+    """
+
+    measure: bool = True
+    general_text: Path | None = None
+    probe: Path | None = None
+    max_chunks: int = Field(64, ge=1, description="general-text chunks of train.max_length tokens to score")
+    ewc: EWCConfig | None = None
+    rehearsal: RehearsalConfig | None = None
+
+
+class MixingConfig(Section):
+    """How a multi-task run samples its tasks (Raffel et al. 2020, T5, section 3.5.2)."""
+
+    strategy: Literal["proportional", "equal", "temperature"] = Field(
+        "proportional", description="by data size, the same for every task, or size^(1/temperature)")
+    temperature: float = Field(2.0, ge=1, description="temperature sampling: 1 = proportional, large = equal")
+
+
+#: keys a stage or a multi-task entry may not set: the chain or the run decides them
+COMPOSED_ONLY = ("model", "output", "stages", "tasks", "mixing", "allow_hub")
 
 
 class Recipe(Section):
-    """A whole run. Paths inside are resolved by ``load_recipe``."""
+    """A whole run. Paths inside are resolved by ``load_recipe``.
 
-    task: TaskName
+    ``stages`` chains runs, each starting from the previous one's weights (continued pre-training, then
+    supervised fine-tuning; or transfer from a related task). ``tasks`` trains one model on a mixture of
+    tasks. Each entry of either holds a ``name`` and recipe sections that override the top level.
+    """
+
+    task: TaskName | None = None
     model: str = Field(description="registry name (see `tuneforge models`) or a local Hugging Face folder")
     allow_hub: bool = Field(False, description="let `model` be a hub id and download it (needs a network)")
     method: MethodConfig = FullMethod()
-    data: DataConfig
+    data: DataConfig | None = None
+    stages: list[dict[str, Any]] | None = Field(None, description="run these in order, each from the last one's weights")
+    tasks: list[dict[str, Any]] | None = Field(None, description="multi-task: train one model on all of these")
+    mixing: MixingConfig = MixingConfig()
     prompt: PromptConfig = PromptConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    model_layers: int | None = Field(None, ge=1, description="keep only the first N transformer blocks "
+                                     "(a smaller student for distillation)")
+    distill: DistillConfig | None = None
+    forgetting: ForgettingConfig | None = None
     output: Path = Path("runs/run")
+
+    @model_validator(mode="after")
+    def _task_and_data_unless_composed(self) -> "Recipe":
+        if self.stages is not None and self.tasks is not None:
+            raise ValueError("a recipe has stages or tasks, not both (a stage may itself be a multi-task run "
+                             "in a later version)")
+        composed = self.stages if self.stages is not None else self.tasks
+        if composed is None:
+            missing = [k for k in ("task", "data") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"{' and '.join(missing)} required (or give stages: / tasks:)")
+            return self
+        if not composed:
+            raise ValueError("stages/tasks must list at least one entry")
+        names = [entry.get("name") for entry in composed]
+        if not all(isinstance(n, str) and n.replace("-", "").replace("_", "").isalnum() for n in names):
+            raise ValueError("every stage/task needs a name made of letters, digits, - and _")
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage/task names must be unique, got {names}")
+        for entry in composed:
+            bad = [k for k in entry if k in COMPOSED_ONLY]
+            if bad:
+                raise ValueError(f"{entry['name']}: {bad} cannot be set per stage/task (the chain decides them)")
+        return self
 
 
 # ----------------------------------------------------------------------------- loading
@@ -206,9 +429,38 @@ def recipe_from_dict(raw: dict[str, Any], *, source: str = "<recipe>", base_dir:
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
-    if check_files:
+    if check_files and recipe.data is not None:
         _resolve_data_paths(recipe, source, base_dir)
+    entries = recipe.stages or recipe.tasks or []
+    for i, entry in enumerate(entries):  # every entry is checked now, not when it runs
+        full = composed_recipe(raw, i, source=source, base_dir=base_dir, check_files=check_files)
+        for key in ("data", "distill", "forgetting"):  # keep the resolved (absolute) paths
+            if key in entry:
+                entry[key] = getattr(full, key).model_dump(mode="json")
     return recipe
+
+
+def composed_recipe(raw: dict[str, Any], index: int, *, source: str = "<recipe>", base_dir: Path | None = None,
+                    check_files: bool = True, model: str | None = None) -> Recipe:
+    """The full recipe of stage (or multi-task entry) ``index``: the top level with the entry merged in.
+
+    Its output is a sub-folder of the run (``stages/NN-name`` or ``tasks/name``); ``model`` replaces the
+    base model (a stage starts from the previous stage's exported weights).
+    """
+    kind = "stages" if raw.get("stages") is not None else "tasks"
+    entry = dict(raw[kind][index])
+    name = entry.pop("name")
+    entry.pop("weight", None)
+    top = {k: v for k, v in raw.items() if k not in ("stages", "tasks", "mixing")}
+    if "method" in entry:  # a method section replaces the top level's: its keys depend on its name
+        top.pop("method", None)
+    merged = _merge(top, entry)
+    out = Path(str(raw.get("output", "runs/run")))
+    merged["output"] = str(out / kind / (f"{index + 1:02d}-{name}" if kind == "stages" else name))
+    if model is not None:
+        merged["model"] = model
+    return recipe_from_dict(merged, source=f"{source} ({kind}[{index}] {name!r})", base_dir=base_dir,
+                            check_files=check_files)
 
 
 def _resolve_data_paths(recipe: Recipe, source: str, base_dir: Path | None) -> None:
@@ -225,6 +477,16 @@ def _resolve_data_paths(recipe: Recipe, source: str, base_dir: Path | None) -> N
             tried = ", ".join(str(c) for c in candidates)
             raise ConfigError(f"{source}: data.{key}: file not found: {path} (looked at {tried})")
         setattr(recipe.data, key, found.resolve())
+    for section, key in (("distill", "teacher"), ("forgetting", "general_text"), ("forgetting", "probe")):
+        owner = getattr(recipe, section)
+        path = getattr(owner, key) if owner is not None else None
+        if path is None or path.is_absolute():
+            continue
+        candidates = [Path.cwd() / path] + ([base_dir / path] if base_dir else [])
+        found = next((c for c in candidates if c.exists()), None)
+        if found is None:
+            raise ConfigError(f"{source}: {section}.{key}: not found: {path} (looked at {', '.join(map(str, candidates))})")
+        setattr(owner, key, found.resolve())
 
 
 def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:

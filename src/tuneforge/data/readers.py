@@ -208,6 +208,21 @@ def _parse_json_array(path: Path, text: str) -> list[Record]:
     return _raise_if_empty(path, records)
 
 
+@READERS.register("txt")
+def read_txt(path: Path) -> list[Record]:
+    """Raw text for continued pre-training: every paragraph (blank-line separated) is a ``text`` record."""
+    records: list[Record] = []
+    start, lines = 0, []
+    for number, line in [*_physical_lines(_read_text(path)), (-1, "")]:
+        if line.strip():
+            start = start or number
+            lines.append(line)
+        elif lines:
+            records.append(Record(str(path), start, {"text": "\n".join(lines)}))
+            start, lines = 0, []
+    return _raise_if_empty(path, records)
+
+
 @READERS.register("jsonl")
 def read_jsonl(path: Path) -> list[Record]:
     """One JSON object per line; blank lines are skipped."""

@@ -125,6 +125,27 @@ def render_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _privacy_lines(privacy: dict[str, Any] | None) -> list[str]:
+    if not privacy:
+        return []
+    return ["", "## Differential privacy", "",
+            f"DP-SGD spent epsilon = {privacy['epsilon']:.2f} at delta = {privacy['delta']:.2e} "
+            f"(noise multiplier {privacy['noise_multiplier']:.3f}, per-example clip {privacy['max_grad_norm']}, "
+            f"{privacy['steps']} steps at sampling rate {privacy['sample_rate']:.4f}; {privacy['accountant']})."]
+
+
+def _forgetting_lines(forgetting: dict[str, Any] | None) -> list[str]:
+    if not forgetting:
+        return []
+    b, a = forgetting["before"], forgetting["after"]
+    return ["", "## General ability (forgetting check)", "",
+            "| measure | before | after | change |", "|---|---|---|---|",
+            f"| general-text perplexity | {b['general_perplexity']:.3f} | {a['general_perplexity']:.3f} | "
+            f"{forgetting['perplexity_change']:+.1%} |",
+            f"| probe accuracy ({forgetting['probe_questions']} questions) | {b['probe_accuracy']:.3f} | "
+            f"{a['probe_accuracy']:.3f} | {forgetting['probe_accuracy_change']:+.3f} |"]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     rows = headline_table(report)
     md = [f"# tuneforge report: {report.get('task')} on {report.get('model')} ({report.get('method')})", "",
@@ -134,9 +155,20 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "parameters" in report:
         p = report["parameters"]
         md += ["", f"Parameters: {p['total']:,} total, {p['trainable']:,} trainable."]
+    if "adapter_bytes" in report:
+        md += [f"Trained weights on disk: {report['adapter_bytes'] / 1e6:.2f} MB."]
     if "training" in report:
         t = report["training"]
         md += [f"Training: {t.get('steps')} steps in {t.get('seconds', 0):.0f} s, best step {t.get('best_step')}."]
+    md += _privacy_lines(report.get("privacy")) + _forgetting_lines(report.get("forgetting"))
+    if report.get("analysis"):
+        from tuneforge.evaluate.errors_analysis import analysis_markdown
+
+        md.append(analysis_markdown(report["analysis"]))
+    if report.get("golden"):
+        from tuneforge.evaluate.golden import golden_markdown
+
+        md.append(golden_markdown(report["golden"]))
     md += ["", "## Samples", ""]
     for s in report.get("samples", []):
         md += [f"- `{s['where']}` input: {s['input']!r}", f"  - reference: `{s['reference']}`"]

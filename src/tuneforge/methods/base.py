@@ -32,13 +32,31 @@ class Method(ABC, Generic[C]):
     def prepare(self, model: PreTrainedModel, head: str) -> nn.Module:
         """Return the model to train, with ``requires_grad`` set on exactly what trains."""
 
+    def trainable_names(self, model: nn.Module) -> set[str]:
+        """Parameters this method ever trains: what is saved, reloaded and given to the optimizer.
+
+        By default the ones with ``requires_grad`` after ``prepare``; a method that unfreezes more
+        as training goes (gradual unfreezing) names them all here.
+        """
+        return {n for n, p in model.named_parameters() if p.requires_grad}
+
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """Optimizer groups; biases and norm weights (1-D tensors) get no weight decay, as in BERT and GPT-2."""
+        names = self.trainable_names(model)
+        return decay_groups([(p, lr) for n, p in model.named_parameters() if n in names], weight_decay)
+
+    def on_step(self, model: nn.Module, step: int, steps_per_epoch: int) -> None:
+        """Called before every optimizer step (also right after a resume); must depend on ``step`` only."""
+
     def trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        names = self.trainable_names(model)
+        return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if n in names}
 
     def load_trainable(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         """Load tensors saved by ``trainable_state``; every name must match a trainable parameter."""
         params = dict(model.named_parameters())
-        missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+        names = self.trainable_names(model)
+        missing = [n for n in params if n in names and n not in state]
         unknown = [n for n in state if n not in params]
         if missing or unknown:
             raise TuneforgeError(
@@ -58,6 +76,15 @@ class Method(ABC, Generic[C]):
 
 
 METHODS: Registry[type[Method[Any]]] = Registry("method")
+
+
+def decay_groups(params: list[tuple[nn.Parameter, float]], weight_decay: float) -> list[dict[str, Any]]:
+    """One AdamW group per (learning rate, decays?) pair; 1-D tensors (biases, norms) never decay."""
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for p, lr in params:
+        groups.setdefault((lr, p.ndim >= 2), []).append(p)
+    return [{"params": ps, "lr": lr, "weight_decay": weight_decay if decays else 0.0}
+            for (lr, decays), ps in groups.items()]
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

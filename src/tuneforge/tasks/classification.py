@@ -20,8 +20,11 @@ from tuneforge.data.readers import Record
 from tuneforge.data.validate import Problems, require_field, require_text
 from tuneforge.errors import DataError
 from tuneforge.evaluate.metrics import accuracy, confusion_matrix, macro_f1, per_class
-from tuneforge.tasks.base import TASKS, Encoded, Example, Task, encode_prompt_answer, end_of_turn, pad_id, prompt_text
-from tuneforge.tasks.decoding import option_logprobs
+from tuneforge.tasks.base import (
+    IGNORE, TASKS, Encoded, Example, Task, encode_prompt_answer, end_of_turn, pad_id, prompt_text,
+)
+from tuneforge.tasks.decoding import answer_logprobs, option_logprobs
+from tuneforge.train.distill import distillation_loss_sum
 
 DEFAULT_INSTRUCTION = "Classify the text into one of these labels: {labels}. Answer with the label only."
 
@@ -91,14 +94,22 @@ class Classification(Task):
             return super().collate(batch)
         padded = self.tokenizer.pad({"input_ids": [e.input_ids for e in batch]}, return_tensors="pt")
         padded["labels"] = torch.tensor([e.labels for e in batch], dtype=torch.long)
+        if all(e.soft is not None for e in batch):
+            padded["soft_labels"] = torch.tensor([e.soft for e in batch], dtype=torch.float)  # (B, n_labels)
         return dict(padded)
 
-    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *,
+             training: bool = False) -> tuple[torch.Tensor, int]:
         if self.model_kind != "encoder":
-            return super().loss(model, batch)
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs).logits  # (B, n_labels)
-        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], reduction="sum")
+            return super().loss(model, batch, training=training)
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "soft_labels")}
+        logits = model(**inputs).logits.float()  # (B, n_labels)
+        smoothing = self.recipe.train.label_smoothing if training else 0.0
+        loss = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum", label_smoothing=smoothing)
+        if training and "soft_labels" in batch and self.recipe.distill is not None:
+            cfg = self.recipe.distill
+            soft = distillation_loss_sum(logits, batch["soft_labels"], cfg.temperature)
+            loss = cfg.alpha * soft + (1 - cfg.alpha) * loss
         return loss, int(batch["labels"].numel())
 
     # -- prediction -------------------------------------------------------------------
@@ -110,16 +121,28 @@ class Classification(Task):
         return self._decoder_probs(model, texts)
 
     def _decoder_probs(self, model: PreTrainedModel, texts: list[str]) -> list[list[float]]:
-        """Score every label after the prompt (sharing the prompt's cache) and normalise over the labels."""
+        return self.decoder_label_probs(model, [self._messages(text) for text in texts])
+
+    def decoder_label_probs(self, model: PreTrainedModel, prompts: list[list[dict[str, str]]]) -> list[list[float]]:
+        """Score every label after each chat prompt (sharing the prompt's cache) and normalise over the labels.
+
+        Takes whole conversations so that few-shot and retrieval baselines can put examples before the query.
+        """
         tok = self.tokenizer
         options = [tok(label + end_of_turn(tok), add_special_tokens=False)["input_ids"] for label in self.labels]
         budget = self.recipe.train.max_length - max(len(o) for o in options)
         was_training = model.training
         model.eval()
         out = []
-        for text in tqdm(texts, desc="classify", leave=False):
-            prompt = tok(prompt_text(tok, self._messages(text)), add_special_tokens=False)["input_ids"]
-            scores = option_logprobs(model, prompt[-max(budget, 1) :], options, pad_id(tok))
+        shared_cache = not getattr(model, "active_peft_config", None) or not model.active_peft_config.is_prompt_learning
+        for messages in tqdm(prompts, desc="classify", leave=False):
+            prompt = tok(prompt_text(tok, messages), add_special_tokens=False)["input_ids"]
+            prompt = prompt[-max(budget, 1) :]
+            if shared_cache:
+                scores = option_logprobs(model, prompt, options, pad_id(tok))
+            else:  # soft prompts own the cache's first positions: score each label as a full sequence
+                encoded = [Encoded(prompt + o, [IGNORE] * len(prompt) + o, n_answer=len(o)) for o in options]
+                scores = [s for s, _ in answer_logprobs(model, tok, encoded, len(options))]
             out.append(torch.softmax(torch.tensor(scores), dim=0).tolist())
         model.train(was_training)
         return out

@@ -28,10 +28,15 @@ from tuneforge.methods.base import Method
 from tuneforge.recipe import TrainConfig
 from tuneforge.rundir import RunDir
 from tuneforge.tasks.base import Encoded, Task
+from tuneforge.train.forgetting import Penalty
+from tuneforge.train.privacy import PrivacyPlan, private_step
 from tuneforge.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 
 #: validation metric (name -> value) computed on the current model
 Validator = Callable[[nn.Module], dict[str, float]]
+#: called after each validation with (step, total steps, the logged validation record); returning True
+#: stops training there, as early stopping does (used by `tuneforge sweep` to prune and to score partial runs)
+ValidationHook = Callable[[int, int, dict[str, Any]], bool | None]
 
 
 @dataclass
@@ -91,14 +96,9 @@ def micro_batches(lengths: list[int], cfg: TrainConfig, start_step: int) -> Iter
         epoch, pos = epoch + 1, 0
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; biases and norm weights (1-D tensors) get no weight decay, as in BERT and GPT-2."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+def build_optimizer(model: nn.Module, method: Method[Any], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the method's parameter groups (per-layer rates for discriminative fine-tuning)."""
+    return torch.optim.AdamW(method.param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr)
 
 
 def warmup_steps(cfg: TrainConfig, steps: int) -> int:
@@ -123,12 +123,19 @@ def fit(
     accelerator: Accelerator,
     resume: bool,
     lower_is_better: bool = True,
+    penalty: Penalty | None = None,
+    privacy: PrivacyPlan | None = None,
+    on_validation: ValidationHook | None = None,
 ) -> TrainState:
-    """Train ``model`` in place and leave the best weights in it (when there was validation)."""
+    """Train ``model`` in place and leave the best weights in it (when there was validation).
+
+    ``penalty`` is a loss term on the weights added once per step (EWC); ``privacy`` switches the step
+    to DP-SGD (per-example clipping and noise).
+    """
     steps = total_steps(len(train), cfg)
     per_epoch = steps_per_epoch(len(train), cfg)
     eval_every = cfg.eval_every or per_epoch
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, method, cfg)
     scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=warmup_steps(cfg, steps),
                               num_training_steps=steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -146,7 +153,8 @@ def fit(
     while state.step < steps and not state.stopped_early:
         started = time.perf_counter()
         torch.manual_seed(cfg.seed + state.step)  # dropout masks of step k are the same after a resume
-        loss_value, n_tokens = _one_step(model, task, train, batches, optimizer, cfg, accelerator)
+        method.on_step(accelerator.unwrap_model(model), state.step, per_epoch)
+        loss_value, n_tokens = _one_step(model, task, train, batches, optimizer, cfg, accelerator, penalty, privacy)
         if not math.isfinite(loss_value):
             run.log({"step": state.step + 1, "event": "nan", "loss": loss_value})
             raise TrainingError(
@@ -167,6 +175,8 @@ def fit(
         if state.step % eval_every == 0 or state.step == steps:
             if validate is not None:
                 _evaluate(model, validate, state, cfg, run, accelerator, method, lower_is_better)
+                if on_validation is not None and on_validation(state.step, steps, state.history[-1]):
+                    state.stopped_early = True
             _checkpoint(model, state, run, accelerator, method, optimizer, scheduler, cfg)
     bar.close()
     _restore_best(model, state, run, accelerator, method)
@@ -174,23 +184,41 @@ def fit(
 
 
 def _one_step(model: nn.Module, task: Task, train: list[Encoded], batches: Iterator[list[int]],
-              optimizer: torch.optim.Optimizer, cfg: TrainConfig, accelerator: Accelerator) -> tuple[float, int]:
+              optimizer: torch.optim.Optimizer, cfg: TrainConfig, accelerator: Accelerator,
+              penalty: Penalty | None, privacy: PrivacyPlan | None) -> tuple[float, int]:
     """One optimizer step over ``grad_accum`` micro-batches, loss averaged over all their answer tokens."""
-    micro = [task.collate([train[i] for i in next(batches)]) for _ in range(cfg.grad_accum)]
-    n_total = sum(_loss_positions(b) for b in micro)
-    total = 0.0
-    for batch in micro:
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        with accelerator.autocast():
-            loss_sum, _ = task.loss(model, batch)
-        loss = loss_sum / max(n_total, 1)
-        accelerator.backward(loss)
-        total += float(loss.detach())
+    micro_idx = [next(batches) for _ in range(cfg.grad_accum)]
+    if privacy is not None:
+        examples = [train[i] for idx in micro_idx for i in idx]
+        total = private_step(model, task, examples, privacy, accelerator)
+        n_total = sum(e.n_answer for e in examples)
+    else:
+        total, n_total = _accumulate(model, task, [task.collate([train[i] for i in idx]) for idx in micro_idx],
+                                     accelerator)
+    if penalty is not None:
+        extra = penalty(model)
+        accelerator.backward(extra)
+        total += float(extra.detach())
     if cfg.max_grad_norm is not None:
         accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
     if math.isfinite(total):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    return total, n_total
+
+
+def _accumulate(model: nn.Module, task: Task, micro: list[dict[str, torch.Tensor]],
+                accelerator: Accelerator) -> tuple[float, int]:
+    """Backward through every micro-batch; the loss is normalised by the answer tokens of the whole step."""
+    n_total = sum(_loss_positions(b) for b in micro)
+    total = 0.0
+    for batch in micro:
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with accelerator.autocast():
+            loss_sum, _ = task.loss(model, batch, training=True)
+        loss = loss_sum / max(n_total, 1)
+        accelerator.backward(loss)
+        total += float(loss.detach())
     return total, n_total
 
 

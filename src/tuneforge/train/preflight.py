@@ -146,7 +146,7 @@ def probe(model: nn.Module, task: Task, train: list[Encoded], cfg: TrainConfig, 
     for _ in range(2):
         start = time.perf_counter()
         with autocast():
-            loss, _ = task.loss(model, batch)
+            loss, _ = task.loss(model, batch, training=True)
         loss.backward()
         seconds = time.perf_counter() - start
     peak = _peak_bytes(device)

@@ -1,0 +1,30 @@
+"""Discriminative fine-tuning: every weight trains, lower layers more gently.
+
+Howard & Ruder (2018, https://arxiv.org/abs/1801.06146) give each layer its own rate, decaying from the
+top down; ELECTRA (Clark et al. 2020) calls it layer-wise learning-rate decay. Lower layers hold general
+features that a full-strength update would overwrite; the head, new and random, often wants a higher rate
+than the body (``head_lr``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from transformers import PreTrainedModel
+
+from tuneforge.methods.base import METHODS, Method, decay_groups
+from tuneforge.methods.layers import decayed_rates
+from tuneforge.recipe import DiscriminativeMethod
+
+
+@METHODS.register("discriminative")
+class Discriminative(Method[DiscriminativeMethod]):
+    def prepare(self, model: PreTrainedModel, head: str) -> nn.Module:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        rates = decayed_rates(model, lr, self.cfg.layer_lr_decay, self.cfg.head_lr)
+        return decay_groups([(p, rates[n]) for n, p in model.named_parameters()], weight_decay)

@@ -1,0 +1,140 @@
+"""Request and response bodies. Pydantic validates them, FastAPI turns them into the OpenAPI document.
+
+The limits are part of the contract (they show in ``/openapi.json``): a request over them is
+answered 422 naming the field, before it can reach the queue or the model. They are set per
+server (``tuneforge serve --max-items --max-text-chars``), so the request models are built by
+``request_models`` for the limits in force rather than declared once at import.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+
+MAX_MESSAGES = 32
+MAX_BODY_BYTES = 1_000_000  # raw request bodies above this are refused (413) before parsing
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Lenient(BaseModel):
+    """OpenAI-compatible bodies: clients send fields we do not use (``user``, ``n``...); ignore them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# ----------------------------------------------------------------------------- task endpoints
+class Classified(BaseModel):
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    results: list[Classified]
+
+
+class Extracted(BaseModel):
+    fields: dict[str, Any] | None = Field(description="the parsed JSON object, null when the answer was not JSON")
+    raw: str = Field(description="the model's answer as generated")
+
+
+class ExtractResponse(BaseModel):
+    model: str
+    results: list[Extracted]
+
+
+# ----------------------------------------------------------------------------- OpenAI-compatible
+class ChatMessage(Lenient):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+SAMPLING = ("accepted for compatibility; decoding is greedy, exactly as offline `tuneforge predict`")
+
+
+class _GenerationParams(Lenient):
+    model: str | None = Field(None, max_length=200, description="ignored: the server serves one run")
+    max_tokens: int | None = Field(None, ge=1, le=4096,
+                                   description="cut the answer after this many tokens (at most the run's eval.max_new_tokens)")
+    temperature: float | None = Field(None, ge=0, le=2, description=SAMPLING)
+    top_p: float | None = Field(None, ge=0, le=1, description=SAMPLING)
+    stream: bool = Field(False, description="answer as server-sent events (OpenAI chunk format)")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"]
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    run: str
+    task: str
+    model: str
+    queue_depth: int
+    max_batch: int
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class RequestModels(BaseModel):
+    """The three request bodies built for one server's limits."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    texts: type[BaseModel]
+    chat: type[BaseModel]
+    completion: type[BaseModel]
+
+
+def request_models(max_items: int, max_chars: int) -> RequestModels:
+    # at least one non-blank character: a blank text has nothing to classify or extract from
+    text = Annotated[str, StringConstraints(min_length=1, max_length=max_chars, pattern=r"\S")]
+    content = Annotated[str, StringConstraints(max_length=max_chars)]
+    message = create_model("ChatRequestMessage", __base__=ChatMessage, content=(content, ...))
+    texts = create_model("TextsRequest", __base__=Strict, texts=(
+        list[text], Field(min_length=1, max_length=max_items,
+                          description=f"1 to {max_items} texts, each 1 to {max_chars} characters, not blank")))
+    chat = create_model("ChatRequest", __base__=_GenerationParams,
+                        messages=(list[message], Field(min_length=1, max_length=MAX_MESSAGES)))
+    completion = create_model("CompletionRequest", __base__=_GenerationParams, prompt=(text, ...))
+    return RequestModels(texts=texts, chat=chat, completion=completion)

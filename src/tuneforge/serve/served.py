@@ -1,0 +1,128 @@
+"""The served model: turns request inputs into the task's own examples and predictions into answers.
+
+Every input goes through the same path as offline ``tuneforge predict`` (the task's parser via
+``api._parse_for_prediction``, then ``task.predict``), so a served answer is the offline answer.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.api import Loaded, _parse_for_prediction, load_run
+from tuneforge.data.readers import Record
+from tuneforge.errors import UserError
+from tuneforge.tasks.base import Example
+
+TASK_ENDPOINT = {"classification": "/v1/classify", "extraction": "/v1/extract"}
+
+
+@dataclass
+class Answer:
+    """The text an OpenAI-style endpoint returns, and its token counts."""
+
+    text: str
+    completion_tokens: int
+    finish_reason: str
+
+
+class ServedModel:
+    """One loaded run. ``predict`` is what the batcher calls; everything else is cheap and thread-safe."""
+
+    def __init__(self, loaded: Loaded, name: str) -> None:
+        self.loaded = loaded
+        self.name = name
+        self.task = loaded.task
+        # A fast tokenizer must not be used by two threads at once (padding and truncation settings
+        # are mutable Rust state: "Already borrowed"); the worker thread has the task's, the event
+        # loop this copy for counting and cutting answers.
+        self.tokenizer = copy.deepcopy(loaded.task.tokenizer)
+
+    @classmethod
+    def from_run(cls, run_dir: Path | str, device: str = "cpu") -> ServedModel:
+        return cls(load_run(run_dir, device=device), Path(run_dir).resolve().name)
+
+    # -- inputs -------------------------------------------------------------------------
+    def _examples(self, rows: list[dict[str, Any]]) -> list[Example]:
+        records = [Record(source="request", line=i + 1, fields=f) for i, f in enumerate(rows)]
+        return _parse_for_prediction(self.task, records, "the request")
+
+    def from_texts(self, texts: list[str]) -> list[Example]:
+        """Inputs of /v1/classify and /v1/extract (and the text of an OpenAI request for those tasks)."""
+        return self._examples([{self.task.recipe.data.text_field: t} for t in texts])
+
+    def from_messages(self, messages: list[dict[str, str]]) -> Example:
+        """A chat request: the conversation for a generation run, the last user message otherwise."""
+        if messages[-1]["role"] == "assistant":
+            raise UserError("messages: the last message must be from the user (the model answers it)")
+        if self.task.name != "generation":
+            return self.from_texts([_last_user(messages)])[0]
+        cfg = self.task.recipe.data
+        fmt = self.task.schema.get("format", cfg.format)
+        if fmt == "messages":
+            return self._examples([{cfg.messages_field: messages}])[0]
+        return self.from_prompt(_last_user(messages))
+
+    def from_prompt(self, prompt: str) -> Example:
+        """A completion request; a generation run formats it the way its training rows were laid out."""
+        if self.task.name != "generation":
+            return self.from_texts([prompt])[0]
+        cfg = self.task.recipe.data
+        fmt = self.task.schema.get("format", cfg.format)
+        fields = {"messages": {cfg.messages_field: [{"role": "user", "content": prompt}]},
+                  "alpaca": {"instruction": prompt}}.get(fmt, {cfg.prompt_field: prompt})
+        return self._examples([fields])[0]
+
+    def check_prompt_lengths(self, examples: list[Example], max_tokens: int) -> None:
+        """Refuse inputs (the text, or the messages' contents) longer than ``max_tokens`` for a generating task.
+
+        Generation time grows with the prompt and the offline path does not truncate it, so one
+        long prompt would hold the batch for every other caller; a classifier truncates to
+        ``train.max_length`` itself and needs no check.
+        """
+        if self.task.name == "classification":
+            return
+        for i, e in enumerate(examples):
+            n = self.count_tokens("\n".join(m["content"] for m in e.messages) if e.messages else e.text)
+            if n > max_tokens:
+                raise UserError(f"input {i}: the input is {n} tokens; this server accepts at most {max_tokens} "
+                                "(the run was tuned on prompts up to train.max_length); shorten the text")
+
+    # -- the model (worker thread only) -----------------------------------------------
+    def predict(self, examples: list[Example]) -> list[dict[str, Any]]:
+        return self.task.predict(self.loaded.model, examples)
+
+    # -- outputs ------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generated_tokens(self, prediction: dict[str, Any]) -> int:
+        """Tokens the model generated for one prediction (0 for a classifier); worker thread only."""
+        raw = prediction.get("raw", prediction["prediction"]) if self.task.name != "classification" else ""
+        if not isinstance(raw, str) or not raw:
+            return 0
+        return len(self.task.tokenizer(raw, add_special_tokens=False)["input_ids"])
+
+    def answer(self, prediction: dict[str, Any], max_tokens: int | None) -> Answer:
+        """The prediction as chat/completion text: the label, the extracted JSON, or the generated text."""
+        if self.task.name == "classification":
+            return Answer(prediction["prediction"], 1, "stop")
+        text = prediction["raw"] if self.task.name == "extraction" else prediction["prediction"]
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        limit = self.task.recipe.eval.max_new_tokens
+        if max_tokens is not None and len(ids) > max_tokens:
+            # greedy decoding is prefix-stable: the first k tokens of a longer answer are the k-token answer
+            return Answer(self.tokenizer.decode(ids[:max_tokens], skip_special_tokens=True), max_tokens, "length")
+        return Answer(text, len(ids), "length" if len(ids) >= limit else "stop")
+
+    def prompt_tokens(self, example: Example) -> int:
+        return self.count_tokens(example.text)
+
+
+def _last_user(messages: list[dict[str, str]]) -> str:
+    users = [m["content"] for m in messages if m["role"] == "user" and m["content"].strip()]
+    if not users:
+        raise UserError("messages: send at least one non-empty user message")
+    return users[-1]

@@ -1,0 +1,86 @@
+"""What a run adds around the loop: the training set as the recipe shapes it, and the forgetting check.
+
+Kept out of ``api.train`` so that the order of a run stays readable there: distillation relabels the
+training examples, rehearsal mixes general text in, and the forgetting check measures the base model
+before training, builds the EWC penalty from it, and measures again after.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from torch import nn
+
+from tuneforge.errors import ConfigError, UserError
+from tuneforge.recipe import Recipe
+from tuneforge.rundir import RunDir, write_json_atomic
+from tuneforge.tasks.base import Encoded, Example, Task
+from tuneforge.train import forgetting
+from tuneforge.train.distill import apply_teacher
+
+
+def training_set(recipe: Recipe, task: Task, examples: list[Example], echo: Any = print) -> list[Encoded]:
+    """Encoded training examples with answer tokens, relabelled by a teacher when distilling."""
+    soft = None
+    if recipe.distill is not None:
+        if task.name == "language_modeling":
+            raise ConfigError("distill: continued pre-training learns from raw text, not from a teacher; "
+                              "remove the distill section")
+        echo(f"asking the teacher {recipe.distill.teacher} about {len(examples)} training examples")
+        examples, soft = apply_teacher(recipe.distill, task, examples)
+        if soft is not None and task.model_kind != "encoder":
+            raise ConfigError("distill: soft labels train an encoder classifier; a decoder student learns a "
+                              "classification teacher's labels through task: extraction or generation instead")
+    encoded = task.encode_many(examples)
+    if soft is not None:
+        for e, s in zip(encoded, soft):
+            e.soft = s
+    kept = [e for e in encoded if e.n_answer > 0]
+    if not kept:
+        raise UserError("no training row keeps any answer token within train.max_length; raise it")
+    return kept
+
+
+class ForgettingCheck:
+    """General-text perplexity and probe accuracy before and after, plus the EWC and rehearsal guards."""
+
+    def __init__(self, recipe: Recipe, task: Task) -> None:
+        cfg = recipe.forgetting
+        assert cfg is not None
+        if task.head != "causal_lm":
+            raise ConfigError("forgetting: measuring and guarding general-text ability needs a decoder model "
+                              f"({recipe.model} is an encoder); remove the forgetting section")
+        self.cfg = cfg
+        self.task = task
+        self.batch_size = recipe.eval.batch_size
+        self.chunks = forgetting.general_chunks(cfg, task.tokenizer, recipe.train.max_length)
+        self.probe = forgetting.load_probe(cfg)
+
+    def rehearsal(self, n_train: int) -> list[Encoded]:
+        if self.cfg.rehearsal is None:
+            return []
+        return forgetting.rehearsal_examples(self.chunks, n_train, self.cfg.rehearsal.fraction)
+
+    def before(self, model: nn.Module, run: RunDir, echo: Any = print) -> dict[str, float] | None:
+        """Scores of the untouched model; a resumed run reuses the saved ones."""
+        if not self.cfg.measure:
+            return None
+        saved = run.root / "forgetting_before.json"
+        if saved.is_file():
+            return json.loads(saved.read_text(encoding="utf-8"))
+        echo(f"measuring general ability before training ({len(self.chunks)} text chunks, {len(self.probe)} probe questions)")
+        scores = forgetting.measure(model, self.task, self.chunks, self.probe, self.batch_size)
+        write_json_atomic(saved, scores)
+        return scores
+
+    def penalty(self, model: nn.Module) -> forgetting.Penalty | None:
+        if self.cfg.ewc is None:
+            return None
+        return forgetting.ewc_penalty(model, self.task, self.chunks, self.cfg.ewc, self.batch_size)
+
+    def after(self, model: nn.Module, before: dict[str, float] | None) -> dict[str, Any] | None:
+        if before is None:
+            return None
+        after = forgetting.measure(model, self.task, self.chunks, self.probe, self.batch_size)
+        return forgetting.compare(before, after, len(self.probe))
