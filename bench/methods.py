@@ -6,8 +6,9 @@ Two suites:
 
 * ``intents``: SNIPS intent classification with the ``minilm-l6`` encoder (first 700 training rows,
   the 700-row test file, 3 epochs at batch 32, max_length 64); score = accuracy with its 95% CI.
-* ``slots``: SNIPS slot extraction (``target_field: slots``) with ``smollm2-135m-instruct`` (first
-  160 training rows, the first 100 test rows, 2 epochs at batch 8, max_length 128, 48 new tokens);
+* ``slots``: SNIPS slot extraction (``target_field: slots``) of PlayMusic requests (9 slot types; see
+  ``SLOTS_INTENT``) with ``smollm2-135m-instruct`` (first 80 training rows, the first 60 test rows,
+  1 epoch at batch 4, max_length 192, 80 new tokens);
   score = field F1 and exact match with their CIs, plus the general-text perplexity change when
   the run's report has a ``forgetting`` key ("-" otherwise).
 
@@ -27,8 +28,8 @@ on the same file: it would wait on itself (pass ``--lock none`` then).
 
 Outputs: the raw rows as JSON (``bench/results/methods-<suite>.json`` by default), the run folders
 under ``runs/bench-methods/<suite>/<variant>/``, the table on stdout, and ``bench/METHODS_RESULTS.md``
-rebuilt from ``bench/results/methods-intents.json`` and ``methods-slots.json`` when present (a run
-written elsewhere with ``--out``, e.g. a smoke test, stays out of it).
+rebuilt from every ``bench/results/methods-*.json`` but dry runs (a run written elsewhere with
+``--out``, e.g. a smoke test, stays out of it).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ LOCK = Path("/tmp/tuneforge-heavy.lock")
 RESULTS = ROOT / "bench" / "results"
 MARKDOWN = ROOT / "bench" / "METHODS_RESULTS.md"
 RUNS = ROOT / "runs" / "bench-methods"
+sys.path.insert(0, str(ROOT / "src"))  # tuneforge's own --set parser; the runs import it in their subprocess
 
 # ----------------------------------------------------------------------------- the suites
 INTENTS_BASE: dict[str, Any] = {
@@ -85,17 +87,24 @@ INTENTS_VARIANTS: dict[str, dict[str, Any]] = {
     "full+dp(eps8)": {"method": {"name": "full"}, "train": {"lr": 1e-3, "privacy": {"target_epsilon": 8.0}}},
     # A 3-block student taught by the 6-block "full" run above (run it first).
     "distill(3 layers)": {"method": {"name": "full"}, "model_layers": 3, "train": {"lr": 2e-4},
-                          "distill": {"teacher": str(RUNS / "intents" / "full"), "temperature": 2.0, "alpha": 0.5}},
+                          "distill": {"teacher": "{runs}/intents/full", "temperature": 2.0, "alpha": 0.5}},
 }
 
+# One intent's slots, not all 39 SNIPS slot types: the extraction task answers with every declared
+# field (null when absent), so the 39-field object is ~276 tokens per answer (smollm2 tokenizer,
+# first 100 test rows) -- longer than any small budget can train or generate. PlayMusic has 9 slot
+# types: answers of 57 tokens on average, 76 at most. ``prepare_slots`` writes the subset files.
+# The budget keeps a variant near 5 minutes on 2 cores: LoRA on smollm2 trains at ~57 tokens/s there
+# (runs/demo), and a row is ~150 tokens, so 80 rows x 1 epoch is ~3.5 min before scoring.
+SLOTS_INTENT = "PlayMusic"
 SLOTS_BASE: dict[str, Any] = {
     "task": "extraction",
     "model": "smollm2-135m-instruct",
-    "data": {"train": str(SNIPS / "slots_train.jsonl"), "test": str(SNIPS / "slots_test.jsonl"),
-             "target_field": "slots", "split": {"validation": 0.0}, "max_train_rows": 160, "max_test_rows": 100},
-    "train": {"epochs": 2, "batch_size": 8, "max_length": 128, "seed": 0, "warmup_fraction": 0.1},
-    "eval": {"batch_size": 32, "max_new_tokens": 48, "samples": 0},
-    "forgetting": {"measure": True, "max_chunks": 32},
+    "data": {"train": "{runs}/data/slots_playmusic_train.jsonl", "test": "{runs}/data/slots_playmusic_test.jsonl",
+             "target_field": "slots", "split": {"validation": 0.0}, "max_train_rows": 80, "max_test_rows": 60},
+    "train": {"epochs": 1, "batch_size": 4, "max_length": 192, "seed": 0, "warmup_fraction": 0.1},
+    "eval": {"batch_size": 32, "max_new_tokens": 80, "samples": 0},
+    "forgetting": {"measure": True, "max_chunks": 16},
 }
 
 SLOTS_VARIANTS: dict[str, dict[str, Any]] = {
@@ -124,9 +133,25 @@ SUITES: dict[str, dict[str, Any]] = {
     "slots": {"base": SLOTS_BASE, "variants": SLOTS_VARIANTS,
               "scores": [("field F1", "field_f1", True), ("exact match", "exact_match", True),
                          ("JSON valid", "json_valid", False)],
-              "task_line": "SNIPS slot extraction (JSON), smollm2-135m-instruct, first 160 train rows, first 100 "
-                           "test rows, 2 epochs x batch 8, max_length 128, greedy 48 new tokens, no validation split"},
+              "prepare": lambda: prepare_slots(),
+              "task_line": f"SNIPS slot extraction (JSON), {SLOTS_INTENT} requests only (9 slot types), "
+                           "smollm2-135m-instruct, first 80 train rows, first 60 test rows, 1 epoch x batch 4 (20 steps), "
+                           "max_length 192, greedy 80 new tokens, no validation split; the general-text perplexity "
+                           "is tuneforge's built-in forgetting check (16 chunks)"},
 }
+
+
+def prepare_slots() -> None:
+    """Write the rows of ``SLOTS_INTENT`` (file order, so the subset is the same every time)."""
+    out = RUNS / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        lines = (SNIPS / f"slots_{split}.jsonl").read_text(encoding="utf-8").splitlines()
+        keep = [line for line in lines if line.strip() and json.loads(line).get("intent") == SLOTS_INTENT]
+        target = out / f"slots_{SLOTS_INTENT.lower()}_{split}.jsonl"
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text("\n".join(keep) + "\n", encoding="utf-8")
+        tmp.replace(target)
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -146,24 +171,27 @@ def variant_recipe(suite: str, name: str, overrides: dict[str, Any], shared: dic
 
     ``method`` is replaced rather than merged: a method's keys belong to that method alone.
     """
-    recipe = merge(merge(SUITES[suite]["base"], overrides), shared)
-    recipe["output"] = str(RUNS / suite / name)
-    return recipe
+    return _with_runs(merge(merge(SUITES[suite]["base"], overrides), shared))
+
+
+def _with_runs(node: Any) -> Any:
+    """Fill ``{runs}`` (this bench's run folder: derived data, teachers trained by earlier variants)."""
+    if isinstance(node, dict):
+        return {k: _with_runs(v) for k, v in node.items()}
+    if isinstance(node, str) and "{runs}" in node:
+        return node.replace("{runs}", str(RUNS))
+    return node
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
-    """``["train.max_steps=2"]`` -> ``{"train": {"max_steps": 2}}`` (values read as YAML)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. train.max_steps=2")
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return out
+    """``["train.max_steps=2"]`` -> ``{"train": {"max_steps": 2}}``, with the CLI's own ``--set`` parser."""
+    from tuneforge.errors import ConfigError
+    from tuneforge.recipe import parse_overrides
+
+    try:
+        return parse_overrides(items)
+    except ConfigError as err:
+        raise SystemExit(f"--set: {err}") from None
 
 
 # ----------------------------------------------------------------------------- running one variant
@@ -199,8 +227,8 @@ def run_variant(suite: str, name: str, recipe: dict[str, Any], *, dry_run: bool,
     cmd = [sys.executable, "-m", "tuneforge.cli", "train", str(recipe_path), "--dry-run" if dry_run else "--overwrite"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
            "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    row: dict[str, Any] = {"variant": name, "recipe": str(recipe_path.relative_to(ROOT)),
-                           "log": str(log_path.relative_to(ROOT)), "method": recipe["method"]["name"],
+    row: dict[str, Any] = {"variant": name, "recipe": os.path.relpath(recipe_path, ROOT),
+                           "log": os.path.relpath(log_path, ROOT), "method": recipe["method"]["name"],
                            "lr": recipe.get("train", {}).get("lr")}
     print(f"[{suite}] {name}: waiting for the lock" if lock else f"[{suite}] {name}", flush=True)
     with HeavyLock(lock) as held, log_path.open("w", encoding="utf-8") as log:
@@ -360,9 +388,12 @@ def write_markdown() -> None:
           "the machine and the date it was measured. Peak RSS is the training subprocess's maximum resident "
           "memory (`os.wait4`); wall s is the whole subprocess (model load, base and tuned scoring, training); "
           "train s is the training loop alone. Intervals are 95% bootstrap intervals from the run's report. "
-          "Each variant held `/tmp/tuneforge-heavy.lock` while it ran, so no other heavy job shared the CPU.", ""]
-    for path in [RESULTS / f"methods-{name}.json" for name in SUITES]:
-        if not path.is_file():
+          "Each variant held `/tmp/tuneforge-heavy.lock` while it ran, so no other locked (heavy) job shared the "
+          "CPU; light unlocked work of other engineers (unit tests) may have. Trainable parameters are counted at "
+          "the end of training (gradual unfreezing: after its last unfreeze). For prompt and prefix tuning the "
+          "'before' general-text perplexity is measured with the untrained virtual tokens attached.", ""]
+    for path in sorted(RESULTS.glob("methods-*.json")):
+        if path.stem.endswith("dry-run"):
             continue
         result = json.loads(path.read_text(encoding="utf-8"))
         m = result["machine"]
@@ -388,8 +419,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
+    global RUNS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--suite", choices=[*SUITES, "all"], required=True)
+    parser.add_argument("--suite", choices=[*SUITES, "all"], default="all")
     parser.add_argument("--only", default=None, help="comma-separated variant names (default: every variant)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override on every variant, e.g. --set train.max_steps=2 (repeatable)")
@@ -399,8 +431,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="hold /tmp/tuneforge-heavy.lock per variant (others interleave), for the whole "
                              "suite (no queueing between variants), or not at all")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before a variant is killed")
+    parser.add_argument("--runs", type=Path, default=RUNS, help="parent of the run folders (default: %(default)s)")
+    parser.add_argument("--render", action="store_true", help="only rebuild bench/METHODS_RESULTS.md from the JSON")
     parser.add_argument("--list", action="store_true", help="print the variants and their overrides, then stop")
     args = parser.parse_args(argv)
+    RUNS = args.runs.resolve()
+    if args.render:
+        write_markdown()
+        print(f"wrote {MARKDOWN}")
+        return 0
     suites = list(SUITES) if args.suite == "all" else [args.suite]
     if args.out is not None and len(suites) > 1:
         parser.error("--out needs a single --suite")
@@ -419,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         result = {"suite": suite, "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
                   "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
                   "overrides": shared, "dry_run": args.dry_run, "lock": args.lock, "rows": []}
+        if "prepare" in SUITES[suite]:
+            SUITES[suite]["prepare"]()
         out = args.out or RESULTS / f"methods-{suite}{'-dry-run' if args.dry_run else ''}.json"
         with HeavyLock(args.lock == "suite"):
             for name in names:

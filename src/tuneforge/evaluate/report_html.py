@@ -16,7 +16,7 @@ import numpy as np
 from tuneforge.data.readers import Record
 from tuneforge.data.splits import load_saved_split
 from tuneforge.errors import ConfigError
-from tuneforge.evaluate import html, plots
+from tuneforge.evaluate import html
 from tuneforge.evaluate.errors_analysis import analyse
 from tuneforge.evaluate.report import headline_table
 from tuneforge.rundir import RunDir
@@ -76,6 +76,8 @@ def add_analysis(report: dict[str, Any], run: RunDir, task: Task, test: list[Exa
 
 
 def _figures_html(figures: dict[str, Any]) -> str:
+    from tuneforge.evaluate import plots  # matplotlib loads only when a page is drawn
+
     parts = []
     if "loss_curve" in figures:
         parts.append(html.figure(plots.loss_curve(figures["loss_curve"]), "training loss"))
