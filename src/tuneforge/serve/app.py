@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +29,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from tuneforge.errors import UserError
 from tuneforge.serve.batching import Batcher, BatchStats, QueueFull
@@ -48,6 +49,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "the queue is full; retry later"},
     504: {"model": ErrorBody, "description": "no answer within the server's timeout"},
 }
+Predict = Callable[[list[Example]], Awaitable[list[dict[str, Any]]]]  # validated, batched, timed-out prediction
 SSE = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events when stream is true"}}
 
 
@@ -71,7 +73,6 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
     api_key = resolve_api_key(cfg.api_key_env)
     metrics = Metrics()
     models = request_models(cfg.max_items, cfg.max_text_chars)
-    TextsRequest, ChatRequest, CompletionRequest = models.texts, models.chat, models.completion  # noqa: N806
     max_input_tokens = cfg.max_input_tokens or served.task.recipe.train.max_length
     log = RequestLog(cfg.log_requests) if cfg.log_requests else None
 
@@ -117,6 +118,15 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
         metrics.queue_depth.set(batcher.depth)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    _task_routes(app, served, run, auth, models.texts)
+    _openai_routes(app, served, run, auth, models.chat, models.completion)
+    return app
+
+
+# ----------------------------------------------------------------------------- routes and pieces
+def _task_routes(app: FastAPI, served: ServedModel, run: Predict, auth: list[Any],
+                 TextsRequest: type[BaseModel]) -> None:  # noqa: N803 (a class, used as an annotation)
+    """``/v1/classify`` or ``/v1/extract``, whichever the run's task is."""
     if served.task.name == "classification":
         @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, dependencies=auth)
         async def classify(body: TextsRequest, request: Request) -> ClassifyResponse:
@@ -133,6 +143,11 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
             request.state.log = {"inputs": body.texts, "outputs": [p["prediction"] for p in preds]}
             return ExtractResponse(model=served.name,
                                    results=[Extracted(fields=p["prediction"], raw=p["raw"]) for p in preds])
+
+
+def _openai_routes(app: FastAPI, served: ServedModel, run: Predict, auth: list[Any],
+                   ChatRequest: type[BaseModel], CompletionRequest: type[BaseModel]) -> None:  # noqa: N803
+    """OpenAI-compatible ``/v1/chat/completions`` and ``/v1/completions``, for every task."""
 
     async def answer_one(example: Example, max_tokens: int | None, request: Request) -> tuple[Answer, Usage]:
         """One OpenAI-style request: predict, cut to ``max_tokens``, log, count tokens."""
@@ -161,10 +176,7 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
         return CompletionResponse(id=ident, created=created, model=served.name, usage=usage, choices=[
             CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason)])  # type: ignore[arg-type]
 
-    return app
 
-
-# ----------------------------------------------------------------------------- pieces
 def _auth_dependency(key: str) -> Callable[..., None]:
     bearer = HTTPBearer(auto_error=False, description="the key in the server's --api-key-env variable")
 

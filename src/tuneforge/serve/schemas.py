@@ -135,6 +135,8 @@ def request_models(max_items: int, max_chars: int) -> RequestModels:
         list[text], Field(min_length=1, max_length=max_items,
                           description=f"1 to {max_items} texts, each 1 to {max_chars} characters, not blank")))
     chat = create_model("ChatRequest", __base__=_GenerationParams,
-                        messages=(list[message], Field(min_length=1, max_length=MAX_MESSAGES)))
+                        messages=(list[message], Field(min_length=1, max_length=MAX_MESSAGES, description=(
+                            "the conversation; the last message must come from the user, and a classification or "
+                            "extraction run answers the last non-empty user message"))))
     completion = create_model("CompletionRequest", __base__=_GenerationParams, prompt=(text, ...))
     return RequestModels(texts=texts, chat=chat, completion=completion)
