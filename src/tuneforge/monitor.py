@@ -112,23 +112,10 @@ def read_log(path: Path) -> LiveLog:
 # ----------------------------------------------------------------------------- tests
 def embed(texts: list[str], model_name: str, batch_size: int = 32) -> np.ndarray:
     """Mean-pooled, L2-normalised sentence embeddings (the all-MiniLM-L6-v2 recipe): ``(N, H)``."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
+    from tuneforge.evaluate.embed import get_encoder
     from tuneforge.models.registry import resolve_model
 
-    path = resolve_model(model_name).path
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            enc = tok(texts[start : start + batch_size], padding=True, truncation=True, max_length=128, return_tensors="pt")
-            hidden = model(**enc).last_hidden_state  # (B, T, H)
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, H)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-    return np.concatenate(out)
+    return get_encoder(str(resolve_model(model_name).path)).sentence_embeddings(texts, batch_size=batch_size)
 
 
 def embedding_drift(train: list[str], live: list[str], embedder: str, th: Thresholds, seed: int) -> dict[str, Any]:

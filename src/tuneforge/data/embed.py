@@ -39,24 +39,10 @@ def embed_tfidf(texts: Sequence[str]) -> Any:
 
 @EMBEDDERS.register("minilm")
 def embed_minilm(texts: Sequence[str], model: str = "minilm-l6", batch_size: int = 64) -> np.ndarray:
-    import torch
-    from transformers import AutoModel
-
-    from tuneforge.models.loading import load_tokenizer
+    from tuneforge.evaluate.embed import get_encoder
     from tuneforge.models.registry import resolve_model
 
-    resolved = resolve_model(model)
-    tokenizer = load_tokenizer(resolved.path)
-    encoder = AutoModel.from_pretrained(resolved.path, local_files_only=True, use_safetensors=True).eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            enc = tokenizer(list(texts[start : start + batch_size]), truncation=True, max_length=128,
-                            padding=True, return_tensors="pt")
-            hidden = encoder(**enc).last_hidden_state  # (B, T, H)
-            mask = enc["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
-            out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy())  # (B, H)
-    return _normalise(np.concatenate(out) if out else np.zeros((0, 384)))
+    return get_encoder(str(resolve_model(model).path)).sentence_embeddings(list(texts), batch_size=batch_size)
 
 
 def embed(texts: Sequence[str], method: str = "tfidf") -> Any:
