@@ -388,8 +388,10 @@ def write_markdown() -> None:
           "the machine and the date it was measured. Peak RSS is the training subprocess's maximum resident "
           "memory (`os.wait4`); wall s is the whole subprocess (model load, base and tuned scoring, training); "
           "train s is the training loop alone. Intervals are 95% bootstrap intervals from the run's report. "
-          "Each variant held `/tmp/tuneforge-heavy.lock` while it ran, so no other locked (heavy) job shared the "
-          "CPU; light unlocked work of other engineers (unit tests) may have. Trainable parameters are counted at "
+          "The task lines give the suite's defaults; the `--set` line of a section says what its run changed. "
+          "With `--lock variant` or `suite` no other locked (heavy) job shared the CPU; with `--lock none` "
+          "(the command says which) other jobs may have, so wall and train seconds are then upper bounds, "
+          "not speed figures. Trainable parameters are counted at "
           "the end of training (gradual unfreezing: after its last unfreeze). For prompt and prefix tuning the "
           "'before' general-text perplexity is measured with the untrained virtual tokens attached.", ""]
     for path in sorted(RESULTS.glob("methods-*.json")):
@@ -403,7 +405,7 @@ def write_markdown() -> None:
                f"- machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, transformers {m['transformers']}, "
                f"peft {m['peft']}, Python {m['python']}", ""]
         if result.get("overrides"):
-            md += [f"- `--set` on every variant: `{json.dumps(result['overrides'])}`", ""]
+            md += [f"- `--set` on every variant (overrides the task line): `{json.dumps(result['overrides'])}`", ""]
         md += render_suite(result) + [""]
     tmp = MARKDOWN.with_suffix(".md.tmp")
     tmp.write_text("\n".join(md), encoding="utf-8")
