@@ -216,8 +216,7 @@ def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, t
     _save_model(run, method, model, task.tokenizer, task)
     echo(f"scoring the tuned model on {len(test)} test items")
     tuned = _score(task, model, test) if test else None
-    training = {"steps": state.step, "seconds": state.seconds, "tokens": state.tokens, "best_step": state.best_step,
-                "best_val": state.best_metric, "stopped_early": state.stopped_early}
+    training = state.summary()
     extra: dict[str, Any] = {"adapter_bytes": _folder_bytes(run.model)}
     if plan is not None:
         extra["privacy"] = privacy_spent(plan, state.step)

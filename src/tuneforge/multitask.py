@@ -79,8 +79,7 @@ def train_mixture(run: RunDir, recipe: Recipe, subs: dict[str, Recipe], explicit
                 accelerator=accelerator, resume=resume)
     model = accelerator.unwrap_model(model)
     api._save_model(run, method, model, lead.tokenizer, lead)
-    training = {"steps": state.step, "seconds": state.seconds, "tokens": state.tokens, "best_step": state.best_step,
-                "best_val": state.best_metric, "stopped_early": state.stopped_early, "mixing": weights}
+    training = {**state.summary(), "mixing": weights}
     summary = []
     for name in names:
         sub_run = RunDir(subs[name].output)

@@ -52,6 +52,11 @@ class TrainState:
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
 
+    def summary(self) -> dict[str, Any]:
+        """What a report says about the training: steps, time, tokens and the best validation."""
+        return {"steps": self.step, "seconds": self.seconds, "tokens": self.tokens, "best_step": self.best_step,
+                "best_val": self.best_metric, "stopped_early": self.stopped_early}
+
 
 def steps_per_epoch(n_examples: int, cfg: TrainConfig) -> int:
     micro = math.ceil(n_examples / cfg.batch_size)
