@@ -153,7 +153,9 @@ def probes(base: str, key: str, task: str) -> dict[str, dict[str, Any]]:
 
 
 def fuzz(base: str, key: str, max_examples: int, max_time: int, report: Path) -> dict[str, Any]:
-    cmd = ["schemathesis", "run", f"{base}/openapi.json", "--checks", "not_a_server_error,ignored_auth",
+    # the venv's console script, found beside this interpreter when the venv is not on PATH
+    exe = shutil.which("schemathesis") or str(Path(sys.executable).with_name("schemathesis"))
+    cmd = [exe, "run", f"{base}/openapi.json", "--checks", "not_a_server_error,ignored_auth",
            "-H", f"Authorization: Bearer {key}", "-n", str(max_examples), "--max-time", str(max_time),
            "--seed", "0", "--workers", "1", "--request-timeout", "300", "--no-color",
            "--report", "junit", "--report-junit-path", str(report)]

@@ -94,15 +94,19 @@ INTENTS_VARIANTS: dict[str, dict[str, Any]] = {
 # field (null when absent), so the 39-field object is ~276 tokens per answer (smollm2 tokenizer,
 # first 100 test rows) -- longer than any small budget can train or generate. PlayMusic has 9 slot
 # types: answers of 57 tokens on average, 76 at most. ``prepare_slots`` writes the subset files.
-# The budget keeps a variant near 5 minutes on 2 cores: LoRA on smollm2 trains at ~57 tokens/s there
-# (runs/demo), and a row is ~150 tokens, so 80 rows x 1 epoch is ~3.5 min before scoring.
+# The budget keeps a variant near 6 minutes on 2 quiet cores: LoRA on smollm2 takes ~0.85 s per
+# row there (runs/demo), so 120 rows x 2 epochs is ~3.5 min before scoring. 20 steps was too few:
+# every variant then answered all-null objects (field F1 0), the majority layout of 9 mostly-absent
+# slots. The demo recipe (runs/demo) learned its layout and values in 46 steps of batch 8. Answers
+# leave absent slots out (``prompt.absent_fields: omit``): ~20 tokens instead of 57.
 SLOTS_INTENT = "PlayMusic"
 SLOTS_BASE: dict[str, Any] = {
     "task": "extraction",
     "model": "smollm2-135m-instruct",
     "data": {"train": "{runs}/data/slots_playmusic_train.jsonl", "test": "{runs}/data/slots_playmusic_test.jsonl",
-             "target_field": "slots", "split": {"validation": 0.0}, "max_train_rows": 80, "max_test_rows": 60},
-    "train": {"epochs": 1, "batch_size": 4, "max_length": 192, "seed": 0, "warmup_fraction": 0.1},
+             "target_field": "slots", "split": {"validation": 0.0}, "max_train_rows": 120, "max_test_rows": 40},
+    "train": {"epochs": 2, "batch_size": 4, "max_length": 192, "seed": 0, "warmup_fraction": 0.1},
+    "prompt": {"absent_fields": "omit"},
     "eval": {"batch_size": 32, "max_new_tokens": 80, "samples": 0},
     "forgetting": {"measure": True, "max_chunks": 16},
 }
@@ -135,8 +139,8 @@ SUITES: dict[str, dict[str, Any]] = {
                          ("JSON valid", "json_valid", False)],
               "prepare": lambda: prepare_slots(),
               "task_line": f"SNIPS slot extraction (JSON), {SLOTS_INTENT} requests only (9 slot types), "
-                           "smollm2-135m-instruct, first 80 train rows, first 60 test rows, 1 epoch x batch 4 (20 steps), "
-                           "max_length 192, greedy 80 new tokens, no validation split; the general-text perplexity "
+                           "smollm2-135m-instruct, first 120 train rows, first 40 test rows, 2 epochs x batch 4 (60 steps), "
+                           "max_length 192, answers leave absent slots out, greedy 80 new tokens, no validation split; the general-text perplexity "
                            "is tuneforge's built-in forgetting check (16 chunks)"},
 }
 

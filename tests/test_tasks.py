@@ -92,3 +92,26 @@ def test_decoder_classification_learns_a_separable_task(tmp_path: Path, tiny_dec
     assert report is not None and report["tuned"]["accuracy"] >= 0.75
     probs = report["tuned"]["per_class"]
     assert set(probs) == {"neg", "pos"}
+
+
+@pytest.mark.parametrize("absent, expected, says", [
+    ("null", '{"brand": "Acme", "colour": null, "size": "L"}', "Use null"),
+    ("omit", '{"brand": "Acme", "size": "L"}', "Leave out"),
+])
+def test_extraction_answers_write_or_omit_absent_fields(tiny_decoder: Path, tmp_path: Path, absent: str,
+                                                        expected: str, says: str) -> None:
+    from tuneforge.recipe import recipe_from_dict
+    from tuneforge.tasks.base import Example, get_task
+
+    data = tmp_path / "x.jsonl"
+    data.write_text('{"text": "t", "target": {"brand": "Acme"}}\n', encoding="utf-8")
+    recipe = recipe_from_dict({"task": "extraction", "model": str(tiny_decoder), "data": {"train": str(data)},
+                               "prompt": {"absent_fields": absent}})
+    task = get_task(recipe, load_tokenizer(tiny_decoder), "decoder")
+    task.fit_schema([Example(where="x:1", text="t", target={"brand": "Acme", "colour": None, "size": "L"})])
+    assert task.answer({"brand": "Acme", "size": "L"}) == expected
+    assert says in task._messages("a large Acme coat")[-1]["content"]
+    # scoring reads a left-out field as null, so both layouts score the same
+    examples = [Example(where="x:1", text="t", target={"brand": "Acme", "colour": None, "size": "L"})]
+    pred = [{"prediction": {"brand": "Acme", "size": "L"}}]
+    assert task.score(examples, pred)["exact_match"] == 1.0

@@ -171,6 +171,9 @@ class PromptConfig(Section):
 
     system: str | None = None
     instruction: str | None = None
+    absent_fields: Literal["null", "omit"] = Field(
+        "null", description="extraction answers: write every field, null when absent, or leave absent ones out "
+        "(shorter answers when most fields are absent, as with many slot types)")
 
 
 # ----------------------------------------------------------------------------- training
