@@ -416,6 +416,20 @@ def write_markdown() -> None:
     tmp.replace(MARKDOWN)
 
 
+def add_to(path: Path, result: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Continue an earlier result file: its rows stay, except those of the variants run again.
+
+    Refused when the earlier run had other ``--set`` overrides: its rows would not be comparable.
+    """
+    if not path.is_file():
+        return result
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    if earlier["overrides"] != result["overrides"] or earlier["dry_run"] != result["dry_run"]:
+        raise SystemExit(f"--add: {path} was measured with --set {earlier['overrides']}, not {result['overrides']}")
+    rows = [r for r in earlier["rows"] if r["variant"] not in names]
+    return {**result, "command": earlier["command"] + " && " + result["command"], "rows": rows}
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -432,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override on every variant, e.g. --set train.max_steps=2 (repeatable)")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/methods-<suite>.json")
+    parser.add_argument("--add", action="store_true", help="keep the other variants' rows of the result file")
     parser.add_argument("--dry-run", action="store_true", help="preflight each variant (time and memory estimate)")
     parser.add_argument("--lock", choices=["variant", "suite", "none"], default="variant",
                         help="hold /tmp/tuneforge-heavy.lock per variant (others interleave), for the whole "
@@ -467,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         if "prepare" in SUITES[suite]:
             SUITES[suite]["prepare"]()
         out = args.out or RESULTS / f"methods-{suite}{'-dry-run' if args.dry_run else ''}.json"
+        if args.add:
+            result = add_to(out, result, names)
         with HeavyLock(args.lock == "suite"):
             for name in names:
                 recipe = variant_recipe(suite, name, variants[name], shared)
