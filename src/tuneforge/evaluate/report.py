@@ -9,6 +9,7 @@ item scores; corpus-level metrics (macro-F1, field F1, BLEU) are recomputed on e
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -91,7 +92,9 @@ def _samples(examples: list[Example], base: dict[str, Any] | None, tuned: dict[s
     step = max(1, len(examples) // max(n, 1))
     rows = []
     for i in range(0, len(examples), step)[:n]:
-        row = {"where": examples[i].where, "input": examples[i].text, "reference": examples[i].target,
+        target = examples[i].target
+        row = {"where": examples[i].where, "input": examples[i].text,
+               "reference": dataclasses.asdict(target) if dataclasses.is_dataclass(target) else target,
                "tuned": tuned["predictions"][i].get("raw", tuned["predictions"][i]["prediction"])}
         if base is not None:
             row["base"] = base["predictions"][i].get("raw", base["predictions"][i]["prediction"])

@@ -88,6 +88,9 @@ class Extraction(Task):
         messages = [] if self.recipe.prompt.system is None else [{"role": "system", "content": self.recipe.prompt.system}]
         return messages + [{"role": "user", "content": instruction.format(fields=", ".join(self.fields)) + "\n\nText: " + text}]
 
+    def prompt_messages(self, example: Example) -> list[dict[str, str]]:
+        return self._messages(example.text)
+
     def answer(self, target: dict[str, Any]) -> str:
         return json.dumps({k: target.get(k) for k in self.fields}, ensure_ascii=False)
 
