@@ -250,3 +250,36 @@ def test_rl_logs_reward_kl_length_and_improves_a_learnable_reward(tiny_decoder: 
     assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the first step samples from the reference itself
     report = result.report
     assert {"reward", "json_valid"} <= set(report["tuned"]) and "reward" in report["intervals"]
+
+
+def test_dpo_win_rate_is_judged_by_another_runs_reward_model(tiny_decoder: Path, tmp_path: Path) -> None:
+    from tuneforge import api
+
+    judge = api.train(pref_recipe(tiny_decoder, "reward_model", write_jsonl(tmp_path / "a.jsonl", pair_rows(32)),
+                                  tmp_path / "judge"), echo=lambda *a: None)  # LoRA on a decoder with a scalar head
+    assert judge.report["tuned"]["pair_accuracy"] >= 0.75
+    recipe = pref_recipe(tiny_decoder, "preference", write_jsonl(tmp_path / "b.jsonl", pair_rows(32, offset=100)),
+                         tmp_path / "dpo", preference={"loss": "dpo", "beta": 0.5})
+    recipe["eval"]["judge"] = str(judge.run_dir)
+    report = api.train(recipe, echo=lambda *a: None).report
+    tuned = report["tuned"]
+    assert 0.0 <= tuned["win_rate"] <= 1.0 and "judge_reward_tuned" in tuned and "win_rate" in report["intervals"]
+    assert all("judge" in row for row in tuned["side_by_side"])
+    assert "Generations side by side" in (tmp_path / "dpo" / "report.md").read_text()
+
+
+def test_rl_stage_starts_from_a_supervised_stage(tiny_decoder: Path, tmp_path: Path) -> None:
+    from conftest import product_rows
+    from tuneforge import api
+
+    path = write_jsonl(tmp_path / "x.jsonl", product_rows(16))
+    recipe = {"model": str(tiny_decoder), "data": {"train": str(path), "split": {"validation": 0.0, "test": 0.25}},
+              "eval": {"max_new_tokens": 8, "batch_size": 8}, "output": str(tmp_path / "staged"),
+              "stages": [{"name": "sft", "task": "extraction", "method": {"name": "lora", "r": 4, "alpha": 8},
+                          "train": {"max_steps": 2, "batch_size": 4, "max_length": 96}},
+                         {"name": "grpo", "task": "rl", "method": {"name": "lora", "r": 4, "alpha": 8},
+                          "rl": {"reward": "json_valid", "group_size": 2, "max_new_tokens": 8},
+                          "train": {"max_steps": 2, "batch_size": 2, "max_length": 96}}]}
+    api.train(recipe, echo=lambda *a: None)
+    report = json.loads((tmp_path / "staged" / "stages" / "02-grpo" / "report.json").read_text())
+    assert report["task"] == "rl" and {"reward", "json_valid"} <= set(report["base"])

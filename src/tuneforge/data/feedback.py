@@ -42,6 +42,11 @@ class Feedback:
     #: how the row was given: "pair", "ranking" or "binary"
     kind: str = "pair"
 
+    def __str__(self) -> str:
+        if self.label is not None:
+            return f"{'good' if self.label else 'bad'}: {self.responses[0]}"
+        return " > ".join(repr(r[:80]) for r in self.responses)
+
     def pairs(self) -> list[tuple[str, str]]:
         """Every (better, worse) pair the row implies: K(K-1)/2 of them for a ranking of K."""
         return [(a, b) for i, a in enumerate(self.responses) for b in self.responses[i + 1 :]]
