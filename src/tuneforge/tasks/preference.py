@@ -18,6 +18,7 @@ adapter switched off. Evaluation on held-out rows reports:
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 import torch
@@ -51,8 +52,29 @@ def ranked(flags: list[float]) -> float:
     return sum(1.0 if f > 0 else 0.5 if f == 0 else 0.0 for f in flags) / max(len(flags), 1)
 
 
+def implied_pairs(seqs: list[Encoded]) -> list[Group]:
+    """Every (better, worse) pair of a best-first list: K(K-1)/2 groups of two."""
+    return [Group.of([seqs[i], seqs[j]]) for i in range(len(seqs)) for j in range(i + 1, len(seqs))]
+
+
+class FeedbackTask(Task):
+    """What the preference tasks share: a row trains as one or more :class:`Group` s of answer sequences."""
+
+    @abstractmethod
+    def _groups(self, fb: Feedback) -> list[Group]: ...
+
+    def encode(self, example: Example) -> Encoded:
+        return self._groups(example.target)[0]
+
+    def encode_many(self, examples: list[Example]) -> list[Encoded]:
+        return [g for e in examples for g in self._groups(e.target)]
+
+    def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
+        return collate_groups(batch, pad_id(self.tokenizer))  # type: ignore[arg-type]
+
+
 @TASKS.register("preference")
-class Preference(Task):
+class Preference(FeedbackTask):
     name = "preference"
     headline = ("pair_accuracy", "reward_margin", "logp_accuracy", "kl_to_reference", "win_rate")
     per_item_metrics = ("pair_accuracy", "logp_accuracy", "win_rate")
@@ -90,19 +112,10 @@ class Preference(Task):
         """Training units of one row: every implied pair, or (KTO) single answers flagged good or bad."""
         seqs = encode_answers(self.tokenizer, fb.messages, fb.responses, self.recipe.train.max_length)
         if self.spec.pairwise:
-            return [Group.of([seqs[i], seqs[j]]) for i in range(len(seqs)) for j in range(i + 1, len(seqs))]
+            return implied_pairs(seqs)
         if fb.label is not None:
             return [Group.of(seqs, desirable=fb.label)]
         return [Group.of([s], desirable=i == 0) for i, s in enumerate(seqs)]
-
-    def encode(self, example: Example) -> Encoded:
-        return self._groups(example.target)[0]
-
-    def encode_many(self, examples: list[Example]) -> list[Encoded]:
-        return [g for e in examples for g in self._groups(e.target)]
-
-    def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
-        return collate_groups(batch, pad_id(self.tokenizer))  # type: ignore[arg-type]
 
     # -- training ---------------------------------------------------------------------
     def _scores(self, model: PreTrainedModel, batch: dict[str, torch.Tensor],

@@ -23,13 +23,13 @@ from tuneforge.preference.logps import Group, collate_groups, trim_messages
 from tuneforge.preference.losses import bradley_terry_loss, plackett_luce_loss
 from tuneforge.recipe import RewardConfig
 from tuneforge.tasks.base import TASKS, Encoded, Example, Task, end_of_turn, pad_id
-from tuneforge.tasks.preference import feedback_examples, ranked
+from tuneforge.tasks.preference import FeedbackTask, feedback_examples, implied_pairs, ranked
 
 Messages = list[dict[str, str]]
 
 
 @TASKS.register("reward_model")
-class RewardModel(Task):
+class RewardModel(FeedbackTask):
     name = "reward_model"
     headline = ("pair_accuracy", "reward_margin")
     per_item_metrics = ("pair_accuracy",)
@@ -101,16 +101,7 @@ class RewardModel(Task):
         seqs = [self.encode_answer(fb.messages, r) for r in fb.responses]
         if self.cfg.rankings == "plackett_luce" or len(seqs) == 2:
             return [Group.of(seqs)]
-        return [Group.of([seqs[i], seqs[j]]) for i in range(len(seqs)) for j in range(i + 1, len(seqs))]
-
-    def encode(self, example: Example) -> Encoded:
-        return self._groups(example.target)[0]
-
-    def encode_many(self, examples: list[Example]) -> list[Encoded]:
-        return [g for e in examples for g in self._groups(e.target)]
-
-    def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
-        return collate_groups(batch, pad_id(self.tokenizer))  # type: ignore[arg-type]
+        return implied_pairs(seqs)
 
     # -- training ---------------------------------------------------------------------
     def rewards(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
