@@ -1,7 +1,8 @@
 """THE training loop: one, readable, on accelerate.
 
 Why our own loop on ``accelerate`` rather than ``transformers.Trainer``: every method, task and
-loss plugs in through two calls (``task.loss`` and ``method.prepare``), the loss is normalised by
+loss plugs in through two calls (``task.loss`` and ``method.prepare``; ``task.step_metrics`` lets a task
+add its own per-step figures to metrics.jsonl, e.g. RL's reward, KL and response length), the loss is normalised by
 the number of answer tokens in the whole accumulated step (Trainer's per-micro-batch mean weights
 short answers wrongly under gradient accumulation), a NaN stops the run with a message instead
 of silently saving garbage, and resume is exact: batches come from a seeded per-epoch
