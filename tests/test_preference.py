@@ -285,3 +285,44 @@ def test_rl_stage_starts_from_a_supervised_stage(tiny_decoder: Path, tmp_path: P
     api.train(recipe, echo=lambda *a: None)
     report = json.loads((tmp_path / "staged" / "stages" / "02-grpo" / "report.json").read_text())
     assert report["task"] == "rl" and {"reward", "json_valid"} <= set(report["base"])
+
+
+def test_kto_trains_on_binary_feedback(tiny_decoder: Path, tmp_path: Path) -> None:
+    from tuneforge import api
+
+    rows = [{"prompt": r["prompt"], "completion": r["chosen"] if i % 2 else r["rejected"], "label": bool(i % 2)}
+            for i, r in enumerate(pair_rows(48))]
+    path = write_jsonl(tmp_path / "b.jsonl", rows)
+    recipe = pref_recipe(tiny_decoder, "preference", path, tmp_path / "kto", preference={"loss": "kto", "beta": 0.5})
+    recipe["data"]["test"] = str(write_jsonl(tmp_path / "t.jsonl", pair_rows(12, offset=200)))
+    result = api.train(recipe, echo=lambda *a: None)
+    assert result.report["tuned"]["pair_accuracy"] >= 0.75  # judged on held-out pairs
+
+
+def test_reward_model_trains_rankings_as_implied_pairs(tiny_decoder: Path, tmp_path: Path) -> None:
+    from tuneforge.models.loading import load_tokenizer
+    from tuneforge.tasks import get_task
+
+    rows = [{"prompt": "x", "responses": ["a", "b", "c"]}]
+    path = write_jsonl(tmp_path / "r.jsonl", rows)
+    recipe = recipe_from_dict(pref_recipe(tiny_decoder, "reward_model", path, tmp_path / "o"))
+    task = get_task(recipe, load_tokenizer(tiny_decoder), "decoder")
+    groups = task.encode_many(task.parse([Record(str(path), 1, rows[0])], "x"))
+    assert len(groups) == 3 and all(len(g.sequences) == 2 for g in groups)
+    listwise = get_task(recipe_from_dict({**pref_recipe(tiny_decoder, "reward_model", path, tmp_path / "o"),
+                                          "reward": {"rankings": "plackett_luce"}}), load_tokenizer(tiny_decoder), "decoder")
+    assert [len(g.sequences) for g in listwise.encode_many(listwise.parse([Record(str(path), 1, rows[0])], "x"))] == [3]
+
+
+def test_long_prompts_lose_their_oldest_turns_first(tiny_decoder: Path) -> None:
+    from tuneforge.models.loading import load_tokenizer
+    from tuneforge.preference.logps import encode_answers, fit_messages
+
+    tok = load_tokenizer(tiny_decoder)
+    msgs = hh_to_messages("".join(f"\n\nHuman: question number {i} about lamps\n\nAssistant: answer {i}" for i in range(8))
+                          + "\n\nHuman: the last question?\n\nAssistant:")
+    kept = fit_messages(tok, msgs, 60)
+    assert kept[-1]["content"] == "the last question?" and len(kept) < len(msgs) and kept[0]["role"] == "user"
+    chosen, rejected = encode_answers(tok, msgs, ["short", "a much longer answer than the other one"], 64)
+    n_prompt = [sum(1 for x in e.labels if x == -100) for e in (chosen, rejected)]
+    assert n_prompt[0] == n_prompt[1] and chosen.truncated and max(len(chosen.input_ids), len(rejected.input_ids)) <= 64
