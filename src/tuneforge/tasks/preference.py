@@ -28,8 +28,8 @@ from tuneforge.data.feedback import Feedback, parse_all, prompt_preview
 from tuneforge.data.readers import Record
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.preference.logps import (
-    Group, adapter_off, causal_view, check_reference, collate_groups, encode_answers, fit_messages, token_kl,
-    token_logps,
+    Group, adapter_off, causal_view, check_reference, collate_groups, encode_answers, fit_messages, sequence_logps,
+    token_kl, token_logps,
 )
 from tuneforge.preference.losses import LOSSES, SequenceScores
 from tuneforge.preference.meter import Meter
@@ -121,8 +121,6 @@ class Preference(FeedbackTask):
     def _scores(self, model: PreTrainedModel, batch: dict[str, torch.Tensor],
                 reference: bool) -> tuple[SequenceScores, SequenceScores | None]:
         """Policy (and reference) scores, reordered so a pairwise batch is (all chosen, all rejected)."""
-        from tuneforge.preference.logps import sequence_logps
-
         view = causal_view(batch)
         order = torch.argsort(batch["rank"] * batch["labels"].numel() + batch["group"])  # (S,)
         logp, tokens = sequence_logps(model, view)  # (S,), (S,)
