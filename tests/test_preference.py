@@ -150,7 +150,7 @@ def test_dpo_separates_toy_preferences_and_keeps_the_reference(tiny_decoder: Pat
 def test_reference_is_bit_identical_after_dpo_training(tiny_decoder: Path, tmp_path: Path) -> None:
     """The base weights never change, and the adapter-off log-probabilities equal the untouched model's."""
     from tuneforge import api
-    from tuneforge.preference.logps import adapter_off, causal_view, sequence_logps
+    from tuneforge.tasks.answers import adapter_off, causal_view, sequence_logps
 
     path = write_jsonl(tmp_path / "p.jsonl", pair_rows(16))
     result = api.train(pref_recipe(tiny_decoder, "preference", path, tmp_path / "dpo", train={
@@ -233,7 +233,7 @@ def _short(completions: list[str], examples: list[Any], task: Any) -> list[float
 def test_rl_logs_reward_kl_length_and_improves_a_learnable_reward(tiny_decoder: Path, tmp_path: Path) -> None:
     from conftest import product_rows
     from tuneforge import api
-    from tuneforge.preference.rewards import REWARDS
+    from tuneforge.tasks.rewards import REWARDS
 
     if "test_short" not in REWARDS:
         REWARDS.register("test_short")(_short)
@@ -316,7 +316,7 @@ def test_reward_model_trains_rankings_as_implied_pairs(tiny_decoder: Path, tmp_p
 
 def test_long_prompts_lose_their_oldest_turns_first(tiny_decoder: Path) -> None:
     from tuneforge.models.loading import load_tokenizer
-    from tuneforge.preference.logps import encode_answers, fit_messages
+    from tuneforge.tasks.answers import encode_answers, fit_messages
 
     tok = load_tokenizer(tiny_decoder)
     msgs = hh_to_messages("".join(f"\n\nHuman: question number {i} about lamps\n\nAssistant: answer {i}" for i in range(8))

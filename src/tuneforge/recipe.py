@@ -359,7 +359,7 @@ class RLConfig(Section):
     or RLOO (Ahmadian et al. 2024, https://arxiv.org/abs/2402.14740) advantages, KL to the reference."""
 
     task: Literal["extraction", "generation"] = Field("extraction", description="the task whose data and prompts are used")
-    reward: str = Field("json_fields", description="a registered reward (see tuneforge.preference.rewards), "
+    reward: str = Field("json_fields", description="a registered reward (see tuneforge.tasks.rewards), "
                         "'module:function', or a finished reward_model run folder")
     algorithm: Literal["grpo", "rloo"] = "grpo"
     group_size: int = Field(4, ge=2, le=64, description="completions sampled per prompt")

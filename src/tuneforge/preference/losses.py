@@ -3,7 +3,7 @@
 Every function takes per-example tensors of shape ``(B,)`` and returns per-example losses ``(B,)``; the
 task sums them and the loop divides by the number of examples in the step. Log-probabilities are sums over
 the answer tokens (``logp``) unless the name says ``mean``. ``ref`` is the reference model: the same
-network with its adapter switched off (:func:`tuneforge.preference.logps.reference_logps`).
+network with its adapter switched off (:func:`tuneforge.tasks.answers.reference_logps`).
 
 Written here rather than taken from trl's ``DPOTrainer`` because trl ships its losses inside a trainer
 (its own loop, its own data collator and reference-model handling); the maths is a few lines each, and a

@@ -27,7 +27,7 @@ from transformers import PreTrainedModel
 from tuneforge.data.feedback import Feedback, parse_all, prompt_preview
 from tuneforge.data.readers import Record
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.preference.logps import (
+from tuneforge.tasks.answers import (
     Group, adapter_off, causal_view, check_reference, collate_groups, encode_answers, fit_messages, sequence_logps,
     token_kl, token_logps,
 )

@@ -19,7 +19,7 @@ from tuneforge.data.feedback import Feedback, hh_to_messages, is_hh
 from tuneforge.data.readers import Record
 from tuneforge.data.validate import Problems, require_text
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.preference.logps import Group, collate_groups, trim_messages
+from tuneforge.tasks.answers import Group, collate_groups, trim_messages
 from tuneforge.preference.losses import bradley_terry_loss, plackett_luce_loss
 from tuneforge.recipe import RewardConfig
 from tuneforge.tasks.base import TASKS, Encoded, Example, Task, end_of_turn, pad_id

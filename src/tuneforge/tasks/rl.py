@@ -22,9 +22,9 @@ import torch
 from transformers import PreTrainedModel
 
 from tuneforge.data.readers import Record
-from tuneforge.preference.logps import adapter_off, check_reference, token_logps
+from tuneforge.tasks.answers import adapter_off, check_reference, token_logps
 from tuneforge.preference.meter import Meter
-from tuneforge.preference.rewards import resolve_reward
+from tuneforge.tasks.rewards import resolve_reward
 from tuneforge.recipe import RLConfig
 from tuneforge.registry import Registry
 from tuneforge.tasks.base import (
