@@ -167,6 +167,9 @@ def test_reference_is_bit_identical_after_dpo_training(tiny_decoder: Path, tmp_p
     assert not torch.equal(policy, ref)  # the adapter did train
     assert all(torch.equal(p, q) for p, q in zip(_lora_base_state(tuned.model).values(),
                                                    _lora_base_state(base.model).values()))
+    scored = api.predict(result.run_dir, write_jsonl(tmp_path / "in.jsonl", [
+        {"prompt": "What do you think of the red lamp 1?", "completion": "The red lamp is lovely."}]))
+    assert isinstance(json.loads(scored.read_text())["prediction"], float)  # the implicit reward
     again = api.evaluate(result.run_dir, echo=lambda *a: None)  # `tuneforge eval` re-scores the saved test split
     assert again["tuned"]["pair_accuracy"] == result.report["tuned"]["pair_accuracy"]
 

@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from tuneforge.data.feedback import Feedback, parse_all, prompt_preview
+from tuneforge.data.feedback import Feedback, hh_to_messages, is_hh, parse_all, prompt_preview
 from tuneforge.data.readers import Record
+from tuneforge.data.validate import Problems, require_text
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.tasks.answers import (
     Group, adapter_off, causal_view, check_reference, collate_groups, encode_answers, fit_messages, sequence_logps,
@@ -71,6 +72,24 @@ class FeedbackTask(Task):
 
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         return collate_groups(batch, pad_id(self.tokenizer))  # type: ignore[arg-type]
+
+    def parse_inputs(self, records: list[Record], what: str) -> list[Example]:
+        """Rows to score (``tuneforge predict``): ``prompt`` + ``completion``, or any feedback row."""
+        cfg = self.recipe.data
+        problems = Problems()
+        examples = []
+        for rec in records:
+            if any(k in rec.fields for k in ("chosen", "rejected", "responses")):
+                examples.extend(feedback_examples(self, [rec], what))
+                continue
+            prompt = require_text(rec, cfg.prompt_field, problems)
+            answer = require_text(rec, cfg.completion_field, problems)
+            if prompt is not None and answer is not None:
+                msgs = hh_to_messages(prompt) if is_hh(prompt) else [{"role": "user", "content": prompt}]
+                examples.append(Example(where=rec.where(), text=prompt, messages=msgs,
+                                        target=Feedback(messages=msgs, responses=[answer], kind="single")))
+        problems.raise_if_any(what)
+        return examples
 
 
 @TASKS.register("preference")
@@ -201,8 +220,12 @@ class Preference(FeedbackTask):
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
         reference = self._has_reference(model)
         scores = self._answer_scores(model, examples)
-        preds = [{"prediction": self._rewards(s, reference), **s} for s in scores]
-        self._generate(model, examples, preds, reference)
+        preds = [{**s, "prediction": self._rewards(s, reference)} for s in scores]
+        for e, p in zip(examples, preds):
+            if e.target.kind == "single":  # `tuneforge predict` on prompt + completion rows: one implicit reward
+                p["prediction"] = p["prediction"][0]
+        if not any(e.target.kind == "single" for e in examples):  # held-out feedback, not rows to score
+            self._generate(model, examples, preds, reference)
         return preds
 
     def _generate(self, model: PreTrainedModel, examples: list[Example], preds: list[dict[str, Any]],

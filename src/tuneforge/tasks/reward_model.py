@@ -15,9 +15,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from tuneforge.data.feedback import Feedback, hh_to_messages, is_hh
+from tuneforge.data.feedback import Feedback
 from tuneforge.data.readers import Record
-from tuneforge.data.validate import Problems, require_text
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.tasks.answers import Group, collate_groups, trim_messages
 from tuneforge.preference.losses import bradley_terry_loss, plackett_luce_loss
@@ -55,24 +54,6 @@ class RewardModel(FeedbackTask):
 
     def fit_schema(self, train: list[Example]) -> None:
         self.schema = {"labels": ["reward"], "rankings": self.cfg.rankings}  # one output: the reward
-
-    def parse_inputs(self, records: list[Record], what: str) -> list[Example]:
-        """Rows to score: ``prompt`` and ``completion`` (or a ``chosen``/``rejected``/``responses`` row)."""
-        cfg = self.recipe.data
-        problems = Problems()
-        examples = []
-        for rec in records:
-            if any(k in rec.fields for k in ("chosen", "rejected", "responses")):
-                examples.extend(feedback_examples(self, [rec], what))
-                continue
-            prompt = require_text(rec, cfg.prompt_field, problems)
-            answer = require_text(rec, cfg.completion_field, problems)
-            if prompt is not None and answer is not None:
-                msgs = hh_to_messages(prompt) if is_hh(prompt) else [{"role": "user", "content": prompt}]
-                examples.append(Example(where=rec.where(), text=prompt, messages=msgs,
-                                        target=Feedback(messages=msgs, responses=[answer], kind="single")))
-        problems.raise_if_any(what)
-        return examples
 
     def encode_answer(self, messages: Messages, answer: str) -> Encoded:
         """Prompt and answer as the model reads them; the prompt's oldest turns give way first.
