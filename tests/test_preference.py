@@ -329,3 +329,30 @@ def test_long_prompts_lose_their_oldest_turns_first(tiny_decoder: Path) -> None:
     chosen, rejected = encode_answers(tok, msgs, ["short", "a much longer answer than the other one"], 64)
     n_prompt = [sum(1 for x in e.labels if x == -100) for e in (chosen, rejected)]
     assert n_prompt[0] == n_prompt[1] and chosen.truncated and max(len(chosen.input_ids), len(rejected.input_ids)) <= 64
+
+
+def test_shared_prompt_forward_equals_one_sequence_per_answer(tiny_decoder: Path) -> None:
+    """Running each pair's prompt once (KV cache copied to both answers) changes no log-probability or gradient."""
+    from peft import LoraConfig, get_peft_model
+
+    from tuneforge.models.loading import load_model, load_tokenizer
+    from tuneforge.models.registry import resolve_model
+    from tuneforge.tasks.answers import (
+        Group, causal_view, collate_groups, encode_answers, shared_prompt_token_logps, token_logps,
+    )
+
+    tok = load_tokenizer(tiny_decoder)
+    model = get_peft_model(load_model(resolve_model(str(tiny_decoder)), head="causal_lm"),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    groups = [Group.of(encode_answers(tok, [{"role": "user", "content": "lamp " * k}], ["yes " * (k + 1), "no"], 64))
+              for k in range(1, 5)]  # prompts and answers of different lengths: padding on both sides
+    batch = collate_groups(groups, 0)
+    grads = []
+    for fn in (lambda: token_logps(model, causal_view(batch)), lambda: shared_prompt_token_logps(model, batch)):
+        model.zero_grad()
+        picked, rows, _ = fn()
+        picked.sum().backward()
+        grads.append((picked.detach(), rows, [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (a, ra, ga), (b, rb, gb) = grads
+    assert torch.equal(ra, rb) and torch.allclose(a, b, atol=1e-5)
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(ga, gb))

@@ -29,8 +29,8 @@ from tuneforge.data.readers import Record
 from tuneforge.data.validate import Problems, require_text
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.tasks.answers import (
-    Group, adapter_off, causal_view, check_reference, collate_groups, encode_answers, fit_messages, sequence_logps,
-    token_kl, token_logps,
+    Group, adapter_off, check_reference, collate_groups, encode_answers, fit_messages, group_sequence_logps,
+    group_token_logps, per_row, token_kl,
 )
 from tuneforge.preference.losses import LOSSES, SequenceScores
 from tuneforge.preference.meter import Meter
@@ -140,14 +140,13 @@ class Preference(FeedbackTask):
     def _scores(self, model: PreTrainedModel, batch: dict[str, torch.Tensor],
                 reference: bool) -> tuple[SequenceScores, SequenceScores | None]:
         """Policy (and reference) scores, reordered so a pairwise batch is (all chosen, all rejected)."""
-        view = causal_view(batch)
         order = torch.argsort(batch["rank"] * batch["labels"].numel() + batch["group"])  # (S,)
-        logp, tokens = sequence_logps(model, view)  # (S,), (S,)
+        logp, tokens = group_sequence_logps(model, batch)  # (S,), (S,)
         policy = SequenceScores(logp[order], tokens[order])
         if not reference:
             return policy, None
         with adapter_off(model):
-            ref_logp, _ = sequence_logps(model, view)
+            ref_logp, _ = group_sequence_logps(model, batch)
         return policy, SequenceScores(ref_logp[order], tokens[order])
 
     def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *,
@@ -178,35 +177,36 @@ class Preference(FeedbackTask):
 
     @torch.no_grad()
     def _answer_scores(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, list[float]]]:
-        """Per example and answer (best first): policy and reference log-probabilities, tokens, summed KL."""
-        flat = [(i, s) for i, e in enumerate(examples)
-                for s in encode_answers(self.tokenizer, e.target.messages, e.target.responses,
-                                        self.recipe.train.max_length)]
+        """Per example and answer (best first): policy and reference log-probabilities, tokens, summed KL.
+
+        Batches hold whole examples (about ``eval.batch_size`` answers), so each prompt runs once.
+        """
+        groups = [Group.of(encode_answers(self.tokenizer, e.target.messages, e.target.responses,
+                                          self.recipe.train.max_length)) for e in examples]
         out: list[dict[str, list[float]]] = [{"logp": [], "ref": [], "tokens": [], "kl": []} for _ in examples]
         reference = self._has_reference(model)
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        size = self.recipe.eval.batch_size
-        for start in range(0, len(flat), size):
-            chunk = flat[start : start + size]
+        per_batch = max(1, self.recipe.eval.batch_size // max(len(g.sequences) for g in groups)) if groups else 1
+        for start in range(0, len(groups), per_batch):
             batch = {k: v.to(device) for k, v in
-                     collate_groups([Group.of([s]) for _, s in chunk], pad_id(self.tokenizer)).items()}
-            picked, rows, logp_v = token_logps(model, causal_view(batch))  # (N,), (N,), (N, V)
-            n = len(chunk)
-            sums = torch.zeros(n, device=device).index_add(0, rows, picked)
-            counts = torch.bincount(rows, minlength=n)
+                     collate_groups(groups[start : start + per_batch], pad_id(self.tokenizer)).items()}
+            n = batch["input_ids"].shape[0]
+            picked, rows, logp_v = group_token_logps(model, batch)  # (N,), (N,), (N, V)
+            sums, counts = per_row(picked, rows, n)
             ref_sums, kl_sums = torch.zeros(n), torch.zeros(n)
             if reference:
                 with adapter_off(model):
-                    ref_picked, _, ref_v = token_logps(model, causal_view(batch))
-                ref_sums = torch.zeros(n, device=device).index_add(0, rows, ref_picked)
-                kl_sums = torch.zeros(n, device=device).index_add(0, rows, token_kl(logp_v, ref_v))
-            for k, (i, _) in enumerate(chunk):
-                out[i]["logp"].append(float(sums[k]))
-                out[i]["ref"].append(float(ref_sums[k]))
-                out[i]["tokens"].append(float(counts[k]))
-                out[i]["kl"].append(float(kl_sums[k]))
+                    ref_picked, _, ref_v = group_token_logps(model, batch)
+                ref_sums, _ = per_row(ref_picked, rows, n)
+                kl_sums, _ = per_row(token_kl(logp_v, ref_v), rows, n)
+            for k, g in enumerate(batch["group"].tolist()):
+                scores = out[start + g]
+                scores["logp"].append(float(sums[k]))
+                scores["ref"].append(float(ref_sums[k]))
+                scores["tokens"].append(float(counts[k]))
+                scores["kl"].append(float(kl_sums[k]))
         model.train(was_training)
         return out
 
