@@ -22,14 +22,12 @@ import torch
 from transformers import PreTrainedModel
 
 from tuneforge.data.readers import Record
-from tuneforge.tasks.answers import adapter_off, check_reference, token_logps
+from tuneforge.tasks.answers import Group, adapter_off, check_reference, collate_groups, group_token_logps
 from tuneforge.preference.meter import Meter
 from tuneforge.tasks.rewards import resolve_reward
 from tuneforge.recipe import RLConfig
 from tuneforge.registry import Registry
-from tuneforge.tasks.base import (
-    IGNORE, TASKS, Encoded, Example, Task, collate_causal, end_of_turn, pad_id, prompt_text,
-)
+from tuneforge.tasks.base import IGNORE, TASKS, Encoded, Example, Task, end_of_turn, pad_id, prompt_text
 
 
 # ----------------------------------------------------------------------------- advantages
@@ -179,14 +177,14 @@ class ReinforcementLearning(Task):
             return -rewards.view(b, g).mean(1).sum().to(batch["input_ids"].device), b
         advantages = ADVANTAGES.get(self.cfg.algorithm)(rewards.view(b, g)).view(-1)  # (B * G,)
         prompts = [row[m.bool()].tolist() for row, m in zip(batch["input_ids"], batch["attention_mask"])]
-        seqs = [Encoded(input_ids=prompts[k // g] + c, labels=[IGNORE] * len(prompts[k // g]) + c)
-                for k, c in enumerate(completions)]
-        causal = {k: v.to(batch["input_ids"].device) for k, v in collate_causal(seqs, pad_id(self.tokenizer)).items()}
-        logp, rows, _ = token_logps(model, causal)  # (N,), (N,)
+        groups = [Group.of([Encoded(input_ids=prompts[i] + c, labels=[IGNORE] * len(prompts[i]) + c)
+                            for c in completions[i * g : (i + 1) * g]]) for i in range(b)]  # a prompt's G answers
+        grouped = {k: v.to(batch["input_ids"].device) for k, v in collate_groups(groups, pad_id(self.tokenizer)).items()}
+        logp, rows, _ = group_token_logps(model, grouped)  # (N,), (N,): each prompt runs once for its G answers
         ref_logp = logp.detach()
         if self.cfg.beta > 0:
             with adapter_off(model):
-                ref_logp, _, _ = token_logps(model, causal)
+                ref_logp, _, _ = group_token_logps(model, grouped)
         per_seq = policy_gradient_loss(logp, ref_logp, advantages.to(logp.device), rows, b * g, self.cfg.beta)  # (S,)
         self._record(rewards, logp.detach(), ref_logp, rows, completions)
         return per_seq.view(b, g).mean(1).sum(), b
