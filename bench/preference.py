@@ -40,12 +40,19 @@ RECIPES = {"rm": "examples/hh-reward-model.yaml", "dpo": "examples/hh-dpo.yaml",
 
 def split_hh(out: Path) -> dict[str, Path]:
     """Two disjoint halves of the HH training pairs: one trains the reward model (the judge), one DPO."""
-    rows = (HH / "pairs_train.jsonl").read_text(encoding="utf-8").splitlines()
-    half = len(rows) // 2
+    lines = (HH / "pairs_train.jsonl").read_text(encoding="utf-8").splitlines()
+    half = len(lines) // 2
+    # tuneforge refuses a file with bad rows (listing them); the shared data has a few pairs with an empty
+    # answer, which this benchmark drops (and counts) rather than edit the shared file
+    keep = [all(str(json.loads(line).get(k, "")).strip() for k in ("prompt", "chosen", "rejected")) for line in lines]
+    dropped = [i + 1 for i, ok in enumerate(keep) if not ok]
+    if dropped:
+        print(f"dropped {len(dropped)} training pair(s) with an empty prompt or answer: lines {dropped}", flush=True)
+    first, second = [l for l, ok in zip(lines[:half], keep[:half]) if ok], [l for l, ok in zip(lines[half:], keep[half:]) if ok]
     paths = {"rm": out / "data" / "hh_train_first_half.jsonl", "dpo": out / "data" / "hh_train_second_half.jsonl"}
     paths["rm"].parent.mkdir(parents=True, exist_ok=True)
-    paths["rm"].write_text("\n".join(rows[:half]) + "\n", encoding="utf-8")
-    paths["dpo"].write_text("\n".join(rows[half:]) + "\n", encoding="utf-8")
+    paths["rm"].write_text("\n".join(first) + "\n", encoding="utf-8")
+    paths["dpo"].write_text("\n".join(second) + "\n", encoding="utf-8")
     return paths
 
 
