@@ -150,8 +150,9 @@ def main() -> None:
     parser.add_argument("--only", default="rm,dpo,rl", help="comma-separated: rm, dpo, rl")
     parser.add_argument("--set", action="append", default=[], help="NAME:KEY=VALUE, e.g. dpo:train.max_steps=20")
     parser.add_argument("--timeout", type=float, default=1500)
-    parser.add_argument("--lock", choices=["run", "suite"], default="suite",
-                        help="hold the heavy-job lock per run, or once for the whole suite (runs back to back)")
+    parser.add_argument("--lock", choices=["run", "suite", "held"], default="suite",
+                        help="hold the heavy-job lock per run, once for the whole suite (runs back to back), or "
+                             "not at all because the caller already holds it")
     parser.add_argument("--table-only", action="store_true", help="rewrite the results file only")
     args = parser.parse_args()
     if not args.table_only:
