@@ -161,7 +161,8 @@ class Preference(FeedbackTask):
                 b = desirable.numel()
                 if self.spec.pairwise:
                     margin = reward[:b] - reward[b:]
-                    self.meter.add("reward_accuracy", float((margin > 0).float().mean()), b)
+                    ties = (margin == 0).float() * 0.5  # the first step's zero margins count 1/2, as in the report
+                    self.meter.add("reward_accuracy", float(((margin > 0).float() + ties).mean()), b)
                     self.meter.add("reward_margin", float(margin.mean()), b)
                 else:
                     sign = desirable.float() * 2 - 1
