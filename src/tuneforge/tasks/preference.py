@@ -190,9 +190,10 @@ class Preference(FeedbackTask):
         model.eval()
         device = next(model.parameters()).device
         per_batch = max(1, self.recipe.eval.batch_size // max(len(g.sequences) for g in groups)) if groups else 1
-        for start in range(0, len(groups), per_batch):
-            batch = {k: v.to(device) for k, v in
-                     collate_groups(groups[start : start + per_batch], pad_id(self.tokenizer)).items()}
+        order = sorted(range(len(groups)), key=lambda i: max(len(x.input_ids) for x in groups[i].sequences))
+        for start in range(0, len(order), per_batch):  # similar lengths together: little padding
+            idx = order[start : start + per_batch]
+            batch = {k: v.to(device) for k, v in collate_groups([groups[i] for i in idx], pad_id(self.tokenizer)).items()}
             n = batch["input_ids"].shape[0]
             picked, rows, logp_v = group_token_logps(model, batch)  # (N,), (N,), (N, V)
             sums, counts = per_row(picked, rows, n)
@@ -203,7 +204,7 @@ class Preference(FeedbackTask):
                 ref_sums, _ = per_row(ref_picked, rows, n)
                 kl_sums, _ = per_row(token_kl(logp_v, ref_v), rows, n)
             for k, g in enumerate(batch["group"].tolist()):
-                scores = out[start + g]
+                scores = out[idx[g]]
                 scores["logp"].append(float(sums[k]))
                 scores["ref"].append(float(ref_sums[k]))
                 scores["tokens"].append(float(counts[k]))
