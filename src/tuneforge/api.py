@@ -427,20 +427,23 @@ def _parse_for_prediction(task: Task, records: list[Any], what: str) -> list[Exa
     """Inputs need no target: fill a placeholder so the task's own validation of the input runs."""
     from tuneforge.data.readers import Record
 
+    own = task.parse_inputs(records, what)
+    if own is not None:
+        return own
     cfg = task.recipe.data
     placeholder = {"classification": (cfg.label_field, task.schema.get("labels", [""])[0]),
                    "extraction": (cfg.target_field, {}),
                    "generation": (cfg.completion_field, "-"),
-                   "language_modeling": (cfg.text_field, "")}[task.name]  # the text is the input: no placeholder
+                   "language_modeling": (cfg.text_field, "")}[task.data_name]  # the text is the input: no placeholder
     field, value = placeholder
     filled = []
     for r in records:
         fields = dict(r.fields)
-        if task.name == "generation" and cfg.messages_field in fields and isinstance(fields[cfg.messages_field], list):
+        if task.data_name == "generation" and cfg.messages_field in fields and isinstance(fields[cfg.messages_field], list):
             msgs = fields[cfg.messages_field]
             if not msgs or not isinstance(msgs[-1], dict) or msgs[-1].get("role") != "assistant":
                 fields[cfg.messages_field] = [*msgs, {"role": "assistant", "content": "-"}]
-        elif task.name == "generation" and "instruction" in fields:
+        elif task.data_name == "generation" and "instruction" in fields:
             fields.setdefault("output", "-")
         else:
             fields.setdefault(field, value)

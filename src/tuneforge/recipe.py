@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tuneforge.errors import ConfigError
 
-TaskName = Literal["classification", "extraction", "generation", "language_modeling"]
+TaskName = Literal["classification", "extraction", "generation", "language_modeling", "preference", "reward_model", "rl"]
 
 
 class Section(BaseModel):
@@ -274,6 +274,9 @@ class EvalConfig(Section):
                                 description="data fields to break test scores down by in the error analysis")
     golden: list[GoldenCase] = Field(default_factory=list,
                                      description="regression-gate cases checked by `tuneforge eval` and `export`")
+    judge: Path | None = Field(None, description="preference: a finished reward_model run folder (trained on other "
+                               "data) that judges tuned against reference generations for the win rate")
+    judge_prompts: int = Field(32, ge=0, description="preference: held-out prompts generated on for the win rate")
 
 
 class DistillConfig(Section):
@@ -329,6 +332,49 @@ class MixingConfig(Section):
     temperature: float = Field(2.0, ge=1, description="temperature sampling: 1 = proportional, large = equal")
 
 
+# ----------------------------------------------------------------------------- preference tuning
+class PreferenceConfig(Section):
+    """Policy training from preferences (``task: preference``); see ``tuneforge.preference.losses``.
+
+    ``dpo`` (Rafailov et al. 2023, https://arxiv.org/abs/2305.18290), ``ipo`` (Azar et al. 2023,
+    https://arxiv.org/abs/2310.12036) and ``kto`` (Ethayarajh et al. 2024, https://arxiv.org/abs/2402.01306)
+    compare with the reference model (the same network, adapter off); ``simpo`` (Meng et al. 2024,
+    https://arxiv.org/abs/2405.14734) and ``orpo`` (Hong et al. 2024, https://arxiv.org/abs/2403.07691) need none.
+    """
+
+    loss: Literal["dpo", "ipo", "simpo", "orpo", "kto"] = "dpo"
+    beta: float = Field(0.1, gt=0, description="dpo/kto: KL strength; ipo: tau; simpo: reward scale; orpo: lambda")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo: assumed share of flipped labels (cDPO)")
+    simpo_gamma: float = Field(0.5, ge=0, description="simpo: target reward margin gamma")
+    kto_desirable_weight: float = Field(1.0, gt=0)
+    kto_undesirable_weight: float = Field(1.0, gt=0)
+
+
+class RewardConfig(Section):
+    """Scalar reward models (``task: reward_model``): Bradley-Terry on pairs, or Plackett-Luce on rankings."""
+
+    rankings: Literal["pairs", "plackett_luce"] = Field(
+        "pairs", description="a ranking of K trains as its K(K-1)/2 implied pairs, or as one listwise likelihood")
+
+
+class RLConfig(Section):
+    """On-policy RL from a reward (``task: rl``): GRPO (Shao et al. 2024, https://arxiv.org/abs/2402.03300)
+    or RLOO (Ahmadian et al. 2024, https://arxiv.org/abs/2402.14740) advantages, KL to the reference."""
+
+    task: Literal["extraction", "generation"] = Field("extraction", description="the task whose data and prompts are used")
+    reward: str = Field("json_fields", description="a registered reward (see tuneforge.tasks.rewards), "
+                        "'module:function', or a finished reward_model run folder")
+    algorithm: Literal["grpo", "rloo"] = "grpo"
+    group_size: int = Field(4, ge=2, le=64, description="completions sampled per prompt")
+    beta: float = Field(0.04, ge=0, description="weight of the KL to the reference (adapter off)")
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(64, ge=1)
+
+
+#: the section each preference task reads, so a section given to another task is an error
+TASK_SECTIONS = {"preference": "preference", "reward_model": "reward", "rl": "rl"}
+
+
 #: keys a stage or a multi-task entry may not set: the chain or the run decides them
 COMPOSED_ONLY = ("model", "output", "stages", "tasks", "mixing", "allow_hub")
 
@@ -356,6 +402,9 @@ class Recipe(Section):
                                      "(a smaller student for distillation)")
     distill: DistillConfig | None = None
     forgetting: ForgettingConfig | None = None
+    preference: PreferenceConfig | None = Field(None, description="task preference: the loss and its settings")
+    reward: RewardConfig | None = Field(None, description="task reward_model: how rankings train")
+    rl: RLConfig | None = Field(None, description="task rl: reward, sampling and KL")
     output: Path = Path("runs/run")
 
     @model_validator(mode="after")
@@ -363,6 +412,9 @@ class Recipe(Section):
         if self.stages is not None and self.tasks is not None:
             raise ValueError("a recipe has stages or tasks, not both (a stage may itself be a multi-task run "
                              "in a later version)")
+        for task, section in TASK_SECTIONS.items():
+            if getattr(self, section) is not None and self.task not in (None, task):
+                raise ValueError(f"the {section} section applies to task {task}, not {self.task}")
         composed = self.stages if self.stages is not None else self.tasks
         if composed is None:
             missing = [k for k in ("task", "data") if getattr(self, k) is None]
@@ -437,7 +489,7 @@ def recipe_from_dict(raw: dict[str, Any], *, source: str = "<recipe>", base_dir:
     entries = recipe.stages or recipe.tasks or []
     for i, entry in enumerate(entries):  # every entry is checked now, not when it runs
         full = composed_recipe(raw, i, source=source, base_dir=base_dir, check_files=check_files)
-        for key in ("data", "distill", "forgetting"):  # keep the resolved (absolute) paths
+        for key in ("data", "distill", "forgetting", "eval"):  # keep the resolved (absolute) paths
             if key in entry:
                 entry[key] = getattr(full, key).model_dump(mode="json")
     return recipe
@@ -480,7 +532,8 @@ def _resolve_data_paths(recipe: Recipe, source: str, base_dir: Path | None) -> N
             tried = ", ".join(str(c) for c in candidates)
             raise ConfigError(f"{source}: data.{key}: file not found: {path} (looked at {tried})")
         setattr(recipe.data, key, found.resolve())
-    for section, key in (("distill", "teacher"), ("forgetting", "general_text"), ("forgetting", "probe")):
+    for section, key in (("distill", "teacher"), ("forgetting", "general_text"), ("forgetting", "probe"),
+                         ("eval", "judge")):
         owner = getattr(recipe, section)
         path = getattr(owner, key) if owner is not None else None
         if path is None or path.is_absolute():

@@ -9,6 +9,7 @@ item scores; corpus-level metrics (macro-F1, field F1, BLEU) are recomputed on e
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -91,7 +92,9 @@ def _samples(examples: list[Example], base: dict[str, Any] | None, tuned: dict[s
     step = max(1, len(examples) // max(n, 1))
     rows = []
     for i in range(0, len(examples), step)[:n]:
-        row = {"where": examples[i].where, "input": examples[i].text, "reference": examples[i].target,
+        target = examples[i].target
+        row = {"where": examples[i].where, "input": examples[i].text,
+               "reference": dataclasses.asdict(target) if dataclasses.is_dataclass(target) else target,
                "tuned": tuned["predictions"][i].get("raw", tuned["predictions"][i]["prediction"])}
         if base is not None:
             row["base"] = base["predictions"][i].get("raw", base["predictions"][i]["prediction"])
@@ -146,6 +149,29 @@ def _forgetting_lines(forgetting: dict[str, Any] | None) -> list[str]:
             f"{a['probe_accuracy']:.3f} | {forgetting['probe_accuracy_change']:+.3f} |"]
 
 
+def _interval_lines(report: dict[str, Any]) -> list[str]:
+    """The tuned model's own 95% intervals (the table above shows those of the change only)."""
+    rows = [(m, e["tuned"]) for m, e in report.get("intervals", {}).items() if "tuned" in e]
+    if not rows:
+        return []
+    md = ["", "## 95% bootstrap intervals of the tuned model", "", "| metric | value | 95% CI |", "|---|---|---|"]
+    md += [f"| {m} | {_fmt(report['tuned'].get(m))} | [{lo:.4f}, {hi:.4f}] |" for m, (lo, hi) in rows]
+    return md
+
+
+def _side_by_side_lines(tuned: dict[str, Any]) -> list[str]:
+    """Preference runs: greedy answers of the reference and the tuned model, with the judge's rewards."""
+    rows = tuned.get("side_by_side") or []
+    if not rows:
+        return []
+    md = ["", "## Generations side by side (reference model vs tuned)", ""]
+    for r in rows:
+        judge = f" (judge: reference {r['judge'][1]:+.3f}, tuned {r['judge'][0]:+.3f})" if "judge" in r else ""
+        md += [f"- `{r['where']}` prompt: {r['prompt'][:300]!r}{judge}", f"  - reference: {r['reference_model']!r}",
+               f"  - tuned: {r['tuned']!r}"]
+    return md
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     rows = headline_table(report)
     md = [f"# tuneforge report: {report.get('task')} on {report.get('model')} ({report.get('method')})", "",
@@ -160,6 +186,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "training" in report:
         t = report["training"]
         md += [f"Training: {t.get('steps')} steps in {t.get('seconds', 0):.0f} s, best step {t.get('best_step')}."]
+    md += _interval_lines(report) + _side_by_side_lines(report["tuned"])
     md += _privacy_lines(report.get("privacy")) + _forgetting_lines(report.get("forgetting"))
     if report.get("analysis"):
         from tuneforge.evaluate.errors_analysis import analysis_markdown

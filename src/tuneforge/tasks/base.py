@@ -114,6 +114,26 @@ class Task(ABC):
         """Metrics computed from the model directly rather than from predictions (perplexity)."""
         return {}
 
+    def step_metrics(self) -> dict[str, float]:
+        """Training metrics gathered by ``loss`` since the last call (RL: reward, KL, response length).
+
+        The loop merges them into each step's line of metrics.jsonl; most tasks have none.
+        """
+        return {}
+
+    @property
+    def data_name(self) -> str:
+        """The task whose row layout this task reads (RL reads its ``rl.task``'s)."""
+        return self.name
+
+    def prompt_messages(self, example: Example) -> list[dict[str, str]]:
+        """The chat prompt a decoder answers for ``example`` (on-policy RL samples from it)."""
+        return example.messages
+
+    def parse_inputs(self, records: list[Record], what: str) -> list[Example] | None:
+        """Rows to predict on, without targets; ``None``: fill a placeholder target and use ``parse``."""
+        return None
+
 
 TASKS: Registry[type[Task]] = Registry("task")
 

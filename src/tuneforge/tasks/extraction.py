@@ -95,6 +95,9 @@ class Extraction(Task):
         user = instruction.format(fields=", ".join(self.fields), absent=absent) + "\n\nText: " + text
         return messages + [{"role": "user", "content": user}]
 
+    def prompt_messages(self, example: Example) -> list[dict[str, str]]:
+        return self._messages(example.text)
+
     def answer(self, target: dict[str, Any]) -> str:
         omit = self.recipe.prompt.absent_fields == "omit"
         return json.dumps({k: target.get(k) for k in self.fields if not (omit and target.get(k) is None)},

@@ -1,7 +1,8 @@
 """THE training loop: one, readable, on accelerate.
 
 Why our own loop on ``accelerate`` rather than ``transformers.Trainer``: every method, task and
-loss plugs in through two calls (``task.loss`` and ``method.prepare``), the loss is normalised by
+loss plugs in through two calls (``task.loss`` and ``method.prepare``; ``task.step_metrics`` lets a task
+add its own per-step figures to metrics.jsonl, e.g. RL's reward, KL and response length), the loss is normalised by
 the number of answer tokens in the whole accumulated step (Trainer's per-micro-batch mean weights
 short answers wrongly under gradient accumulation), a NaN stops the run with a message instead
 of silently saving garbage, and resume is exact: batches come from a seeded per-epoch
@@ -155,6 +156,7 @@ def fit(
     model.train()
     batches = micro_batches([len(e.input_ids) for e in train], cfg, state.step)
     bar = tqdm(total=steps, initial=state.step, desc="train", dynamic_ncols=True, disable=not accelerator.is_main_process)
+    task.step_metrics()  # hook: forget what the preflight's probe recorded
     while state.step < steps and not state.stopped_early:
         started = time.perf_counter()
         torch.manual_seed(cfg.seed + state.step)  # dropout masks of step k are the same after a resume
@@ -173,7 +175,7 @@ def fit(
         state.seconds += time.perf_counter() - started
         entry = {"step": state.step, "epoch": state.step / per_epoch, "loss": loss_value,
                  "lr": scheduler.get_last_lr()[0], "tokens": state.tokens,
-                 "tokens_per_s": state.tokens / max(state.seconds, 1e-9)}
+                 "tokens_per_s": state.tokens / max(state.seconds, 1e-9), **task.step_metrics()}
         run.log(entry)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{entry['lr']:.2e}")

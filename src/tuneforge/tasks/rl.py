@@ -1,0 +1,215 @@
+"""On-policy reinforcement learning from a reward: GRPO or RLOO, inside the one training loop.
+
+Each call of ``loss`` is one on-policy step for a batch of prompts: sample ``rl.group_size`` completions
+per prompt from the current policy (no gradient), score them with the reward, turn the rewards into
+advantages against the group's own baseline, and return the policy-gradient loss plus ``rl.beta`` times
+the KL to the reference (the same network with its adapter off). No value model and no second copy of the
+policy: the group is the baseline (GRPO, Shao et al. 2024, https://arxiv.org/abs/2402.03300; RLOO,
+Ahmadian et al. 2024, https://arxiv.org/abs/2402.14740). One gradient step per sample batch, so the
+importance ratio is 1 and clipping has nothing to do; the loss is ``-A * log pi`` per token.
+
+Data, prompts, prediction and scoring come from ``rl.task`` (extraction or generation), so the report
+compares base and tuned models on that task's metrics, plus the mean ``reward`` of their greedy answers.
+The loop logs reward, KL and response length per step through ``Task.step_metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from tuneforge.data.readers import Record
+from tuneforge.tasks.answers import Group, adapter_off, check_reference, collate_groups, group_token_logps
+from tuneforge.preference.meter import Meter
+from tuneforge.tasks.rewards import resolve_reward
+from tuneforge.recipe import RLConfig
+from tuneforge.registry import Registry
+from tuneforge.tasks.base import IGNORE, TASKS, Encoded, Example, Task, end_of_turn, pad_id, prompt_text
+
+
+# ----------------------------------------------------------------------------- advantages
+def grpo_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO (Shao et al. 2024, eq. 3, outcome supervision): ``(r - mean_group) / (std_group + eps)``.
+
+    ``rewards``: ``(B, G)``; a group whose completions all score the same gets zero advantage.
+
+    >>> grpo_advantages(torch.tensor([[1.0, 0.0]])).round(decimals=3)
+    tensor([[ 0.707, -0.707]])
+    """
+    mean = rewards.mean(-1, keepdim=True)  # (B, 1)
+    std = rewards.std(-1, keepdim=True)  # (B, 1)
+    return (rewards - mean) / (std + eps)
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """RLOO (Ahmadian et al. 2024, eq. 7): each completion's baseline is the mean of the other G - 1.
+
+    >>> rloo_advantages(torch.tensor([[1.0, 0.0, 0.0]]))
+    tensor([[ 1.0000, -0.5000, -0.5000]])
+    """
+    g = rewards.shape[-1]
+    others = (rewards.sum(-1, keepdim=True) - rewards) / (g - 1)  # (B, G)
+    return rewards - others
+
+
+ADVANTAGES: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("advantage estimator")
+ADVANTAGES.register("grpo")(grpo_advantages)
+ADVANTAGES.register("rloo")(rloo_advantages)
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token KL(policy || reference) estimate on sampled tokens, ``exp(d) - d - 1`` with ``d = ref - logp``
+    (Schulman 2020, "Approximating KL divergence"; as in GRPO): unbiased, never negative."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1
+
+
+def policy_gradient_loss(logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor, rows: torch.Tensor,
+                         n_rows: int, beta: float) -> torch.Tensor:
+    """Per-sequence loss ``(S,)``: the token mean of ``-A * logp + beta * KL``.
+
+    ``logp``, ``ref_logp``: ``(N,)`` sampled-token log-probabilities; ``rows``: ``(N,)`` their sequence;
+    ``advantages``: ``(S,)``. The gradient of ``-A logp`` raises completions with A > 0 and lowers the rest.
+    """
+    per_token = -advantages[rows] * logp + beta * k3_kl(logp, ref_logp)  # (N,)
+    sums = torch.zeros(n_rows, dtype=per_token.dtype, device=per_token.device).index_add(0, rows, per_token)
+    counts = torch.bincount(rows, minlength=n_rows).clamp(min=1)
+    return sums / counts
+
+
+# ----------------------------------------------------------------------------- the task
+@TASKS.register("rl")
+class ReinforcementLearning(Task):
+    name = "rl"
+
+    def __init__(self, recipe: Any, tokenizer: Any, model_kind: str) -> None:
+        self.cfg = recipe.rl or RLConfig()
+        self.inner = TASKS.get(self.cfg.task)(recipe, tokenizer, model_kind)
+        super().__init__(recipe, tokenizer, model_kind)
+        if self.cfg.beta > 0:
+            check_reference(recipe.method.name, "rl.beta > 0 (the KL penalty)")
+        self.headline = ("reward", *self.inner.headline)  # type: ignore[misc]
+        self.per_item_metrics = ("reward", *self.inner.per_item_metrics)  # type: ignore[misc]
+        self.validation_metrics = ("reward", *self.inner.validation_metrics)  # type: ignore[misc]
+        self.lower_is_better = self.inner.lower_is_better  # type: ignore[misc]
+        self.reward_fn = resolve_reward(self.cfg.reward)
+        self.meter = Meter()
+        self._prompts: list[Example] = []
+
+    @property  # type: ignore[override]
+    def schema(self) -> dict[str, Any]:
+        return self.inner.schema
+
+    @schema.setter
+    def schema(self, value: dict[str, Any]) -> None:
+        self.inner.schema = value
+
+    # -- data: the inner task's ---------------------------------------------------------
+    def parse(self, records: list[Record], what: str) -> list[Example]:
+        return self.inner.parse(records, what)
+
+    def fit_schema(self, train: list[Example]) -> None:
+        self.inner.fit_schema(train)
+
+    def check_against_schema(self, examples: list[Example], what: str) -> None:
+        self.inner.check_against_schema(examples, what)
+
+    def prompt_messages(self, example: Example) -> list[dict[str, str]]:
+        return self.inner.prompt_messages(example)
+
+    @property
+    def data_name(self) -> str:
+        return self.inner.name
+
+    def encode(self, example: Example) -> Encoded:
+        """The prompt's token ids; ``labels`` is the example's index, so ``loss`` can find its reference."""
+        self._prompts.append(example)
+        ids = self.tokenizer(prompt_text(self.tokenizer, self.prompt_messages(example)),
+                             add_special_tokens=False)["input_ids"]
+        budget = self.recipe.train.max_length - self.cfg.max_new_tokens
+        return Encoded(input_ids=ids[-budget:], labels=len(self._prompts) - 1, truncated=len(ids) > budget)
+
+    def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
+        """Left-padded prompts (generation continues them); ``labels`` ``(B,)`` counts prompts for the loop."""
+        width = max(len(e.input_ids) for e in batch)
+        ids = torch.full((len(batch), width), pad_id(self.tokenizer), dtype=torch.long)  # (B, P)
+        mask = torch.zeros_like(ids)
+        for i, e in enumerate(batch):
+            ids[i, width - len(e.input_ids):] = torch.tensor(e.input_ids)
+            mask[i, width - len(e.input_ids):] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.ones(len(batch)),
+                "index": torch.tensor([int(e.labels) for e in batch])}  # type: ignore[arg-type]
+
+    # -- one on-policy step ---------------------------------------------------------------
+    @torch.no_grad()
+    def _sample(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> list[list[int]]:
+        """``group_size`` sampled completions per prompt, each cut after its first stop token."""
+        g = self.cfg.group_size
+        stop = {self.tokenizer.convert_tokens_to_ids(end_of_turn(self.tokenizer))}
+        if self.tokenizer.eos_token_id is not None:
+            stop.add(int(self.tokenizer.eos_token_id))
+        was_training = model.training
+        model.eval()
+        out = getattr(model, "module", model).generate(
+            input_ids=batch["input_ids"].repeat_interleave(g, 0), attention_mask=batch["attention_mask"].repeat_interleave(g, 0),
+            do_sample=True, temperature=self.cfg.temperature, top_k=0, top_p=1.0,
+            max_new_tokens=self.cfg.max_new_tokens, eos_token_id=sorted(stop), pad_token_id=pad_id(self.tokenizer),
+        )[:, batch["input_ids"].shape[1]:]  # (B * G, L)
+        model.train(was_training)
+        completions = []
+        for row in out.tolist():
+            ends = [i for i, t in enumerate(row) if t in stop]
+            completions.append(row[: ends[0] + 1] if ends else row)
+        return completions
+
+    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *,
+             training: bool = False) -> tuple[torch.Tensor, int]:
+        """Summed per-prompt loss and the number of prompts; outside training, minus the mean sampled reward."""
+        b, g = batch["input_ids"].shape[0], self.cfg.group_size
+        completions = self._sample(model, batch)
+        examples = [self._prompts[int(i)] for i in batch["index"] for _ in range(g)]
+        texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
+        rewards = torch.tensor(self.reward_fn(texts, examples, self.inner), dtype=torch.float32)  # (B * G,)
+        if not training:
+            return -rewards.view(b, g).mean(1).sum().to(batch["input_ids"].device), b
+        advantages = ADVANTAGES.get(self.cfg.algorithm)(rewards.view(b, g)).view(-1)  # (B * G,)
+        prompts = [row[m.bool()].tolist() for row, m in zip(batch["input_ids"], batch["attention_mask"])]
+        groups = [Group.of([Encoded(input_ids=prompts[i] + c, labels=[IGNORE] * len(prompts[i]) + c)
+                            for c in completions[i * g : (i + 1) * g]]) for i in range(b)]  # a prompt's G answers
+        grouped = {k: v.to(batch["input_ids"].device) for k, v in collate_groups(groups, pad_id(self.tokenizer)).items()}
+        logp, rows, _ = group_token_logps(model, grouped)  # (N,), (N,): each prompt runs once for its G answers
+        ref_logp = logp.detach()
+        if self.cfg.beta > 0:
+            with adapter_off(model):
+                ref_logp, _, _ = group_token_logps(model, grouped)
+        per_seq = policy_gradient_loss(logp, ref_logp, advantages.to(logp.device), rows, b * g, self.cfg.beta)  # (S,)
+        self._record(rewards, logp.detach(), ref_logp, rows, completions)
+        return per_seq.view(b, g).mean(1).sum(), b
+
+    def _record(self, rewards: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, rows: torch.Tensor,
+                completions: list[list[int]]) -> None:
+        n = len(completions)
+        kl = torch.zeros(n, device=logp.device).index_add(0, rows, k3_kl(logp, ref_logp))  # (S,): per sequence
+        self.meter.add("reward", float(rewards.mean()), n)
+        self.meter.add("reward_std", float(rewards.view(-1, self.cfg.group_size).std(-1).mean()), n)
+        self.meter.add("kl", float(kl.mean()), n)
+        self.meter.add("response_length", sum(map(len, completions)) / n, n)
+
+    def step_metrics(self) -> dict[str, float]:
+        return self.meter.pop()
+
+    # -- evaluation: the inner task's, plus the reward of greedy answers ------------------
+    def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
+        preds = self.inner.predict(model, examples)
+        rewards = self.reward_fn([str(p.get("raw", p["prediction"])) for p in preds], examples, self.inner)
+        return [{**p, "reward": r} for p, r in zip(preds, rewards)]
+
+    def score(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"reward": sum(p["reward"] for p in predictions) / max(len(predictions), 1),
+                **self.inner.score(examples, predictions)}
+
+    def item_scores(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
+        return {"reward": [float(p["reward"]) for p in predictions], **self.inner.item_scores(examples, predictions)}
