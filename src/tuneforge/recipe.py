@@ -211,6 +211,10 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gradient_checkpointing: bool = False
+    packing: bool = Field(False, description="decoder tasks: pack each micro-batch's examples into rows of max_length "
+                          "tokens, attention kept inside each example (no compute on padding)")
+    loss_chunk: int | None = Field(1024, ge=1, description="decoder tasks: answer positions per chunk of the fused "
+                                   "linear + cross-entropy, so the full logits never exist; null computes them at once")
     keep_checkpoints: int = Field(1, ge=1, description="most recent checkpoints kept (the best one is always kept)")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="spread this much target mass over the vocabulary/labels")
     dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout probability of the model")
