@@ -141,3 +141,36 @@ def test_packing_is_refused_for_an_encoder(tmp_path: Path, tiny_encoder: Path) -
     recipe = recipe_from_dict(base_recipe(tiny_encoder, "classification", data, tmp_path / "run", packing=True))
     with pytest.raises(ConfigError, match="packing"):
         get_task(recipe, load_tokenizer(tiny_encoder), "encoder")
+
+
+# ----------------------------------------------------------------------------- the encoding cache
+def test_encoded_examples_are_cached_by_fingerprint(tmp_path: Path, tiny_decoder: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuneforge.data.encode_cache import cache_dir, encode_cached
+
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
+    task, _, _ = _setup(tmp_path, tiny_decoder, {"name": "full"})
+    examples = task.parse(read_records(tmp_path / "train.jsonl"), "train")
+    first, hit = encode_cached(task, examples)
+    assert not hit and len(list(cache_dir().glob("*.json"))) == 1
+    assert not any(f.suffix in (".pkl", ".pt") for f in cache_dir().iterdir())
+
+    def no_encoding(*_: object) -> None:
+        raise AssertionError("a cache hit must not tokenise")
+
+    monkeypatch.setattr(task, "encode_many", no_encoding)
+    again, hit = encode_cached(task, examples)
+    assert hit and [(e.input_ids, e.labels, e.n_answer) for e in again] == \
+        [(e.input_ids, e.labels, e.n_answer) for e in first]
+    monkeypatch.undo()
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
+    # each of these decides the token ids, so each must miss
+    task.recipe.train.max_length = 32
+    shorter, hit = encode_cached(task, examples)
+    assert not hit and max(len(e.input_ids) for e in shorter) <= 32
+    task.recipe.train.max_length = 64
+    examples[0].messages[-1]["content"] += " please"
+    assert not encode_cached(task, examples)[1]
+    task.tokenizer.chat_template = task.tokenizer.chat_template.replace("<|im_start|>system", "<|im_start|>sys")
+    assert not encode_cached(task, examples)[1]
+    assert len(list(cache_dir().glob("*.json"))) == 4

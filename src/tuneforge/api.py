@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import PreTrainedTokenizerBase, set_seed
 
+from tuneforge.data.encode_cache import encode_cached
 from tuneforge.data.readers import read_records
 from tuneforge.data.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits
 from tuneforge.errors import ConfigError, DataError, UserError
@@ -287,7 +288,7 @@ def _base_scores(run: RunDir, recipe: Recipe, task: Task, model: nn.Module, test
 
 def _validator(task: Task, recipe: Recipe, splits: Splits) -> Any:
     val = splits.examples["validation"]
-    val_enc = [e for e in task.encode_many(val) if e.n_answer > 0]
+    val_enc = [e for e in encode_cached(task, val)[0] if e.n_answer > 0]
     metric = recipe.train.early_stopping.metric if recipe.train.early_stopping else "loss"
 
     def validate(model: nn.Module) -> dict[str, float]:

@@ -156,6 +156,8 @@ class DataConfig(Section):
     split: SplitConfig = SplitConfig()
     max_train_rows: int | None = Field(None, ge=1, description="use only the first N training rows (after splitting)")
     max_test_rows: int | None = Field(None, ge=1, description="score only the first N test rows")
+    cache: bool = Field(True, description="keep the tokenised examples on disk by fingerprint and reuse them on a rerun "
+                        "(TUNEFORGE_CACHE sets the folder)")
 
     @field_validator("labels", mode="before")
     @classmethod
