@@ -174,3 +174,40 @@ def test_encoded_examples_are_cached_by_fingerprint(tmp_path: Path, tiny_decoder
     task.tokenizer.chat_template = task.tokenizer.chat_template.replace("<|im_start|>system", "<|im_start|>sys")
     assert not encode_cached(task, examples)[1]
     assert len(list(cache_dir().glob("*.json"))) == 4
+
+
+# ----------------------------------------------------------------------------- GPU-path options on the CPU
+def test_bf16_is_refused_on_a_cpu_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuneforge.errors import ConfigError
+    from tuneforge.recipe import TrainConfig
+    from tuneforge.train import preflight
+
+    monkeypatch.setattr(preflight, "cpu_has_fast_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="25x slower"):
+        preflight.resolve_precision(TrainConfig(dtype="bfloat16"), "cpu")
+    monkeypatch.setattr(preflight, "cpu_has_fast_bf16", lambda: True)
+    assert preflight.resolve_precision(TrainConfig(dtype="bfloat16"), "cpu")[0] == "bf16"
+    assert preflight.resolve_precision(TrainConfig(dtype="auto"), "cpu")[0] == "no"
+
+
+def test_attention_kernel_comes_from_the_recipe(tiny_decoder: Path) -> None:
+    resolved = resolve_model(str(tiny_decoder))
+    assert load_model(resolved, head="causal_lm").config._attn_implementation == "sdpa"
+    assert load_model(resolved, head="causal_lm", attn_implementation="eager").config._attn_implementation == "eager"
+
+
+def test_compiled_blocks_give_the_same_loss(tmp_path: Path, tiny_decoder: Path) -> None:
+    import shutil
+
+    from tuneforge.train.loop import compile_blocks
+
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    task, model, encoded = _setup(tmp_path, tiny_decoder, {"name": "full"})
+    batch = collate_packed(encoded[:4], pad_id(task.tokenizer), max_tokens=128)
+    eager, eager_grads = _loss_and_grads(model, batch, 16)
+    compile_blocks(model)
+    compiled, compiled_grads = _loss_and_grads(model, batch, 16)
+    assert compiled == pytest.approx(eager, rel=1e-5)
+    for k in eager_grads:
+        torch.testing.assert_close(compiled_grads[k], eager_grads[k], rtol=1e-4, atol=1e-5)

@@ -74,7 +74,8 @@ def _model_for(recipe: Recipe, task: Task, resolved: ResolvedModel, device: str)
     set_seed(recipe.train.seed)
     labels = task.schema.get("labels") if task.head == "sequence_classification" else None
     model = load_model(resolved, head=task.head, num_labels=len(labels) if labels else None,
-                       id2label=dict(enumerate(labels)) if labels else None)
+                       id2label=dict(enumerate(labels)) if labels else None,
+                       attn_implementation=recipe.train.attention)
     if recipe.model_layers is not None:
         keep_layers(model, recipe.model_layers)
     if recipe.train.dropout is not None:

@@ -215,6 +215,11 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = False
     packing: bool = Field(False, description="decoder tasks: pack each micro-batch's examples into rows of max_length "
                           "tokens, attention kept inside each example (no compute on padding)")
+    attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="attention kernel: sdpa (PyTorch scaled-dot-product, default), eager, or "
+        "flash_attention_2 (CUDA, needs the flash-attn package)")
+    compile: bool = Field(False, description="torch.compile each transformer block (regional compilation: one "
+                          "compiled block serves them all); needs a C++ compiler on CPU")
     loss_chunk: int | None = Field(1024, ge=1, description="decoder tasks: answer positions per chunk of the fused "
                                    "linear + cross-entropy, so the full logits never exist; null computes them at once")
     keep_checkpoints: int = Field(1, ge=1, description="most recent checkpoints kept (the best one is always kept)")

@@ -108,6 +108,20 @@ def micro_batches(lengths: list[int], cfg: TrainConfig, start_step: int) -> Iter
         epoch, pos = epoch + 1, 0
 
 
+def compile_blocks(model: nn.Module) -> None:
+    """``torch.compile`` every transformer block in place (regional compilation).
+
+    Why blocks and not the whole model: the blocks are where the FLOPs are and they share one code
+    object, so one compilation serves all of them (the whole-model graph would take minutes to build
+    and recompile whenever the chunked loss swaps the output head, or generation changes shapes).
+    """
+    from tuneforge.methods.base import transformer_blocks
+
+    _, blocks = transformer_blocks(model)
+    for block in blocks:
+        block.compile(dynamic=True)
+
+
 def build_optimizer(model: nn.Module, method: Method[Any], cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over the method's parameter groups (per-layer rates for discriminative fine-tuning)."""
     return torch.optim.AdamW(method.param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr)
@@ -161,6 +175,8 @@ def fit(
         accelerator.print(f"resuming from {ckpt.name} (step {state.step} of {steps})")
     if cfg.gradient_checkpointing:
         accelerator.unwrap_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.compile:
+        compile_blocks(accelerator.unwrap_model(model))
     model.train()
     batches = micro_batches([len(e.input_ids) for e in train], cfg, state.step)
     bar = tqdm(total=steps, initial=state.step, desc="train", dynamic_ncols=True, disable=not accelerator.is_main_process)
