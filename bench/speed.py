@@ -152,7 +152,7 @@ def _data(args: argparse.Namespace) -> tuple[Any, Path, list[Any], list[Any]]:
     from tuneforge.models.loading import load_tokenizer
     from tuneforge.models.registry import resolve_model
 
-    resolved = resolve_model(MODEL)
+    resolved = resolve_model(args.model)
     tokenizer = load_tokenizer(resolved.path)
     train = encoded_rows(tokenizer, slot_rows(SNIPS / "slots_train.jsonl", args.examples), args.max_length)
     val = encoded_rows(tokenizer, slot_rows(SNIPS / "slots_test.jsonl", args.val), args.max_length)
@@ -202,15 +202,15 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
     if args.batch % micro:
         raise SystemExit(f"--tf-micro {micro} must divide --batch {args.batch}")
     recipe = recipe_from_dict({
-        "task": "generation", "model": MODEL, "output": str(out / "run"),
+        "task": "generation", "model": args.model, "output": str(out / "run"),
         "data": {"train": str(SNIPS / "slots_train.jsonl")},  # not read: the rows are encoded above
         "method": {"name": "lora", **LORA},
         "train": {"epochs": 1, "batch_size": micro, "grad_accum": args.batch // micro, "lr": LR, "warmup_steps": 0,
                   "scheduler": "linear", "max_grad_norm": 1.0, "max_length": args.max_length, "seed": SEED,
                   "packing": not args.tf_no_packing, "loss_chunk": args.tf_loss_chunk,
-                  "gradient_checkpointing": args.tf_checkpointing},
+                  "gradient_checkpointing": args.tf_checkpointing, "compile": args.tf_compile},
     }, check_files=False)
-    resolved = resolve_model(MODEL)
+    resolved = resolve_model(args.model)
     task = get_task(recipe, tokenizer, resolved.kind)
     method = get_method(recipe.method)
     model = method.prepare(load_model(resolved, head="causal_lm"), "causal_lm")
@@ -273,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tf-loss-chunk", type=int, default=1024)
     parser.add_argument("--tf-no-packing", action="store_true")
     parser.add_argument("--tf-checkpointing", action="store_true", help="tuneforge side: gradient checkpointing")
+    parser.add_argument("--tf-compile", action="store_true", help="tuneforge side: torch.compile the blocks")
+    parser.add_argument("--model", default=MODEL, help="a registry name or model folder (a tiny one for a smoke test)")
     parser.add_argument("--sides", default="baseline,tuneforge")
     parser.add_argument("--lock", choices=["run", "none"], default="run",
                         help="take /tmp/tuneforge-heavy.lock around each side (do not also wrap this in flock)")
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         sides[side] = s
         print(json.dumps({k: v for k, v in s.items() if k != "losses"}, indent=1), flush=True)
     result = {"machine": _machine(), "command": "OMP_NUM_THREADS=%s python bench/speed.py %s" % (threads, shlex.join(raw)),
-              "matmul_peak": peak, "examples": len(train), "useful_tokens": useful,
+              "matmul_peak": peak, "model": args.model, "examples": len(train), "useful_tokens": useful,
               "real_tokens": sum(len(e.input_ids) for e in train), "required_flops": flops, "sides": sides}
     if "baseline" in sides and "tuneforge" in sides:
         b, t = sides["baseline"], sides["tuneforge"]
@@ -333,7 +335,7 @@ def render_markdown(r: dict[str, Any]) -> str:
              f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}, "
              f"accelerate {m['accelerate']}; {m['date']}.", "",
              f"Command: `{r['command']}`", "",
-             f"Work: {MODEL} + LoRA r16 (all linear layers) on SNIPS slot extraction, the first {r['examples']} "
+             f"Work: {r['model']} + LoRA r16 (all linear layers) on SNIPS slot extraction, the first {r['examples']} "
              f"training rows once ({r['real_tokens']} real tokens, {r['useful_tokens']} answer tokens that carry "
              f"loss), batch 8, max_length 256, lr {LR}. fp32 matmul peak measured in this run: "
              f"{r['matmul_peak']['gflops']:.1f} GFLOP/s. Required model FLOPs: {r['required_flops']['total'] / 1e12:.2f} TFLOP.", "",
