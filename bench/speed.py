@@ -198,7 +198,7 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
 
     tokenizer, _, train, val = _data(args)
     out = Path(tempfile.mkdtemp(prefix="speed-tuneforge-"))
-    micro = args.tf_micro or args.batch
+    micro = int(args.tf_micro) if args.tf_micro else args.batch
     if args.batch % micro:
         raise SystemExit(f"--tf-micro {micro} must divide --batch {args.batch}")
     recipe = recipe_from_dict({
@@ -231,17 +231,18 @@ SIDES = {"baseline": run_baseline, "tuneforge": run_tuneforge}
 
 
 # ----------------------------------------------------------------------------- the parent
-def _child(side: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """Run one side in a subprocess under the lock; its own peak RSS comes from ``os.wait4``."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--child-out", str(out), *args.passthrough]
+def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Run one side in a subprocess; its own peak RSS comes from ``os.wait4``."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--child-out", str(out),
+           "--examples", str(args.examples), "--val", str(args.val), "--batch", str(args.batch),
+           "--max-length", str(args.max_length), "--model", args.model, "--tf-loss-chunk", str(args.tf_loss_chunk),
+           *(["--tf-micro", str(micro)] if micro else []), *(["--tf-no-packing"] if args.tf_no_packing else []),
+           *(["--tf-checkpointing"] if args.tf_checkpointing else []), *(["--tf-compile"] if args.tf_compile else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    with open(LOCK, "w") as lock:
-        if args.lock == "run":
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        start = time.perf_counter()
-        child = subprocess.Popen(cmd, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
+    start = time.perf_counter()
+    child = subprocess.Popen(cmd, env=env)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"the {side} side failed (exit {os.waitstatus_to_exitcode(status)}); see its output above")
     result = json.loads(out.read_text())
@@ -269,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val", type=int, default=64, help="held-out rows of slots_test.jsonl for the loss")
     parser.add_argument("--batch", type=int, default=8, help="examples per optimizer step (both sides)")
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--tf-micro", type=int, default=None, help="tuneforge micro-batch (examples); default --batch")
+    parser.add_argument("--tf-micro", default=None,
+                        help="tuneforge micro-batch in examples (default --batch); a comma list runs one tuneforge side each")
     parser.add_argument("--tf-loss-chunk", type=int, default=1024)
     parser.add_argument("--tf-no-packing", action="store_true")
     parser.add_argument("--tf-checkpointing", action="store_true", help="tuneforge side: gradient checkpointing")
@@ -292,11 +294,20 @@ def main(argv: list[str] | None = None) -> None:
         args.child_out.write_text(json.dumps(SIDES[args.child](args)))
         return
     raw = sys.argv[1:] if argv is None else argv
-    args.passthrough = [a for a in raw if a not in ("--lock", "run", "none")]
-    with open(LOCK, "w") as lock:
+    with open(LOCK, "w") as lock:  # held for the whole run: the sides are measured back to back
         if args.lock == "run":
             fcntl.flock(lock, fcntl.LOCK_EX)
-        peak = matmul_peak(threads)
+        result = _measure(args, threads, raw)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    md = render_markdown(result)
+    args.markdown.write_text(md)
+    print(md)
+
+
+def _measure(args: argparse.Namespace, threads: int, raw: list[str]) -> dict[str, Any]:
+    started = dt.datetime.now(dt.timezone.utc)
+    peak = matmul_peak(threads)
     print(f"fp32 matmul peak: {peak['gflops']:.1f} GFLOP/s", flush=True)
     from transformers import AutoConfig
 
@@ -305,27 +316,32 @@ def main(argv: list[str] | None = None) -> None:
     useful = sum(e.n_answer for e in train)
     tmp = Path(tempfile.mkdtemp(prefix="speed-"))
     sides: dict[str, Any] = {}
-    for side in args.sides.split(","):
-        print(f"== {side}", flush=True)
-        s = _child(side, args, tmp / f"{side}.json")
+    runs = [(side, None) for side in args.sides.split(",") if side != "tuneforge"]
+    if "tuneforge" in args.sides.split(","):
+        micros = [int(m) for m in str(args.tf_micro or args.batch).split(",")]
+        runs += [("tuneforge" if len(micros) == 1 else f"tuneforge-micro{m}", m) for m in micros]
+    for name, micro in runs:
+        print(f"== {name}", flush=True)
+        s = _child(name.split("-")[0], micro, args, tmp / f"{name}.json")
+        s["micro_batch"] = micro
         s["useful_tokens_per_s"] = useful / s["train_seconds"]
         s["mfu"] = flops["total"] / s["train_seconds"] / (peak["gflops"] * 1e9)
         s["achieved_gflops"] = flops["total"] / s["train_seconds"] / 1e9
-        sides[side] = s
+        sides[name] = s
         print(json.dumps({k: v for k, v in s.items() if k != "losses"}, indent=1), flush=True)
+    peak_after = matmul_peak(threads)  # the cores are shared: did the machine change during the run?
     result = {"machine": _machine(), "command": "OMP_NUM_THREADS=%s python bench/speed.py %s" % (threads, shlex.join(raw)),
-              "matmul_peak": peak, "model": args.model, "examples": len(train), "useful_tokens": useful,
+              "matmul_peak": peak, "matmul_peak_after": peak_after, "started": started.isoformat(timespec="seconds"),
+              "load_during_run": os.getloadavg(), "model": args.model, "examples": len(train), "useful_tokens": useful,
               "real_tokens": sum(len(e.input_ids) for e in train), "required_flops": flops, "sides": sides}
-    if "baseline" in sides and "tuneforge" in sides:
-        b, t = sides["baseline"], sides["tuneforge"]
-        result["ratios"] = {"useful_tokens_per_s": t["useful_tokens_per_s"] / b["useful_tokens_per_s"],
-                            "peak_rss": t["peak_rss_mb"] / b["peak_rss_mb"], "wall": t["wall_seconds"] / b["wall_seconds"],
-                            "val_loss_delta": t["val_loss"] - b["val_loss"]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    md = render_markdown(result)
-    args.markdown.write_text(md)
-    print(md)
+    if "baseline" in sides:
+        b = sides["baseline"]
+        result["ratios"] = {name: {"useful_tokens_per_s": t["useful_tokens_per_s"] / b["useful_tokens_per_s"],
+                                   "peak_rss": t["peak_rss_mb"] / b["peak_rss_mb"],
+                                   "wall": t["wall_seconds"] / b["wall_seconds"],
+                                   "val_loss_delta": t["val_loss"] - b["val_loss"], "mfu": t["mfu"]}
+                            for name, t in sides.items() if name != "baseline"}
+    return result
 
 
 def render_markdown(r: dict[str, Any]) -> str:
@@ -338,18 +354,18 @@ def render_markdown(r: dict[str, Any]) -> str:
              f"Work: {r['model']} + LoRA r16 (all linear layers) on SNIPS slot extraction, the first {r['examples']} "
              f"training rows once ({r['real_tokens']} real tokens, {r['useful_tokens']} answer tokens that carry "
              f"loss), batch 8, max_length 256, lr {LR}. fp32 matmul peak measured in this run: "
-             f"{r['matmul_peak']['gflops']:.1f} GFLOP/s. Required model FLOPs: {r['required_flops']['total'] / 1e12:.2f} TFLOP.", "",
+             f"{r['matmul_peak']['gflops']:.1f} GFLOP/s at the start, {r['matmul_peak_after']['gflops']:.1f} at the end; "
+             f"load average at the end {', '.join(f'{x:.1f}' for x in r['load_during_run'])}. "
+             f"Required model FLOPs: {r['required_flops']['total'] / 1e12:.2f} TFLOP.", "",
              "| side | train s | useful tokens/s | peak RSS MB | wall s | val loss | GFLOP/s | of matmul peak |",
              "|---|---|---|---|---|---|---|---|"]
     for name, s in r["sides"].items():
         lines.append(f"| {name} | {s['train_seconds']:.1f} | {s['useful_tokens_per_s']:.1f} | {s['peak_rss_mb']:.0f} | "
                      f"{s['wall_seconds']:.1f} | {s['val_loss']:.4f} | {s['achieved_gflops']:.1f} | {s['mfu']:.1%} |")
-    if "ratios" in r:
-        q = r["ratios"]
-        lines += ["", f"Ratios (tuneforge / baseline): useful tokens/s **{q['useful_tokens_per_s']:.2f}x** (target >= 1.5x), "
+    for name, q in r.get("ratios", {}).items():
+        lines += ["", f"Ratios ({name} / baseline): useful tokens/s **{q['useful_tokens_per_s']:.2f}x** (target >= 1.5x), "
                   f"peak RSS **{q['peak_rss']:.2f}x** (target <= 0.4x), wall {q['wall']:.2f}x, validation loss "
-                  f"{q['val_loss_delta']:+.4f} (target <= 0); tuneforge reaches "
-                  f"**{r['sides']['tuneforge']['mfu']:.1%}** of the matmul peak (target >= 60%)."]
+                  f"{q['val_loss_delta']:+.4f} (target <= 0); {q['mfu']:.1%} of the matmul peak (target >= 60%)."]
     return "\n".join(lines) + "\n"
 
 
