@@ -362,6 +362,15 @@ def render_markdown(r: dict[str, Any]) -> str:
     for name, s in r["sides"].items():
         lines.append(f"| {name} | {s['train_seconds']:.1f} | {s['useful_tokens_per_s']:.1f} | {s['peak_rss_mb']:.0f} | "
                      f"{s['wall_seconds']:.1f} | {s['val_loss']:.4f} | {s['achieved_gflops']:.1f} | {s['mfu']:.1%} |")
+    lines += ["", "How it is measured: each side is its own subprocess, run one after the other while this script holds "
+              "`/tmp/tuneforge-heavy.lock`; peak RSS is the child's `ru_maxrss` (`os.wait4`), so model loading "
+              "and the validation pass count too; train s is the training call alone; useful tokens are the "
+              "answer tokens (the ones that carry loss), the same for both sides; validation loss is the mean "
+              "answer-token cross-entropy on the same held-out rows after training, by the same plain function. "
+              "FLOP/s counts the FLOPs the work requires (body forward and input gradients on real tokens, LoRA "
+              "forward and both gradients, causal attention, the vocabulary head at answer positions only), the "
+              "same count for both sides, so padding, prompt-position logits and recomputation are cost, not "
+              "credit (see the docstring of `bench/speed.py`)."]
     for name, q in r.get("ratios", {}).items():
         lines += ["", f"Ratios ({name} / baseline): useful tokens/s **{q['useful_tokens_per_s']:.2f}x** (target >= 1.5x), "
                   f"peak RSS **{q['peak_rss']:.2f}x** (target <= 0.4x), wall {q['wall']:.2f}x, validation loss "
