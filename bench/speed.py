@@ -121,7 +121,7 @@ def required_flops(config: Any, encoded: list[Any], r: int) -> dict[str, float]:
     parts = {
         "base_forward": 2.0 * base * tokens,
         "base_input_grad": 2.0 * (base - first_qkv) * tokens,
-        "lora": 3 * 2.0 * lora * tokens,
+        "lora": 2.0 * (3 * lora - r * (3 * d + d + 2 * kv)) * tokens,  # fwd, weight grad, input grad (not layer 0 q/k/v)
         "attention": 3 * layers * 4.0 * d * attn_pairs,
         "head": 2 * 2.0 * d * vocab * answers,
     }
