@@ -18,6 +18,7 @@ def _private_run_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """Finished runs register themselves in the run catalogue: keep tests out of the user's own."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TUNEFORGE_REGISTRY", str(tmp_path_factory.getbasetemp() / "runs.sqlite"))
+        mp.setenv("TUNEFORGE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))  # and out of its encoding cache
         yield
 
 

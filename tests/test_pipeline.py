@@ -75,13 +75,16 @@ def test_same_seed_same_weights(tmp_path: Path, tiny_decoder: Path) -> None:
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
+def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch,
+                                                packing: bool) -> None:
     import tuneforge.train.loop as loop
 
     train = write_jsonl(tmp_path / "train.jsonl", product_rows(24))
 
     def recipe(name: str) -> dict:
-        r = base_recipe(tiny_decoder, "extraction", train, tmp_path / name, max_steps=6, eval_every=2, lr=1e-3)
+        r = base_recipe(tiny_decoder, "extraction", train, tmp_path / name, max_steps=6, eval_every=2, lr=1e-3,
+                        packing=packing)
         r["eval"]["base"] = False
         r["data"]["split"] = {"validation": 0.15, "test": 0.1}
         r["train"]["keep_checkpoints"] = 1

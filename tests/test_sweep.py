@@ -64,3 +64,21 @@ def test_bad_spaces_are_refused_with_their_path(tmp_path: Path, tiny_encoder: Pa
     with pytest.raises(ValueError, match="step"):
         ParamSpec(type="float", low=0.0, high=1.0).grid()
     assert ParamSpec(type="int", low=8, high=32, step=8).grid() == [8, 16, 24, 32]
+
+
+def test_parallel_workers_share_one_study(tmp_path: Path, tiny_encoder: Path) -> None:
+    recipe, space = _setup(tmp_path, tiny_encoder, {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
+    out = tmp_path / "study"
+    summary = sweep(recipe, space, trials=4, sampler="random", output=out, workers=2, echo=lambda *_: None)
+    assert summary["n_trials"] == 4 and summary["n_complete"] + summary["n_pruned"] == 4
+    study = optuna.load_study(study_name="tuneforge", storage=f"sqlite:///{(out / 'study.db').resolve()}")
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # two processes ran trials
+    assert len({json.dumps(t.params) for t in study.trials}) == 4  # the workers did not propose the same points
+
+
+def test_journal_storage_is_accepted(tmp_path: Path, tiny_encoder: Path) -> None:
+    recipe, space = _setup(tmp_path, tiny_encoder, {"train.lr": {"type": "categorical", "choices": [1e-4, 3e-3]}})
+    journal = tmp_path / "study.journal"
+    summary = sweep(recipe, space, trials=1, sampler="grid", output=tmp_path / "s", storage=f"journal:{journal}",
+                    echo=lambda *_: None)
+    assert summary["n_trials"] == 1 and journal.is_file()

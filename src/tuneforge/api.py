@@ -8,6 +8,7 @@ reopen a finished run folder.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import sys
@@ -20,6 +21,7 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import PreTrainedTokenizerBase, set_seed
 
+from tuneforge.data.encode_cache import encode_cached
 from tuneforge.data.readers import read_records
 from tuneforge.data.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits
 from tuneforge.errors import ConfigError, DataError, UserError
@@ -72,7 +74,8 @@ def _model_for(recipe: Recipe, task: Task, resolved: ResolvedModel, device: str)
     set_seed(recipe.train.seed)
     labels = task.schema.get("labels") if task.head == "sequence_classification" else None
     model = load_model(resolved, head=task.head, num_labels=len(labels) if labels else None,
-                       id2label=dict(enumerate(labels)) if labels else None)
+                       id2label=dict(enumerate(labels)) if labels else None,
+                       attn_implementation=recipe.train.attention)
     if recipe.model_layers is not None:
         keep_layers(model, recipe.model_layers)
     if recipe.train.dropout is not None:
@@ -95,7 +98,8 @@ def _environment(device: str, precision: str) -> dict[str, Any]:
 
     return {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__,
-            "device": device, "mixed_precision": precision, "cpu_threads": torch.get_num_threads()}
+            "device": device, "mixed_precision": precision, "cpu_threads": torch.get_num_threads(),
+            "processes": accelerate.PartialState().num_processes}
 
 
 def _prepare_output(run: RunDir, *, resume: bool, overwrite: bool, recipe_yaml: str) -> None:
@@ -149,6 +153,9 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     device, warnings = resolve_device(recipe.train)
     precision, more = resolve_precision(recipe.train, device)
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=precision)
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type.value != "FSDP":
+        echo(f"WARNING: FSDP was asked for, but accelerate runs these processes as {accelerator.distributed_type.value} "
+             "(it shards with FSDP on GPUs only); see docs/scale.md")
     model, method = _model_for(recipe, task, resolved, accelerator.device)
     steps = total_steps(len(train_enc), recipe.train)
     pre = run_preflight(model=model, task=task, train=train_enc, n_val=len(splits.examples["validation"]),
@@ -161,15 +168,20 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
 
     if resume and (run.data / "fingerprints.json").is_file():
         _check_same_data(run, splits.fingerprints(recipe))
-    _write_run_start(run, recipe_yaml, splits, recipe, task, device, precision, pre, resume)
+    accelerator.wait_for_everyone()  # under accelerate launch: every process has checked the folder first
+    main = accelerator.is_main_process  # only the main process writes the run folder
+    if main:
+        _write_run_start(run, recipe_yaml, splits, recipe, task, device, precision, pre, resume)
     try:
         report = _train_and_report(run, recipe, task, splits, train_enc, model, method, accelerator, resume, echo,
                                    check, on_validation)
     except KeyboardInterrupt:
-        run.set_status("interrupted", resume_with="tuneforge train RECIPE --resume")
+        if main:
+            run.set_status("interrupted", resume_with="tuneforge train RECIPE --resume")
         raise
     except Exception as err:
-        run.set_status("failed", error=f"{type(err).__name__}: {err}")
+        if main:
+            run.set_status("failed", error=f"{type(err).__name__}: {err}")
         raise
     return TrainResult(run.root, report, pre)
 
@@ -200,7 +212,7 @@ def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, t
                       echo: Any, check: ForgettingCheck | None,
                       on_validation: ValidationHook | None = None) -> dict[str, Any] | None:
     test = splits.examples["test"]
-    base = _base_scores(run, recipe, task, model, test, echo)
+    base = _base_scores(run, recipe, task, model, test, echo) if accelerator.is_main_process else None
     general_before = check.before(model, run, echo) if check is not None else None
     validate = _validator(task, recipe, splits) if splits.examples["validation"] else None
     metric = recipe.train.early_stopping.metric if recipe.train.early_stopping else "loss"
@@ -212,6 +224,8 @@ def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, t
                 run=run, accelerator=accelerator, resume=resume, lower_is_better=lower,
                 penalty=check.penalty(model) if check is not None else None, privacy=plan,
                 on_validation=on_validation)
+    if not accelerator.is_main_process:
+        return None  # the main process saves and scores the model
     model = accelerator.unwrap_model(model)
     _save_model(run, method, model, task.tokenizer, task)
     echo(f"scoring the tuned model on {len(test)} test items")
@@ -275,7 +289,7 @@ def _base_scores(run: RunDir, recipe: Recipe, task: Task, model: nn.Module, test
 
 def _validator(task: Task, recipe: Recipe, splits: Splits) -> Any:
     val = splits.examples["validation"]
-    val_enc = [e for e in task.encode_many(val) if e.n_answer > 0]
+    val_enc = [e for e in encode_cached(task, val)[0] if e.n_answer > 0]
     metric = recipe.train.early_stopping.metric if recipe.train.early_stopping else "loss"
 
     def validate(model: nn.Module) -> dict[str, float]:

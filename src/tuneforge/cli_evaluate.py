@@ -43,7 +43,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 
     sweep(args.recipe, args.space, trials=args.trials, sampler=args.sampler, minutes=args.minutes,
           storage=args.storage, fraction=args.fraction, output=args.output, study_name=args.study, seed=args.seed,
-          overrides=args.set)
+          overrides=args.set, workers=args.workers)
 
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +58,8 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
                    help="score each trial on this fraction of its training run (Oliver and Wang, 2024)")
     p.add_argument("--study", default=None, help="study name inside the storage (default 'tuneforge')")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1,
+                   help="trials run at once, each in its own process sharing the study store (default 1)")
     p.add_argument("-o", "--output", type=Path, default=None, help="default: OUTPUT-sweep beside the recipe's output")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     p.set_defaults(func=_cmd_sweep)

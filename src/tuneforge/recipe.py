@@ -156,6 +156,8 @@ class DataConfig(Section):
     split: SplitConfig = SplitConfig()
     max_train_rows: int | None = Field(None, ge=1, description="use only the first N training rows (after splitting)")
     max_test_rows: int | None = Field(None, ge=1, description="score only the first N test rows")
+    cache: bool = Field(True, description="keep the tokenised examples on disk by fingerprint and reuse them on a rerun "
+                        "(TUNEFORGE_CACHE sets the folder)")
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -214,6 +216,15 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gradient_checkpointing: bool = False
+    packing: bool = Field(False, description="decoder tasks: pack each micro-batch's examples into rows of max_length "
+                          "tokens, attention kept inside each example (no compute on padding)")
+    attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="attention kernel: sdpa (PyTorch scaled-dot-product, default), eager, or "
+        "flash_attention_2 (CUDA, needs the flash-attn package)")
+    compile: bool = Field(False, description="torch.compile each transformer block (regional compilation: one "
+                          "compiled block serves them all); needs a C++ compiler on CPU")
+    loss_chunk: int | None = Field(1024, ge=1, description="decoder tasks: answer positions per chunk of the fused "
+                                   "linear + cross-entropy, so the full logits never exist; null computes them at once")
     keep_checkpoints: int = Field(1, ge=1, description="most recent checkpoints kept (the best one is always kept)")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="spread this much target mass over the vocabulary/labels")
     dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout probability of the model")

@@ -21,7 +21,8 @@ Large Language Models", https://arxiv.org/abs/2407.13906) found that the ranking
 after a fifth of training predicts their final ranking; the best recipe is then trained in full.
 
 Studies live in an SQLite file (``--storage``), so an interrupted sweep continues where it stopped
-and ``--trials`` is the total wanted, not the number still to run.
+and ``--trials`` is the total wanted, not the number still to run. ``--workers N`` runs N trials at a
+time in separate processes that share the study store; see ``sweep()``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -158,21 +161,46 @@ def _estimated_steps(recipe: Any) -> int:
 
 
 # ----------------------------------------------------------------------------- the study
+def _storage(storage: str) -> Any:
+    """An Optuna storage from a URL; ``journal:PATH`` is a journal file (safe for processes sharing a disk)."""
+    if storage.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(storage.removeprefix("journal:")))
+    return storage
+
+
+def _load_study(storage: str, study_name: str, minimise: bool, sampler: Any) -> Any:
+    import optuna
+
+    return optuna.create_study(study_name=study_name, storage=_storage(storage), load_if_exists=True,
+                               direction="minimize" if minimise else "maximize", sampler=sampler,
+                               pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
+
+
 def sweep(recipe_path: Path | str, space_path: Path | str, *, trials: int = 20, sampler: Sampler = "tpe",
           minutes: float | None = None, storage: str | None = None, fraction: float = 1.0,
           output: Path | str | None = None, study_name: str | None = None, seed: int = 0,
-          overrides: list[str] | None = None, echo: Any = print) -> dict[str, Any]:
-    """Run (or continue) an Optuna study over the recipe; write best_recipe.yaml, sweep.json/.md/.png."""
-    import optuna
+          overrides: list[str] | None = None, workers: int = 1, echo: Any = print) -> dict[str, Any]:
+    """Run (or continue) an Optuna study over the recipe; write best_recipe.yaml, sweep.json/.md/.png.
 
+    ``workers`` > 1 runs that many trials at once, each worker a process of its own sharing the study
+    store (the remaining trials are split between them; give each worker its share of the cores with
+    ``OMP_NUM_THREADS``). Workers on other machines join by running the same command with the same
+    ``--storage`` (a database URL, or ``journal:PATH`` on a shared disk) and ``--study``; no worker starts
+    a trial once the study holds ``trials`` finished ones.
+    """
     from tuneforge import api
     from tuneforge.evaluate import plots
-    from tuneforge.recipe import recipe_from_dict, recipe_to_yaml
+    from tuneforge.recipe import recipe_to_yaml
 
     if not 0.0 < fraction <= 1.0:
         raise UserError(f"--fraction must be in (0, 1], got {fraction}")
     if trials < 1:
         raise UserError(f"--trials must be at least 1, got {trials}")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
     space = load_space(space_path)
     base = api.as_recipe(recipe_path, overrides)
     base_tree = base.model_dump(mode="json")
@@ -180,12 +208,73 @@ def sweep(recipe_path: Path | str, space_path: Path | str, *, trials: int = 20, 
     out = Path(output) if output else Path(base.output).with_name(Path(base.output).name + "-sweep")
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    study_name = study_name or "tuneforge"
     minimise = space.metric == "loss"
-    study = optuna.create_study(study_name=study_name or "tuneforge", storage=storage, load_if_exists=True,
-                                direction="minimize" if minimise else "maximize", sampler=_sampler(sampler, space, seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
+    study = _load_study(storage, study_name, minimise, _sampler(sampler, space, seed))
     if not study.trials and all(space.params[k].contains(v) for k, v in defaults.items()):
         study.enqueue_trial(defaults, user_attrs={"defaults": True})
+    finished = [t for t in study.trials if t.state.is_finished()]
+    todo = max(0, trials - len(finished))
+    if todo:
+        echo(f"sweep: {todo} trial(s) to run ({len(finished)} already in {storage})"
+             + (f", {workers} workers" if workers > 1 else ""))
+        job = {"recipe": str(recipe_path), "space": str(space_path), "overrides": overrides, "storage": storage,
+               "study_name": study_name, "sampler": sampler, "fraction": fraction, "out": str(out),
+               "trials": trials, "minutes": minutes}
+        shares = [todo // workers + (i < todo % workers) for i in range(workers)]
+        helpers = _start_workers(job, shares[1:], seed)
+        _optimize(job, study, shares[0], echo)
+        for helper in helpers:
+            helper.join()
+        if any(h.exitcode != 0 for h in helpers):
+            raise UserError(f"a sweep worker failed (exit codes {[h.exitcode for h in helpers]}); see its output above")
+        study = _load_study(storage, study_name, minimise, _sampler(sampler, space, seed))
+    return _write_results(study, base, space, defaults, out, fraction, sampler, recipe_to_yaml, plots, echo)
+
+
+def _start_workers(job: dict[str, Any], shares: list[int], seed: int) -> list[Any]:
+    """Processes (spawned: a fresh interpreter each, no forked torch threads) that run their share of trials."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    helpers = [context.Process(target=_worker, args=(job, n, seed + 1 + i), daemon=False)
+               for i, n in enumerate(shares) if n > 0]
+    for helper in helpers:
+        helper.start()
+    return helpers
+
+
+def _worker(job: dict[str, Any], n_trials: int, seed: int) -> None:
+    """One helper worker: the same study, its own sampler seed (so it does not propose its peers' points)."""
+    space = load_space(job["space"])
+    study = _load_study(job["storage"], job["study_name"], space.metric == "loss", _sampler(job["sampler"], space, seed))
+    _optimize(job, study, n_trials, print)
+
+
+def _optimize(job: dict[str, Any], study: Any, n_trials: int, echo: Any) -> None:
+    import optuna
+
+    if n_trials < 1:
+        return
+    objective = _objective(job, echo)
+    stop = optuna.study.MaxTrialsCallback(job["trials"], states=(optuna.trial.TrialState.COMPLETE,
+                                                                 optuna.trial.TrialState.PRUNED))
+    minutes = job["minutes"]
+    study.optimize(objective, n_trials=n_trials, timeout=None if minutes is None else minutes * 60,
+                   catch=(UserError,), callbacks=[stop])
+
+
+def _objective(job: dict[str, Any], echo: Any) -> Any:
+    """The function Optuna calls per trial: a normal run of the recipe with the trial's values."""
+    import optuna
+
+    from tuneforge import api
+    from tuneforge.recipe import recipe_from_dict
+
+    space = load_space(job["space"])
+    base = api.as_recipe(job["recipe"], job["overrides"])
+    base_tree = base.model_dump(mode="json")
+    out, fraction, minimise = Path(job["out"]), job["fraction"], space.metric == "loss"
     eval_every = max(1, int(_estimated_steps(base) * fraction / space.evaluations))
 
     def objective(trial: optuna.Trial) -> float:
@@ -216,6 +305,7 @@ def sweep(recipe_path: Path | str, space_path: Path | str, *, trials: int = 20, 
         api.train(recipe, overwrite=True, echo=lambda *_: None, on_validation=on_validation)
         trial.set_user_attr("seconds", time.perf_counter() - started)
         trial.set_user_attr("run", recipe.output.as_posix())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         echo(f"trial {trial.number}: {values} -> val_{space.metric} {state['value']}"
              + (" (pruned)" if state["pruned"] else ""))
         if state["pruned"]:
@@ -224,13 +314,7 @@ def sweep(recipe_path: Path | str, space_path: Path | str, *, trials: int = 20, 
             raise UserError(f"trial {trial.number} ran no validation: give the recipe a validation split")
         return float(state["value"])
 
-    finished = [t for t in study.trials if t.state.is_finished()]
-    todo = max(0, trials - len(finished))
-    if todo:
-        echo(f"sweep: {todo} trial(s) to run ({len(finished)} already in {storage})")
-        study.optimize(objective, n_trials=todo, timeout=None if minutes is None else minutes * 60,
-                       catch=(UserError,))
-    return _write_results(study, base, space, defaults, out, fraction, sampler, recipe_to_yaml, plots, echo)
+    return objective
 
 
 def _write_results(study: Any, base: Any, space: SearchSpace, defaults: dict[str, Any], out: Path, fraction: float,

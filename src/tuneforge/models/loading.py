@@ -96,6 +96,7 @@ def load_model(
     num_labels: int | None = None,
     id2label: dict[int, str] | None = None,
     dtype: torch.dtype = torch.float32,
+    attn_implementation: str = "sdpa",
 ) -> PreTrainedModel:
     """The model in ``resolved.path`` with a ``causal_lm`` or ``sequence_classification`` head.
 
@@ -115,6 +116,7 @@ def load_model(
         use_safetensors=True,
         trust_remote_code=False,
         local_files_only=True,
+        attn_implementation=attn_implementation,
         **extra,
     )
     if model.config.pad_token_id is None:

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from tuneforge.data.packing import collate_packed
 from tuneforge.data.readers import Record
 from tuneforge.errors import ConfigError
 from tuneforge.recipe import Recipe
 from tuneforge.registry import Registry
+from tuneforge.train.fused_loss import linear_cross_entropy_sum
 
 IGNORE = -100  # label id that cross-entropy skips: prompt and padding positions
 
@@ -62,6 +66,8 @@ class Task(ABC):
         self.tokenizer = tokenizer
         self.model_kind = model_kind
         self.schema: dict[str, Any] = {}
+        if recipe.train.packing and model_kind != "decoder":
+            raise ConfigError("train.packing applies to decoder models; an encoder classifier has nothing to pack")
 
     # -- data -------------------------------------------------------------------------
     @abstractmethod
@@ -86,6 +92,8 @@ class Task(ABC):
         return [self.encode(e) for e in examples]
 
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
+        if self.recipe.train.packing:
+            return collate_packed(batch, pad_id=pad_id(self.tokenizer), max_tokens=self.recipe.train.max_length)
         return collate_causal(batch, pad_id=pad_id(self.tokenizer))
 
     def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *,
@@ -95,7 +103,7 @@ class Task(ABC):
         ``training`` adds the training-only terms (label smoothing); validation reports the plain loss.
         """
         smoothing = self.recipe.train.label_smoothing if training else 0.0
-        return causal_loss_sum(model, batch, label_smoothing=smoothing)
+        return causal_loss_sum(model, batch, label_smoothing=smoothing, chunk=self.recipe.train.loss_chunk)
 
     # -- prediction and scoring -------------------------------------------------------
     @abstractmethod
@@ -213,10 +221,14 @@ def collate_causal(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside DDP and peft wrappers."""
     base = getattr(model, "module", model)  # DDP / FSDP wrappers
-    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # peft
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return base.get_base_model() if hasattr(base, "get_base_model") else base  # peft
+
+
+def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    return "logits_to_keep" in inspect.signature(_unwrapped(model).forward).parameters
 
 
 def virtual_tokens(model: torch.nn.Module) -> int:
@@ -227,6 +239,27 @@ def virtual_tokens(model: torch.nn.Module) -> int:
     return int(config.num_virtual_tokens)
 
 
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What the model itself reads from a batch: a packed batch has ``position_ids`` and no attention mask.
+
+    ``use_cache=False``: a scoring forward needs no key/value cache, and transformers reads packed
+    example boundaries from the position ids only when there is none.
+    """
+    return {"use_cache": False, **{k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}}
+
+
+def _answer_positions(model: torch.nn.Module, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which positions predict an answer token ``(B, P + T)`` bool, their targets ``(N,)`` and rows ``(N,)``."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)  # (B, T): position t predicts token t+1
+    keep[:, :-1] = labels[:, 1:] != IGNORE
+    targets = labels[:, 1:][keep[:, :-1]]  # (N,)
+    rows = keep.nonzero()[:, 0]  # (N,)
+    n_virtual = virtual_tokens(model)
+    if n_virtual:  # soft prompt positions come first in the logits and never carry loss
+        keep = torch.cat([keep.new_zeros(keep.shape[0], n_virtual), keep], dim=1)  # (B, P + T)
+    return keep, targets, rows
+
+
 def answer_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits only at the positions that predict an answer token: ``(N, V)``, targets ``(N,)``, rows ``(N,)``.
 
@@ -235,24 +268,60 @@ def answer_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tup
     (B, T, V) logits tensor (the largest activation of a small model) and about a fifth of
     the forward FLOPs of SmolLM2 when two thirds of the tokens are prompt.
     """
-    labels = batch["labels"]  # (B, T)
-    keep = torch.zeros_like(labels, dtype=torch.bool)  # (B, T): position t predicts token t+1
-    keep[:, :-1] = labels[:, 1:] != IGNORE
-    targets = labels[:, 1:][keep[:, :-1]]  # (N,)
-    rows = keep.nonzero()[:, 0]  # (N,)
-    n_virtual = virtual_tokens(model)
-    if n_virtual:  # soft prompt positions come first in the logits and never carry loss
-        keep = torch.cat([keep.new_zeros(keep.shape[0], n_virtual), keep], dim=1)  # (B, P + T)
+    keep, targets, rows = _answer_positions(model, batch["labels"])
     if _accepts_logits_to_keep(model):
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+        out = model(**model_inputs(batch), logits_to_keep=keep)
         return out.logits.reshape(-1, out.logits.shape[-1]), targets, rows  # (N, V)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    out = model(**model_inputs(batch))
     return out.logits[keep], targets, rows  # (N, V)
 
 
+def _fusable_head(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The output head when the chunked loss can take over from it, else None.
+
+    It cannot under FSDP (the head's weight is a shard outside the wrapped forward), for prompt
+    tuning (peft's forward adds the soft prompt) or without ``logits_to_keep`` support.
+    """
+    if "FullyShardedDataParallel" in type(model).__name__ or any(
+            type(m).__name__.startswith("FSDP") for m in [model, getattr(model, "module", model)]):
+        return None
+    if virtual_tokens(model) or not _accepts_logits_to_keep(model):
+        return None
+    return _unwrapped(model).get_output_embeddings()
+
+
+@contextmanager
+def _head_returns_hidden(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Swap the output head for the identity for one forward, so "logits" are the final hidden states.
+
+    Going through the model's own forward (rather than calling its body) keeps the DDP wrapper's
+    gradient hooks and peft's forward in the path.
+    """
+    base = _unwrapped(model)
+    head = base.get_output_embeddings()
+    base.set_output_embeddings(torch.nn.Identity())
+    try:
+        yield head
+    finally:
+        base.set_output_embeddings(head)
+
+
 def causal_loss_sum(model: PreTrainedModel, batch: dict[str, torch.Tensor],
-                    label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
-    """Sum of next-token cross-entropy over answer tokens, and how many there were."""
+                    label_smoothing: float = 0.0, chunk: int | None = None) -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropy over answer tokens, and how many there were.
+
+    With ``chunk``, the final hidden states at answer positions ``(N, H)`` go through the chunked
+    linear + cross-entropy of ``train.fused_loss``, which never holds more than ``chunk`` rows of logits.
+    """
+    head = _fusable_head(model) if chunk is not None else None
+    if head is not None:
+        assert chunk is not None
+        keep, targets, _ = _answer_positions(model, batch["labels"])
+        with _head_returns_hidden(model):
+            hidden = model(**model_inputs(batch), logits_to_keep=keep).logits  # (N, H)
+        hidden = hidden.reshape(-1, hidden.shape[-1])
+        return linear_cross_entropy_sum(hidden, head, targets, chunk=chunk, label_smoothing=label_smoothing), \
+            int(targets.numel())
     logits, targets, _ = answer_logits(model, batch)
     if targets.numel() == 0:
         return logits.sum() * 0.0, 0

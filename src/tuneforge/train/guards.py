@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from tuneforge.data.encode_cache import encode_cached
 from tuneforge.errors import ConfigError, UserError
 from tuneforge.recipe import Recipe
 from tuneforge.rundir import RunDir, write_json_atomic
@@ -32,7 +33,7 @@ def training_set(recipe: Recipe, task: Task, examples: list[Example], echo: Any 
         if soft is not None and task.model_kind != "encoder":
             raise ConfigError("distill: soft labels train an encoder classifier; a decoder student learns a "
                               "classification teacher's labels through task: extraction or generation instead")
-    encoded = task.encode_many(examples)
+    encoded, _ = encode_cached(task, examples)
     if soft is not None:
         for e, s in zip(encoded, soft):
             e.soft = s

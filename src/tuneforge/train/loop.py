@@ -7,7 +7,13 @@ the number of answer tokens in the whole accumulated step (Trainer's per-micro-b
 short answers wrongly under gradient accumulation), a NaN stops the run with a message instead
 of silently saving garbage, and resume is exact: batches come from a seeded per-epoch
 permutation, so the step number alone says where to continue. accelerate gives device
-placement, mixed precision and (later) DDP/FSDP from configuration.
+placement, mixed precision and DDP/FSDP from configuration (``accelerate launch``, ``torchrun``).
+
+Under several processes ``train.batch_size`` stays the global batch: every process draws the same
+seeded micro-batches and takes its shard of each (rank r takes examples r, r + W, ...), the answer
+tokens are counted over the whole step on all processes (one all-reduce), and each loss is scaled by
+the process count to undo DDP's gradient averaging, so the update equals the one-process update.
+Only the main process writes to the run folder.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +109,20 @@ def micro_batches(lengths: list[int], cfg: TrainConfig, start_step: int) -> Iter
         epoch, pos = epoch + 1, 0
 
 
+def compile_blocks(model: nn.Module) -> None:
+    """``torch.compile`` every transformer block in place (regional compilation).
+
+    Why blocks and not the whole model: the blocks are where the FLOPs are and they share one code
+    object, so one compilation serves all of them (the whole-model graph would take minutes to build
+    and recompile whenever the chunked loss swaps the output head, or generation changes shapes).
+    """
+    from tuneforge.methods.base import transformer_blocks
+
+    _, blocks = transformer_blocks(model)
+    for block in blocks:
+        block.compile(dynamic=True)
+
+
 def build_optimizer(model: nn.Module, method: Method[Any], cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over the method's parameter groups (per-layer rates for discriminative fine-tuning)."""
     return torch.optim.AdamW(method.param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr)
@@ -138,6 +159,8 @@ def fit(
     ``penalty`` is a loss term on the weights added once per step (EWC); ``privacy`` switches the step
     to DP-SGD (per-example clipping and noise).
     """
+    if accelerator.num_processes > 1 and (privacy is not None or penalty is not None):
+        raise TrainingError("DP-SGD and the EWC penalty run in one process only; launch without accelerate/torchrun")
     steps = total_steps(len(train), cfg)
     per_epoch = steps_per_epoch(len(train), cfg)
     eval_every = cfg.eval_every or per_epoch
@@ -153,6 +176,8 @@ def fit(
         accelerator.print(f"resuming from {ckpt.name} (step {state.step} of {steps})")
     if cfg.gradient_checkpointing:
         accelerator.unwrap_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.compile:
+        compile_blocks(accelerator.unwrap_model(model))
     model.train()
     batches = micro_batches([len(e.input_ids) for e in train], cfg, state.step)
     bar = tqdm(total=steps, initial=state.step, desc="train", dynamic_ncols=True, disable=not accelerator.is_main_process)
@@ -163,7 +188,8 @@ def fit(
         method.on_step(accelerator.unwrap_model(model), state.step, per_epoch)
         loss_value, n_tokens = _one_step(model, task, train, batches, optimizer, cfg, accelerator, penalty, privacy)
         if not math.isfinite(loss_value):
-            run.log({"step": state.step + 1, "event": "nan", "loss": loss_value})
+            if accelerator.is_main_process:
+                run.log({"step": state.step + 1, "event": "nan", "loss": loss_value})
             raise TrainingError(
                 f"the training loss became {loss_value} at step {state.step + 1}; nothing was saved from this step. "
                 f"Lower train.lr (now {cfg.lr}), add warm-up, or check the data; "
@@ -176,7 +202,8 @@ def fit(
         entry = {"step": state.step, "epoch": state.step / per_epoch, "loss": loss_value,
                  "lr": scheduler.get_last_lr()[0], "tokens": state.tokens,
                  "tokens_per_s": state.tokens / max(state.seconds, 1e-9), **task.step_metrics()}
-        run.log(entry)
+        if accelerator.is_main_process:
+            run.log(entry)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{entry['lr']:.2e}")
         if state.step % eval_every == 0 or state.step == steps:
@@ -194,7 +221,7 @@ def _one_step(model: nn.Module, task: Task, train: list[Encoded], batches: Itera
               optimizer: torch.optim.Optimizer, cfg: TrainConfig, accelerator: Accelerator,
               penalty: Penalty | None, privacy: PrivacyPlan | None) -> tuple[float, int]:
     """One optimizer step over ``grad_accum`` micro-batches, loss averaged over all their answer tokens."""
-    micro_idx = [next(batches) for _ in range(cfg.grad_accum)]
+    micro_idx = [shard(next(batches), accelerator) for _ in range(cfg.grad_accum)]
     if privacy is not None:
         examples = [train[i] for idx in micro_idx for i in idx]
         total = private_step(model, task, examples, privacy, accelerator)
@@ -214,18 +241,39 @@ def _one_step(model: nn.Module, task: Task, train: list[Encoded], batches: Itera
     return total, n_total
 
 
+def shard(indices: list[int], accelerator: Accelerator) -> list[int]:
+    """This process's part of a global micro-batch: every ``num_processes``-th example from its rank on."""
+    if accelerator.num_processes == 1:
+        return indices
+    if len(indices) < accelerator.num_processes:
+        raise TrainingError(f"a micro-batch of {len(indices)} examples cannot be shared by {accelerator.num_processes} "
+                            "processes; raise train.batch_size (it is the global batch) or use fewer processes")
+    return indices[accelerator.process_index :: accelerator.num_processes]
+
+
 def _accumulate(model: nn.Module, task: Task, micro: list[dict[str, torch.Tensor]],
                 accelerator: Accelerator) -> tuple[float, int]:
-    """Backward through every micro-batch; the loss is normalised by the answer tokens of the whole step."""
+    """Backward through every micro-batch; the loss is normalised by the answer tokens of the whole step.
+
+    With W processes the count is summed over all of them, and each loss is multiplied by W because
+    DDP averages the W gradients where the one-process gradient is their sum. Gradients are
+    synchronised once per step, on the last micro-batch.
+    """
     n_total = sum(_loss_positions(b) for b in micro)
+    world = accelerator.num_processes
+    if world > 1:
+        n_total = int(accelerator.reduce(torch.tensor(n_total, device=accelerator.device), reduction="sum"))
     total = 0.0
-    for batch in micro:
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        with accelerator.autocast():
-            loss_sum, _ = task.loss(model, batch, training=True)
-        loss = loss_sum / max(n_total, 1)
-        accelerator.backward(loss)
-        total += float(loss.detach())
+    for k, batch in enumerate(micro):
+        batch = {key: v.to(accelerator.device) for key, v in batch.items()}
+        with accelerator.no_sync(model) if k < len(micro) - 1 else nullcontext():
+            with accelerator.autocast():
+                loss_sum, _ = task.loss(model, batch, training=True)
+            loss = loss_sum * world / max(n_total, 1)
+            accelerator.backward(loss)
+        total += float(loss.detach()) / world
+    if world > 1:
+        total = float(accelerator.reduce(torch.tensor(total, device=accelerator.device), reduction="sum"))
     return total, n_total
 
 
@@ -236,14 +284,15 @@ def _loss_positions(batch: dict[str, torch.Tensor]) -> int:
 
 def _evaluate(model: nn.Module, validate: Validator, state: TrainState, cfg: TrainConfig, run: RunDir,
               accelerator: Accelerator, method: Method[Any], lower_is_better: bool) -> None:
-    metrics = validate(model)
+    metrics = validate(accelerator.unwrap_model(model))  # generation needs the model, not its DDP wrapper
     model.train()
     watched = cfg.early_stopping.metric if cfg.early_stopping else "loss"
     value = metrics[watched]
     min_delta = cfg.early_stopping.min_delta if cfg.early_stopping else 0.0
     if _improved(value, state.best_metric, lower_is_better, min_delta):
         state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
-        run.save_trainable(run.checkpoints / "best", method.trainable_state(accelerator.unwrap_model(model)))
+        if accelerator.is_main_process:
+            run.save_trainable(run.checkpoints / "best", method.trainable_state(accelerator.unwrap_model(model)))
     else:
         state.bad_evals += 1
     if cfg.early_stopping and state.bad_evals >= cfg.early_stopping.patience:
@@ -251,7 +300,8 @@ def _evaluate(model: nn.Module, validate: Validator, state: TrainState, cfg: Tra
     record = {"step": state.step, "event": "validation", **{f"val_{k}": v for k, v in metrics.items()},
               "best_step": state.best_step, "stopped_early": state.stopped_early}
     state.history.append(record)
-    run.log(record)
+    if accelerator.is_main_process:
+        run.log(record)
     accelerator.print(f"step {state.step}: " + ", ".join(f"val_{k}={v:.4f}" for k, v in metrics.items())
                       + (" (best)" if state.best_step == state.step else ""))
 
@@ -266,6 +316,7 @@ def _checkpoint(model: nn.Module, state: TrainState, run: RunDir, accelerator: A
 
 def _restore_best(model: nn.Module, state: TrainState, run: RunDir, accelerator: Accelerator, method: Method[Any]) -> None:
     best = run.checkpoints / "best"
+    accelerator.wait_for_everyone()  # the main process wrote it
     if state.best_step is not None and state.best_step != state.step and best.is_dir():
         method.load_trainable(accelerator.unwrap_model(model), run.load_trainable(best))
         accelerator.print(f"kept the best weights, from step {state.best_step}")
