@@ -18,7 +18,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from tuneforge.errors import ConfigError
-from tuneforge.tasks.base import IGNORE, Encoded, answer_logits, collate_causal, end_of_turn, prompt_text
+from tuneforge.tasks.base import (IGNORE, Encoded, answer_logits, collate_causal, end_of_turn, prompt_text,
+                                  without_ddp)
 
 Messages = list[dict[str, str]]
 
@@ -34,14 +35,10 @@ def check_reference(method_name: str, what: str) -> None:
                           "method), or a reference-free loss (preference.loss: simpo or orpo)")
 
 
-def _peft(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)  # DDP / FSDP wrappers
-
-
 @contextlib.contextmanager
 def adapter_off(model: nn.Module) -> Iterator[None]:
     """The reference model: adapter disabled, eval mode (no dropout), no gradients."""
-    inner = _peft(model)
+    inner = without_ddp(model)
     was_training = inner.training
     inner.eval()
     try:
@@ -155,7 +152,7 @@ def token_kl(policy_logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 def can_share_prompt(model: nn.Module) -> bool:
     """Prompt sharing needs a plain decoder forward: no soft prompt or prefix of peft's prompt learning."""
-    config = getattr(_peft(model), "active_peft_config", None)
+    config = getattr(without_ddp(model), "active_peft_config", None)
     return config is None or not config.is_prompt_learning
 
 

@@ -221,9 +221,14 @@ def collate_causal(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def without_ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP / FSDP wrapper (a peft model stays a peft model)."""
+    return getattr(model, "module", model)
+
+
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside DDP and peft wrappers."""
-    base = getattr(model, "module", model)  # DDP / FSDP wrappers
+    base = without_ddp(model)
     return base.get_base_model() if hasattr(base, "get_base_model") else base  # peft
 
 
@@ -283,7 +288,7 @@ def _fusable_head(model: torch.nn.Module) -> torch.nn.Module | None:
     tuning (peft's forward adds the soft prompt) or without ``logits_to_keep`` support.
     """
     if "FullyShardedDataParallel" in type(model).__name__ or any(
-            type(m).__name__.startswith("FSDP") for m in [model, getattr(model, "module", model)]):
+            type(m).__name__.startswith("FSDP") for m in [model, without_ddp(model)]):
         return None
     if virtual_tokens(model) or not _accepts_logits_to_keep(model):
         return None

@@ -35,7 +35,7 @@ from tuneforge.tasks.answers import (
 from tuneforge.preference.losses import LOSSES, SequenceScores
 from tuneforge.preference.meter import Meter
 from tuneforge.recipe import PreferenceConfig
-from tuneforge.tasks.base import TASKS, Encoded, Example, Task, pad_id
+from tuneforge.tasks.base import TASKS, Encoded, Example, Task, pad_id, without_ddp
 from tuneforge.tasks.decoding import generate
 
 
@@ -174,7 +174,7 @@ class Preference(FeedbackTask):
 
     # -- evaluation -------------------------------------------------------------------
     def _has_reference(self, model: PreTrainedModel) -> bool:
-        return hasattr(getattr(model, "module", model), "disable_adapter")
+        return hasattr(without_ddp(model), "disable_adapter")
 
     @torch.no_grad()
     def _answer_scores(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, list[float]]]:

@@ -27,7 +27,8 @@ from tuneforge.preference.meter import Meter
 from tuneforge.tasks.rewards import resolve_reward
 from tuneforge.recipe import RLConfig
 from tuneforge.registry import Registry
-from tuneforge.tasks.base import IGNORE, TASKS, Encoded, Example, Task, end_of_turn, pad_id, prompt_text
+from tuneforge.tasks.base import (IGNORE, TASKS, Encoded, Example, Task, end_of_turn, pad_id, prompt_text,
+                                  without_ddp)
 
 
 # ----------------------------------------------------------------------------- advantages
@@ -153,7 +154,7 @@ class ReinforcementLearning(Task):
             stop.add(int(self.tokenizer.eos_token_id))
         was_training = model.training
         model.eval()
-        out = getattr(model, "module", model).generate(
+        out = without_ddp(model).generate(
             input_ids=batch["input_ids"].repeat_interleave(g, 0), attention_mask=batch["attention_mask"].repeat_interleave(g, 0),
             do_sample=True, temperature=self.cfg.temperature, top_k=0, top_p=1.0,
             max_new_tokens=self.cfg.max_new_tokens, eos_token_id=sorted(stop), pad_token_id=pad_id(self.tokenizer),
