@@ -12,8 +12,10 @@ labels (completion-only loss); only the training differs:
 
 * ``baseline``: transformers ``Trainer`` + peft with their defaults: ``DataCollatorForSeq2Seq`` pads
   each batch to its longest row, the model computes the full (B, T, V) logits and the loss from them.
-* ``tuneforge``: tuneforge's one training loop (``train.loop.fit``) with packing, answer-only hidden
-  states and the chunked linear + cross-entropy, and micro-batches (``--tf-micro`` examples,
+* ``tuneforge``: tuneforge's one training loop (``train.loop.fit``) with packing (each micro-batch one
+  row, ``train.pack_width``), LoRA dropout folded into ``lora_A`` (``methods/lora_dropout.py``: the same
+  Bernoulli dropout, drawn and applied cheaply), answer-only hidden states and the chunked linear +
+  cross-entropy, and micro-batches (``--tf-micro`` examples,
   gradient-accumulated to the same ``--batch`` examples per step; the loss is normalised by the
   answer tokens of the whole step, so the update is the same as one big batch).
 
@@ -208,6 +210,7 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
         "train": {"epochs": 1, "batch_size": micro, "grad_accum": args.batch // micro, "lr": LR, "warmup_steps": 0,
                   "scheduler": "linear", "max_grad_norm": 1.0, "max_length": args.max_length, "seed": SEED,
                   "packing": not args.tf_no_packing, "loss_chunk": args.tf_loss_chunk,
+                  "pack_width": args.tf_pack_width or micro * args.max_length,
                   "gradient_checkpointing": args.tf_checkpointing, "compile": args.tf_compile},
     }, check_files=False)
     resolved = resolve_model(args.model)
@@ -236,6 +239,7 @@ def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path) ->
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--child-out", str(out),
            "--examples", str(args.examples), "--val", str(args.val), "--batch", str(args.batch),
            "--max-length", str(args.max_length), "--model", args.model, "--tf-loss-chunk", str(args.tf_loss_chunk),
+           *(["--tf-pack-width", str(args.tf_pack_width)] if args.tf_pack_width else []),
            *(["--tf-micro", str(micro)] if micro else []), *(["--tf-no-packing"] if args.tf_no_packing else []),
            *(["--tf-checkpointing"] if args.tf_checkpointing else []), *(["--tf-compile"] if args.tf_compile else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
@@ -274,6 +278,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="tuneforge micro-batch in examples (default --batch); a comma list runs one tuneforge side each")
     parser.add_argument("--tf-loss-chunk", type=int, default=1024)
     parser.add_argument("--tf-no-packing", action="store_true")
+    parser.add_argument("--tf-pack-width", type=int, default=None,
+                        help="tuneforge packed row width in tokens (default: the micro-batch's examples x max_length, "
+                             "so each micro-batch is one row with no padding)")
     parser.add_argument("--tf-checkpointing", action="store_true", help="tuneforge side: gradient checkpointing")
     parser.add_argument("--tf-compile", action="store_true", help="tuneforge side: torch.compile the blocks")
     parser.add_argument("--model", default=MODEL, help="a registry name or model folder (a tiny one for a smoke test)")

@@ -14,7 +14,7 @@ from tuneforge.data.readers import read_records
 from tuneforge.methods import get_method
 from tuneforge.models.loading import load_model, load_tokenizer
 from tuneforge.models.registry import resolve_model
-from tuneforge.recipe import recipe_from_dict
+from tuneforge.recipe import TrainConfig, recipe_from_dict
 from tuneforge.tasks.base import IGNORE, Task, causal_loss_sum, collate_causal, get_task, pad_id
 from tuneforge.train.fused_loss import linear_cross_entropy_sum
 
@@ -211,3 +211,16 @@ def test_compiled_blocks_give_the_same_loss(tmp_path: Path, tiny_decoder: Path) 
     assert compiled == pytest.approx(eager, rel=1e-5)
     for k in eager_grads:
         torch.testing.assert_close(compiled_grads[k], eager_grads[k], rtol=1e-4, atol=1e-5)
+
+
+def test_pack_width_sets_the_row_width(tmp_path: Path, tiny_decoder: Path) -> None:
+    task, _, encoded = _setup(tmp_path, tiny_decoder, {"name": "full"}, packing=True, max_length=64,
+                              pack_width=6 * 64)
+    batch = encoded[:6]
+    packed = task.collate(batch)
+    assert packed["input_ids"].shape == (1, sum(len(e.input_ids) for e in batch))  # one row, no padding
+
+
+def test_pack_width_below_max_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="pack_width"):
+        TrainConfig(max_length=128, pack_width=64)

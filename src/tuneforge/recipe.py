@@ -218,6 +218,9 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = False
     packing: bool = Field(False, description="decoder tasks: pack each micro-batch's examples into rows of max_length "
                           "tokens, attention kept inside each example (no compute on padding)")
+    pack_width: int | None = Field(None, ge=8, description="packing: tokens per packed row (default max_length); "
+                                   "wider rows leave less padding at the end of each row but attention covers the "
+                                   "whole row, so keep it near a micro-batch's tokens")
     attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="attention kernel: sdpa (PyTorch scaled-dot-product, default), eager, or "
         "flash_attention_2 (CUDA, needs the flash-attn package)")
@@ -234,6 +237,9 @@ class TrainConfig(Section):
     def _default_epochs(self) -> "TrainConfig":
         if self.epochs is None and self.max_steps is None:
             self.epochs = 3.0
+        if self.pack_width is not None and self.pack_width < self.max_length:
+            raise ValueError(f"pack_width ({self.pack_width}) must be at least max_length ({self.max_length}): "
+                             "a packed row has to hold the longest example")
         return self
 
 

@@ -9,15 +9,22 @@ higher rank still learns. ``rank_pattern`` / ``alpha_pattern`` give chosen modul
 from __future__ import annotations
 
 from peft import LoraConfig
+from torch import nn
 from transformers import PreTrainedModel
 
 from tuneforge.methods.base import METHODS
+from tuneforge.methods.lora_dropout import fold_lora_dropout
 from tuneforge.methods.peft_base import PeftMethod, peft_task_type, untrained_pooler
 from tuneforge.recipe import LoraMethod
 
 
 @METHODS.register("lora")
 class Lora(PeftMethod[LoraMethod]):
+    def prepare(self, model: PreTrainedModel, head: str) -> nn.Module:
+        wrapped = super().prepare(model, head)
+        fold_lora_dropout(wrapped)  # the same dropout, drawn and applied faster (methods/lora_dropout.py)
+        return wrapped
+
     def peft_config(self, model: PreTrainedModel, head: str) -> LoraConfig:
         return LoraConfig(
             r=self.cfg.r,

@@ -1,0 +1,117 @@
+"""LoRA dropout folded into the ``A`` projection: the same regulariser, a fraction of the time and memory.
+
+Why: peft applies ``lora_dropout`` as ``lora_B(lora_A(dropout(x)))``. On a CPU, ``nn.Dropout`` draws one
+Bernoulli number per input element with a slow generator, then multiplies by a float mask; for
+SmolLM2-135M with LoRA on all seven linear layers that was 17-20% of a training step in the profile
+(``bench/RESULTS.md``), more than attention. The dropped input is also a fresh tensor that ``lora_A``
+keeps for its backward pass, once per adapted layer, although q/k/v (and gate/up) share one input.
+
+Here ``lora_A`` itself drops its input, in a small autograd function:
+
+* the keep-mask is drawn as the gaps between dropped positions (geometric, ``~n * p`` draws instead
+  of ``n``), which is exactly an independent Bernoulli(``p``) per element, from torch's own generator
+  (so seeds, resume and gradient checkpointing's RNG replay behave as before);
+* ``torch.where`` applies it (no float mask) and the ``1 / (1 - p)`` scale goes onto the ``r``-wide
+  output, not the input;
+* backward keeps the shared input and a one-byte mask, and re-applies the mask, instead of keeping a
+  dropped copy per layer.
+
+The parameters, their names and peft's adapter files are untouched (``lora_A`` stays an ``nn.Linear``
+with the same ``weight``), so saving, merging and loading are peft's own. In eval mode it is the plain
+projection. DoRA layers keep peft's path (its variant reads the dropped input itself).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+GEOMETRIC_BELOW = 0.25  # above this rate the gap trick draws nearly as many numbers as a plain mask
+
+
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """A bool mask, ``True`` with probability ``1 - p`` independently per element.
+
+    >>> _ = torch.manual_seed(0)
+    >>> round(float(keep_mask(torch.Size([100_000]), 0.1, torch.device("cpu")).float().mean()), 2)
+    0.9
+    """
+    n = math.prod(shape)
+    if p >= GEOMETRIC_BELOW or device.type != "cpu":
+        return torch.rand(shape, device=device) >= p
+    dropped = _dropped_positions(n, p)
+    mask = torch.ones(n, dtype=torch.bool, device=device)
+    mask[dropped] = False
+    return mask.view(shape)
+
+
+def _dropped_positions(n: int, p: float) -> torch.Tensor:
+    """Positions of the dropped elements among ``n``: the gaps between successes of a Bernoulli(``p``)
+    sequence are i.i.d. geometric, drawn by inversion (``1 + floor(log(1 - u) / log(1 - p))``)."""
+    log_keep = math.log1p(-p)
+    expected = n * p
+    draw = int(expected + 6 * math.sqrt(expected) + 16)
+    ends, last = [], -1
+    while last < n:  # rarely more than once: the first draw covers n with overwhelming probability
+        u = torch.rand(draw, dtype=torch.float64)
+        gaps = torch.floor(torch.log1p(-u) / log_keep).long() + 1  # (draw,), each >= 1
+        pos = gaps.cumsum_(0).add_(last)  # (draw,): absolute positions of the successes
+        ends.append(pos)
+        last = int(pos[-1])
+    pos = torch.cat(ends) if len(ends) > 1 else ends[0]
+    return pos[: int(torch.searchsorted(pos, n))]
+
+
+class _DropoutLinear(torch.autograd.Function):
+    """``(x * mask / (1 - p)) @ weight.T`` keeping ``x`` (shared) and a bool mask for backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:  # type: ignore[override]
+        mask = keep_mask(x.shape, p, x.device)
+        scale = 1.0 / (1.0 - p)
+        out = torch.nn.functional.linear(torch.where(mask, x, 0.0), weight).mul_(scale)  # (..., r)
+        ctx.save_for_backward(x, mask, weight)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # type: ignore[override]
+        x, mask, weight = ctx.saved_tensors
+        g = grad * ctx.scale  # (..., r)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.where(mask, g @ weight, 0.0)  # (..., in)
+        if ctx.needs_input_grad[1]:
+            dropped = torch.where(mask, x, 0.0).reshape(-1, x.shape[-1])  # (N, in)
+            grad_w = g.reshape(-1, g.shape[-1]).t() @ dropped  # (r, in)
+        return grad_x, grad_w, None
+
+
+class DropoutLoraA(nn.Linear):
+    """peft's ``lora_A`` with the adapter's dropout inside; set on an existing layer by :func:`fold_lora_dropout`."""
+
+    dropout_p: float
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.dropout_p == 0.0 or self.bias is not None:
+            return super().forward(x)
+        return _DropoutLinear.apply(x, self.weight, self.dropout_p)
+
+
+def fold_lora_dropout(model: nn.Module) -> int:
+    """Move each vanilla LoRA layer's dropout into its ``lora_A``; returns how many layers changed."""
+    changed = 0
+    for module in model.modules():
+        drops = getattr(module, "lora_dropout", None)
+        if not isinstance(drops, nn.ModuleDict) or getattr(module, "lora_variant", {}):
+            continue
+        for name, drop in list(drops.items()):
+            a = module.lora_A[name]  # type: ignore[index]
+            if isinstance(drop, nn.Dropout) and drop.p > 0 and type(a) is nn.Linear and a.bias is None:
+                a.__class__ = DropoutLoraA
+                a.dropout_p = float(drop.p)
+                drops[name] = nn.Identity()
+                changed += 1
+    return changed
