@@ -356,3 +356,28 @@ def test_shared_prompt_forward_equals_one_sequence_per_answer(tiny_decoder: Path
     (a, ra, ga), (b, rb, gb) = grads
     assert torch.equal(ra, rb) and torch.allclose(a, b, atol=1e-5)
     assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(ga, gb))
+
+
+@pytest.mark.parametrize("task_name", ["preference", "rl"])
+def test_a_second_run_encodes_again_instead_of_reading_a_lossy_cache(task_name: str, tiny_decoder: Path,
+                                                                       tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The JSON cache keeps ids and labels only: answer groups and RL prompt indices must not come from it."""
+    from conftest import product_rows
+    from tuneforge.data.encode_cache import cache_dir, encode_cached
+    from tuneforge.models.loading import load_tokenizer
+    from tuneforge.tasks import get_task
+
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
+    rows = pair_rows(4) if task_name == "preference" else product_rows(4)
+    extra = {} if task_name == "preference" else {"rl": {"task": "extraction", "reward": "json_valid"}}
+    path = write_jsonl(tmp_path / "rows.jsonl", rows)
+    for _ in range(2):  # two runs: two fresh tasks over the same data
+        recipe = recipe_from_dict(pref_recipe(tiny_decoder, task_name, path, tmp_path / "out", **extra))
+        task = get_task(recipe, load_tokenizer(tiny_decoder), "decoder")
+        examples = task.parse([Record(str(path), i + 1, r) for i, r in enumerate(rows)], "the train data")
+        task.fit_schema(examples)
+        encoded, hit = encode_cached(task, examples)
+        assert not hit
+        task.collate(encoded)  # usable: groups keep their answers, RL indices point at recorded prompts
+    assert not cache_dir().exists() or not list(cache_dir().glob("*.json"))

@@ -224,3 +224,36 @@ def test_pack_width_sets_the_row_width(tmp_path: Path, tiny_decoder: Path) -> No
 def test_pack_width_below_max_length_is_refused() -> None:
     with pytest.raises(ValueError, match="pack_width"):
         TrainConfig(max_length=128, pack_width=64)
+
+
+def test_packed_attention_matches_the_masked_square(tmp_path: Path, tiny_decoder: Path) -> None:
+    from tuneforge.train import packed_attention as pa
+
+    task, model, encoded = _setup(tmp_path, tiny_decoder, {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0})
+    batch = encoded[:5]
+    packed = collate_packed(batch, pad_id(task.tokenizer), max_tokens=3 * max(len(e.input_ids) for e in batch))
+    assert pa.segment_lengths(packed["position_ids"]) is not None  # it is packed: several examples per row
+    model.train()
+    results = []
+    for enabled in (False, True):
+        with pa.packed_attention(model, enabled):
+            assert model.config._attn_implementation == (pa.NAME if enabled else "sdpa")
+            loss, _ = _loss_and_grads(model, packed, None)
+            results.append(loss)
+            if enabled:  # the layers really went example by example
+                assert pa._last[1] == pa.segment_lengths(packed["position_ids"])
+            grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+            results.append(grads)
+    assert model.config._attn_implementation == "sdpa"  # restored
+    assert results[2] == pytest.approx(results[0], rel=1e-5)
+    for k, g in results[1].items():
+        torch.testing.assert_close(results[3][k], g, rtol=1e-4, atol=1e-5)
+
+
+def test_packed_attention_falls_back_outside_packed_training() -> None:
+    from tuneforge.train.packed_attention import segment_lengths
+
+    assert segment_lengths(torch.tensor([[0, 1, 2, 3]])) is None  # one example per row
+    assert segment_lengths(torch.tensor([[1, 2, 3]])) is None  # a continuation (KV cache), not a packed row
+    assert segment_lengths(torch.tensor([[0, 1, 3]])) is None  # not consecutive
+    assert segment_lengths(torch.tensor([[0, 1, 0], [0, 0, 1]])) == [[2, 1], [1, 2]]

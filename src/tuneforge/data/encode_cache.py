@@ -61,7 +61,7 @@ def _to_json(e: Encoded) -> list[Any]:
 
 def encode_cached(task: Task, examples: list[Example]) -> tuple[list[Encoded], bool]:
     """``task.encode_many(examples)``, from the cache when the fingerprint is there; returns (encoded, hit)."""
-    if task.recipe.data is None or not task.recipe.data.cache:
+    if task.recipe.data is None or not task.recipe.data.cache or not task.cacheable:
         return task.encode_many(examples), False
     path = cache_dir() / f"{fingerprint(task, examples)}.json"
     if path.is_file():

@@ -60,6 +60,9 @@ class Task(ABC):
     validation_metrics: ClassVar[tuple[str, ...]] = ()
     #: how prediction results should be compared: higher is better unless named here
     lower_is_better: ClassVar[tuple[str, ...]] = ()
+    #: whether ``encode_many`` gives plain rows the on-disk cache can hold (ids, labels, flags); a task whose
+    #: encodings carry more (answer groups) or whose encoding keeps state (prompt indices) says no
+    cacheable: ClassVar[bool] = True
 
     def __init__(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, model_kind: str) -> None:
         self.recipe = recipe

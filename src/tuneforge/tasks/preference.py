@@ -61,6 +61,8 @@ def implied_pairs(seqs: list[Encoded]) -> list[Group]:
 class FeedbackTask(Task):
     """What the preference tasks share: a row trains as one or more :class:`Group` s of answer sequences."""
 
+    cacheable = False  # a Group holds its answer sequences, which the JSON cache does not
+
     @abstractmethod
     def _groups(self, fb: Feedback) -> list[Group]: ...
 

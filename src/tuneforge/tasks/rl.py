@@ -85,6 +85,7 @@ def policy_gradient_loss(logp: torch.Tensor, ref_logp: torch.Tensor, advantages:
 @TASKS.register("rl")
 class ReinforcementLearning(Task):
     name = "rl"
+    cacheable = False  # encoding records each prompt's example for the reward: it must run every time
 
     def __init__(self, recipe: Any, tokenizer: Any, model_kind: str) -> None:
         self.cfg = recipe.rl or RLConfig()

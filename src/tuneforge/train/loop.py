@@ -39,6 +39,7 @@ from tuneforge.tasks.base import Encoded, Task
 from tuneforge.train.forgetting import Penalty
 from tuneforge.train.privacy import PrivacyPlan, private_step
 from tuneforge.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from tuneforge.train.packed_attention import packed_attention
 
 #: validation metric (name -> value) computed on the current model
 Validator = Callable[[nn.Module], dict[str, float]]
@@ -179,40 +180,43 @@ def fit(
     if cfg.compile:
         compile_blocks(accelerator.unwrap_model(model))
     model.train()
-    batches = micro_batches([len(e.input_ids) for e in train], cfg, state.step)
-    bar = tqdm(total=steps, initial=state.step, desc="train", dynamic_ncols=True, disable=not accelerator.is_main_process)
-    task.step_metrics()  # hook: forget what the preflight's probe recorded
-    while state.step < steps and not state.stopped_early:
-        started = time.perf_counter()
-        torch.manual_seed(cfg.seed + state.step)  # dropout masks of step k are the same after a resume
-        method.on_step(accelerator.unwrap_model(model), state.step, per_epoch)
-        loss_value, n_tokens = _one_step(model, task, train, batches, optimizer, cfg, accelerator, penalty, privacy)
-        if not math.isfinite(loss_value):
+    with packed_attention(accelerator.unwrap_model(model), cfg.packing):
+        batches = micro_batches([len(e.input_ids) for e in train], cfg, state.step)
+        bar = tqdm(total=steps, initial=state.step, desc="train", dynamic_ncols=True,
+                   disable=not accelerator.is_main_process)
+        task.step_metrics()  # hook: forget what the preflight's probe recorded
+        while state.step < steps and not state.stopped_early:
+            started = time.perf_counter()
+            torch.manual_seed(cfg.seed + state.step)  # dropout masks of step k are the same after a resume
+            method.on_step(accelerator.unwrap_model(model), state.step, per_epoch)
+            loss_value, n_tokens = _one_step(model, task, train, batches, optimizer, cfg, accelerator, penalty,
+                                             privacy)
+            if not math.isfinite(loss_value):
+                if accelerator.is_main_process:
+                    run.log({"step": state.step + 1, "event": "nan", "loss": loss_value})
+                raise TrainingError(
+                    f"the training loss became {loss_value} at step {state.step + 1}; nothing was saved from this step. "
+                    f"Lower train.lr (now {cfg.lr}), add warm-up, or check the data; "
+                    f"`tuneforge train --resume` continues from the last good checkpoint."
+                )
+            scheduler.step()
+            state.step += 1
+            state.tokens += n_tokens
+            state.seconds += time.perf_counter() - started
+            entry = {"step": state.step, "epoch": state.step / per_epoch, "loss": loss_value,
+                     "lr": scheduler.get_last_lr()[0], "tokens": state.tokens,
+                     "tokens_per_s": state.tokens / max(state.seconds, 1e-9), **task.step_metrics()}
             if accelerator.is_main_process:
-                run.log({"step": state.step + 1, "event": "nan", "loss": loss_value})
-            raise TrainingError(
-                f"the training loss became {loss_value} at step {state.step + 1}; nothing was saved from this step. "
-                f"Lower train.lr (now {cfg.lr}), add warm-up, or check the data; "
-                f"`tuneforge train --resume` continues from the last good checkpoint."
-            )
-        scheduler.step()
-        state.step += 1
-        state.tokens += n_tokens
-        state.seconds += time.perf_counter() - started
-        entry = {"step": state.step, "epoch": state.step / per_epoch, "loss": loss_value,
-                 "lr": scheduler.get_last_lr()[0], "tokens": state.tokens,
-                 "tokens_per_s": state.tokens / max(state.seconds, 1e-9), **task.step_metrics()}
-        if accelerator.is_main_process:
-            run.log(entry)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{entry['lr']:.2e}")
-        if state.step % eval_every == 0 or state.step == steps:
-            if validate is not None:
-                _evaluate(model, validate, state, cfg, run, accelerator, method, lower_is_better)
-                if on_validation is not None and on_validation(state.step, steps, state.history[-1]):
-                    state.stopped_early = True
-            _checkpoint(model, state, run, accelerator, method, optimizer, scheduler, cfg)
-    bar.close()
+                run.log(entry)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{entry['lr']:.2e}")
+            if state.step % eval_every == 0 or state.step == steps:
+                if validate is not None:
+                    _evaluate(model, validate, state, cfg, run, accelerator, method, lower_is_better)
+                    if on_validation is not None and on_validation(state.step, steps, state.history[-1]):
+                        state.stopped_early = True
+                _checkpoint(model, state, run, accelerator, method, optimizer, scheduler, cfg)
+        bar.close()
     _restore_best(model, state, run, accelerator, method)
     return state
 
