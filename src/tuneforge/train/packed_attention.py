@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 NAME = "tuneforge_packed"
@@ -70,14 +70,15 @@ def packed_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value
     if lengths is None or len(lengths) != query.shape[0]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    groups = getattr(module, "num_key_value_groups", 1)
-    key, value = repeat_kv(key, groups), repeat_kv(value, groups)  # (B, H, T, D)
+    gqa = getattr(module, "num_key_value_groups", 1) > 1  # the fused kernel reads shared key/value heads itself
     rows = []
-    for b, row in enumerate(lengths):
-        parts = zip(query[b].split(row, dim=1), key[b].split(row, dim=1), value[b].split(row, dim=1))
+    for b, row in enumerate(lengths):  # 4-D slices: the fused kernel takes (1, H, L, D), 3-D falls back to the math path
+        parts = zip(query[b : b + 1].split(row, dim=2), key[b : b + 1].split(row, dim=2),
+                    value[b : b + 1].split(row, dim=2))
         rows.append(torch.cat([torch.nn.functional.scaled_dot_product_attention(
-            q, k, v, dropout_p=dropout, scale=scaling, is_causal=True) for q, k, v in parts], dim=1))  # (H, T, D)
-    return torch.stack(rows).transpose(1, 2).contiguous(), None
+            q, k, v, dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa) for q, k, v in parts],
+            dim=2))  # (1, H, T, D)
+    return torch.cat(rows).transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(NAME, packed_sdpa)
