@@ -332,23 +332,24 @@ def test_long_prompts_lose_their_oldest_turns_first(tiny_decoder: Path) -> None:
 
 
 def test_shared_prompt_forward_equals_one_sequence_per_answer(tiny_decoder: Path) -> None:
-    """Running each pair's prompt once (KV cache copied to both answers) changes no log-probability or gradient."""
+    """Running each pair's prompt once (answers packed after it) changes no log-probability or gradient."""
     from peft import LoraConfig, get_peft_model
 
     from tuneforge.models.loading import load_model, load_tokenizer
     from tuneforge.models.registry import resolve_model
     from tuneforge.tasks.answers import (
-        Group, causal_view, collate_groups, encode_answers, shared_prompt_token_logps, token_logps,
+        Group, causal_view, collate_groups, encode_answers, packed_group_token_logps, token_logps,
     )
 
     tok = load_tokenizer(tiny_decoder)
     model = get_peft_model(load_model(resolve_model(str(tiny_decoder)), head="causal_lm"),
                            LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
-    groups = [Group.of(encode_answers(tok, [{"role": "user", "content": "lamp " * k}], ["yes " * (k + 1), "no"], 64))
-              for k in range(1, 5)]  # prompts and answers of different lengths: padding on both sides
+    groups = [Group.of(encode_answers(tok, [{"role": "user", "content": "lamp " * k}],
+                                      ["yes " * (k + 1), "no", "maybe " * (5 - k)][: 2 + k % 2], 64))
+              for k in range(1, 5)]  # prompts, answers and group sizes of different lengths: padding everywhere
     batch = collate_groups(groups, 0)
     grads = []
-    for fn in (lambda: token_logps(model, causal_view(batch)), lambda: shared_prompt_token_logps(model, batch)):
+    for fn in (lambda: token_logps(model, causal_view(batch)), lambda: packed_group_token_logps(model, batch)):
         model.zero_grad()
         picked, rows, _ = fn()
         picked.sum().backward()

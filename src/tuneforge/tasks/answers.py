@@ -159,7 +159,7 @@ def can_share_prompt(model: nn.Module) -> bool:
 def group_token_logps(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`token_logps` of a grouped batch, sharing each group's prompt when the model allows it."""
     if can_share_prompt(model):
-        return shared_prompt_token_logps(model, batch)
+        return packed_group_token_logps(model, batch)
     return token_logps(model, causal_view(batch))
 
 
@@ -169,49 +169,82 @@ def group_sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor]) -> tu
     return per_row(picked, rows, batch["input_ids"].shape[0])
 
 
-def shared_prompt_token_logps(model: nn.Module, batch: dict[str, torch.Tensor]
-                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`token_logps` of a :func:`collate_groups` batch, running each group's shared prompt once.
+def _group_rows(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor,
+                                                        torch.Tensor, list[int]]:
+    """One row per group: ``[prompt, answer 1, answer 2, ...]``, each answer seeing the prompt and itself.
 
-    The answers of a group (chosen and rejected) continue the same prompt, so the prompt goes through the
-    model once per group and its key/value cache is copied to each answer row: on HH pairs (prompt about
-    two thirds of the tokens) a third fewer tokens forward and backward. Prompts are left-padded so they
-    end in one column; positions count real tokens only, as ``generate`` does. The last prompt position
-    predicts each answer's first token. Returns per answer token ``(N,)`` log-probabilities, rows ``(N,)``
-    and the log-softmax ``(N, V)``, in the same order as :func:`token_logps`.
+    Returns the model inputs (``input_ids``/``position_ids`` ``(B, L)``, a boolean ``(B, 1, L, L)`` mask),
+    the positions whose hidden states predict answer tokens ``(B, L)``, for each answer token in
+    :func:`token_logps` order its index among those positions ``(N,)`` and its target ``(N,)``, and the
+    answer lengths ``S``. Padding (token 0, never kept) attends to itself only.
     """
     ids, mask, labels, group = batch["input_ids"], batch["attention_mask"], batch["token_labels"], batch["group"]
-    device = ids.device
-    n_prompt = (labels == IGNORE).logical_and(mask.bool()).cumprod(-1).sum(-1)  # (S,): leading prompt tokens
-    first = torch.zeros(int(group.max()) + 1, dtype=torch.long, device=device).scatter_(
-        0, group, torch.arange(len(group), device=device))  # (B,): a row of each group (any: they share the prompt)
-    p_len = n_prompt[first]  # (B,)
-    width = int(p_len.max())
-    prompts = torch.zeros((len(first), width), dtype=torch.long, device=device)  # (B, P), left-padded
-    p_mask = torch.zeros_like(prompts)
-    for b, row in enumerate(first.tolist()):
-        n = int(p_len[b])
-        prompts[b, width - n:] = ids[row, :n]
-        p_mask[b, width - n:] = 1
-    a_len = mask.sum(-1) - n_prompt  # (S,)
-    a_width = int(a_len.max())
-    answers = torch.zeros((len(ids), a_width), dtype=torch.long, device=device)  # (S, A), right-padded
-    a_mask = torch.zeros_like(answers)
+    n_prompt = (labels == IGNORE).logical_and(mask.bool()).cumprod(-1).sum(-1).tolist()  # (S,)
+    lengths = mask.sum(-1).tolist()  # (S,)
+    members: list[list[int]] = [[] for _ in range(int(group.max()) + 1)]
+    for s, g in enumerate(group.tolist()):
+        members[g].append(s)
+    layout: list[tuple[int, int, int]] = [(0, 0, 0)] * len(ids)  # per answer: group, start in its row, length
+    widths = []
+    for g, rows in enumerate(members):
+        at = n_prompt[rows[0]]
+        for s in rows:
+            layout[s] = (g, at, lengths[s] - n_prompt[s])
+            at += lengths[s] - n_prompt[s]
+        widths.append(at)
+    width = max(widths)
+    tokens = torch.zeros((len(members), width), dtype=torch.long)  # (B, L)
+    positions = torch.zeros_like(tokens)
+    allowed = torch.eye(width, dtype=torch.bool).repeat(len(members), 1, 1)  # (B, L, L): padding sees itself
+    keep = torch.zeros_like(tokens, dtype=torch.bool)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    for g, rows in enumerate(members):
+        p = n_prompt[rows[0]]
+        tokens[g, :p] = ids[rows[0], :p]
+        positions[g, :p] = torch.arange(p)
+        allowed[g, :p, :p] = causal[:p, :p]
+        keep[g, p - 1] = True  # the prompt's last position predicts every answer's first token
+        for s in rows:
+            _, at, n = layout[s]
+            tokens[g, at : at + n] = ids[s, p : p + n]
+            positions[g, at : at + n] = torch.arange(p, p + n)
+            allowed[g, at : at + n, :p] = True
+            allowed[g, at : at + n, at : at + n] = causal[:n, :n]
+            keep[g, at : at + n - 1] = True
+    index = torch.full_like(tokens, -1)
+    index[keep] = torch.arange(int(keep.sum()))
+    order, targets = [], []
     for s in range(len(ids)):
-        n0, n = int(n_prompt[s]), int(a_len[s])
-        answers[s, :n] = ids[s, n0:n0 + n]
-        a_mask[s, :n] = 1
-    out = model(input_ids=prompts, attention_mask=p_mask, position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0),
-                use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
-    for layer in cache.layers:
-        layer.batch_select_indices(group)
-    positions = p_len[group].unsqueeze(1) + torch.arange(a_width, device=device)  # (S, A)
-    logits = model(input_ids=answers, attention_mask=torch.cat([p_mask[group], a_mask], dim=1),
-                   position_ids=positions, past_key_values=cache).logits  # (S, A, V): j predicts j+1
-    full = torch.cat([out.logits[group], logits[:, :-1]], dim=1)  # (S, A, V): column j predicts answer token j
-    keep = a_mask.bool()  # (S, A)
-    logp = torch.log_softmax(full[keep].float(), dim=-1)  # (N, V)
-    picked = logp.gather(-1, answers[keep].unsqueeze(-1)).squeeze(-1)  # (N,)
-    rows = keep.nonzero()[:, 0]  # (N,)
+        g, at, n = layout[s]
+        p = n_prompt[members[g][0]]
+        order += [int(index[g, p - 1])] + index[g, at : at + n - 1].tolist()
+        targets += ids[s, p : p + n].tolist()
+    device = ids.device
+    inputs = {"input_ids": tokens.to(device), "position_ids": positions.to(device),
+              "attention_mask": allowed.unsqueeze(1).to(device)}
+    answer_lengths = [n for _, _, n in layout]
+    return inputs, keep.to(device), torch.tensor(order, device=device), torch.tensor(targets, device=device), \
+        answer_lengths
+
+
+def packed_group_token_logps(model: nn.Module, batch: dict[str, torch.Tensor]
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`token_logps` of a :func:`collate_groups` batch, each group packed into one row.
+
+    The answers of a group (chosen and rejected, or a ranking) continue the same prompt, so a row
+    holds the prompt once and then every answer, with position ids that restart at the prompt's end
+    for each answer and a mask that lets an answer see the prompt and itself only: each answer token
+    gets exactly the context it has alone. Against one padded row per answer this runs the prompt
+    once (on HH pairs two thirds of the tokens) and pads no answer to its partner's length (chosen
+    and rejected answers differ: 43% of a step was padding on the HH pairs); rows pad only to the
+    longest group. Only positions that predict an answer token reach the vocabulary head. Returns per
+    answer token ``(N,)`` log-probabilities, rows ``(N,)`` and the log-softmax ``(N, V)``, in the same
+    order as :func:`token_logps`.
+    """
+    inputs, keep, order, targets, lengths = _group_rows(batch)
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (1, K, V) at the kept positions
+    logp = torch.log_softmax(logits.reshape(-1, logits.shape[-1]).float(), dim=-1)[order]  # (N, V)
+    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (N,)
+    rows = torch.repeat_interleave(torch.arange(len(lengths), device=picked.device),
+                                   torch.tensor(lengths, device=picked.device))  # (N,)
     return picked, rows, logp
