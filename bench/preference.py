@@ -7,7 +7,7 @@
    ``../shared/datasets/hh_harmless/pairs_train.jsonl``;
 2. ``dpo``: examples/hh-dpo.yaml on the second half (disjoint from the reward model's), judged for the win
    rate by the ``rm`` run, which never saw its pairs;
-3. ``rl``: examples/products-grpo.yaml, GRPO with the ``field_accuracy`` reward on product listings.
+3. ``rl``: examples/products-grpo.yaml, GRPO with the ``json_valid`` reward on product listings.
 
 Each run is a ``tuneforge train`` child process holding ``/tmp/tuneforge-heavy.lock`` (so heavy jobs on the
 shared CPU run one at a time); its wall time and peak RSS (``os.wait4``) are recorded with the report's
