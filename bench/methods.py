@@ -123,7 +123,7 @@ SLOTS_VARIANTS: dict[str, dict[str, Any]] = {
     "layer_freeze(20/30)": {"method": {"name": "layer_freeze", "frozen_layers": 20}, "train": {"lr": 1e-4}},
     "full": {"method": {"name": "full"}, "train": {"lr": 5e-5}},
     "lora+ewc": {"method": {"name": "lora", "r": 16, "alpha": 32}, "train": {"lr": 1e-3},
-                 "forgetting": {"ewc": {"weight": 1000.0}}},
+                 "forgetting": {"ewc": {"weight": 1e5}}},
     "lora+rehearsal": {"method": {"name": "lora", "r": 16, "alpha": 32}, "train": {"lr": 1e-3},
                        "forgetting": {"rehearsal": {"fraction": 0.2}}},
 }

@@ -19,6 +19,7 @@ from tuneforge.models.surgery import keep_layers, set_dropout
 from tuneforge.recipe import EWCConfig, ForgettingConfig, PrivacyConfig, recipe_from_dict
 from tuneforge.tasks.base import Encoded, causal_loss_sum, collate_causal
 from tuneforge.train import forgetting
+from tuneforge.train.ewc import ewc_penalty
 from tuneforge.train.distill import distillation_loss_sum
 from tuneforge.train.privacy import plan_privacy, private_step, spent
 
@@ -141,22 +142,76 @@ def test_private_run_reports_the_privacy_spent(tmp_path: Path, tiny_encoder: Pat
     assert "Differential privacy" in (tmp_path / "run" / "report.md").read_text()
 
 
-def test_ewc_penalty_is_zero_at_the_anchor_and_grows_with_distance(tmp_path: Path, tiny_decoder: Path) -> None:
+def _task_and_model(tmp_path: Path, tiny_decoder: Path, method: dict | None = None):
+    from tuneforge.methods.base import get_method
     from tuneforge.models.loading import load_tokenizer
     from tuneforge.tasks.base import get_task
 
     train = write_jsonl(tmp_path / "train.jsonl", product_rows(8))
-    recipe = recipe_from_dict(base_recipe(tiny_decoder, "extraction", train, tmp_path / "run"))
+    raw = base_recipe(tiny_decoder, "extraction", train, tmp_path / "run")
+    if method is not None:
+        raw["method"] = method
+    recipe = recipe_from_dict(raw)
     resolved = resolve_model(str(tiny_decoder))
     task = get_task(recipe, load_tokenizer(resolved.path), resolved.kind)
     model = load_model(resolved, head="causal_lm")
+    if method is not None:
+        model = get_method(recipe.method).prepare(model, "causal_lm")
     chunks = forgetting.general_chunks(ForgettingConfig(max_chunks=4), task.tokenizer, 32)
-    penalty = forgetting.ewc_penalty(model, task, chunks, EWCConfig(weight=10.0, batches=2), batch_size=2)
+    return task, model, chunks
+
+
+def test_ewc_penalty_is_zero_at_the_anchor_and_grows_with_distance(tmp_path: Path, tiny_decoder: Path) -> None:
+    task, model, chunks = _task_and_model(tmp_path, tiny_decoder)
+    penalty = ewc_penalty(model, task, chunks, EWCConfig(weight=10.0, batches=2), batch_size=2)
     assert float(penalty(model)) == 0.0
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01)
     assert float(penalty(model)) > 0.0
+
+
+def test_ewc_fisher_is_the_mean_of_per_sequence_squared_gradients(tmp_path: Path, tiny_decoder: Path) -> None:
+    task, model, chunks = _task_and_model(tmp_path, tiny_decoder)
+    penalty = ewc_penalty(model, task, chunks[:2], EWCConfig(weight=1.0, batches=1), batch_size=2)
+    name, param = "model.norm.weight", dict(model.named_parameters())["model.norm.weight"]
+    squares = []
+    for seq in chunks[:2]:
+        model.zero_grad()
+        loss, n = task.loss(model, collate_causal([seq], pad_id=0))
+        (loss / n).backward()
+        squares.append(param.grad.detach() ** 2)
+    fisher, _ = penalty.params[name]
+    assert torch.allclose(fisher, (squares[0] + squares[1]) / 2, rtol=1e-4, atol=1e-12)
+
+
+def test_ewc_on_lora_penalises_the_merged_update_with_the_frozen_weights_fisher(tmp_path: Path,
+                                                                               tiny_decoder: Path) -> None:
+    """At B = 0 the adapter's own gradients carry no Fisher; the frozen weight's do, and the update is B @ A."""
+    task, model, chunks = _task_and_model(tmp_path, tiny_decoder, {"name": "lora", "r": 4, "alpha": 8})
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    penalty = ewc_penalty(model, task, chunks, EWCConfig(weight=3.0, batches=2), batch_size=2)
+    assert penalty.adapted and not any("lora_" in n for n in penalty.params)  # adapters judged by their update
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if not p.requires_grad)
+    assert all(not p.requires_grad and p.grad is None for n, p in model.named_parameters() if n in frozen)
+    assert float(penalty(model)) == 0.0
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    expected = 0.0
+    for name, layer in penalty.adapted.items():
+        module = model.get_submodule(name)
+        merged_minus_base = module.get_delta_weight(module.active_adapters[0])
+        expected += 1.5 * float((layer.fisher * merged_minus_base**2).sum())
+    assert expected > 0 and math.isclose(float(penalty(model)), expected, rel_tol=1e-5)
+    value = penalty.backward(model, lambda t: t.backward())  # the layer-by-layer gradient equals the whole one's
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    penalty(model).backward()
+    assert math.isclose(value, expected, rel_tol=1e-5) and penalty.last == value
+    assert grads and all(torch.allclose(grads[n], p.grad, atol=1e-9) for n, p in model.named_parameters() if n in grads)
 
 
 def test_ewc_keeps_the_weights_that_matter_for_general_text(tmp_path: Path, tiny_decoder: Path) -> None:
@@ -171,8 +226,34 @@ def test_ewc_keeps_the_weights_that_matter_for_general_text(tmp_path: Path, tiny
         moved[name] = api.load_run(tmp_path / name).model
     base = api.load_run(tmp_path / "plain", tuned=False)
     chunks = forgetting.general_chunks(ForgettingConfig(max_chunks=4), base.task.tokenizer, 64)
-    penalty = forgetting.ewc_penalty(base.model, base.task, chunks, EWCConfig(weight=1.0, batches=2), batch_size=2)
+    penalty = ewc_penalty(base.model, base.task, chunks, EWCConfig(weight=1.0, batches=2), batch_size=2)
     assert float(penalty(moved["ewc"])) < 0.5 * float(penalty(moved["plain"]))
+
+
+def test_ewc_on_lora_keeps_the_update_small_where_general_text_needs_it(tmp_path: Path, tiny_decoder: Path) -> None:
+    """Measured by the Fisher-weighted size of the merged update, which plain LoRA training ignores."""
+    train = write_jsonl(tmp_path / "train.jsonl", product_rows(24))
+    for name, guard in (("plain", None), ("ewc", {"weight": 1e5, "batches": 2})):
+        raw = base_recipe(tiny_decoder, "extraction", train, tmp_path / name, max_steps=6, lr=1e-2)
+        raw["method"] = {"name": "lora", "r": 4, "alpha": 8}
+        raw["forgetting"] = {"measure": False, "max_chunks": 4, "ewc": guard}
+        raw["eval"]["base"] = False
+        api.train(raw, **QUIET)
+    start = api.load_run(tmp_path / "plain", tuned=False)  # a fresh adapter (B = 0) on the base model
+    for n, p in start.model.named_parameters():
+        p.requires_grad_("lora_" in n)  # as in training
+    chunks = forgetting.general_chunks(ForgettingConfig(max_chunks=4), start.task.tokenizer, 64)
+    reference = ewc_penalty(start.model, start.task, chunks, EWCConfig(weight=1.0, batches=2), batch_size=2)
+    assert reference.adapted
+    sizes = {}
+    with torch.no_grad():
+        for name in ("plain", "ewc"):
+            model = api.load_run(tmp_path / name).model
+            sizes[name] = sum(float((a.fisher * model.get_submodule(n).get_delta_weight("default") ** 2).sum())
+                              for n, a in reference.adapted.items())
+    log = [json.loads(line) for line in (tmp_path / "ewc" / "metrics.jsonl").read_text().splitlines()]
+    assert any(e.get("ewc_penalty", 0) > 0 for e in log)  # the penalty is logged per step
+    assert 0 < sizes["ewc"] < 0.5 * sizes["plain"]
 
 
 def test_forgetting_is_measured_and_rehearsal_mixes_general_text(tmp_path: Path, tiny_decoder: Path) -> None:

@@ -4,10 +4,8 @@ A fine-tune that wins on its task may lose general ability (McCloskey & Cohen 19
 2017). The measurement is what every user should see before trusting a tuned model: perplexity on a
 general-text sample and accuracy on a small general-knowledge probe, before and after. The guards:
 
-- EWC (https://arxiv.org/abs/1612.00796) adds ``lambda/2 * sum_i F_i (theta_i - theta*_i)^2``, a pull back
-  to the pre-trained weights that is strongest where the diagonal Fisher information ``F`` on general
-  text says a weight matters. Fisher = mean squared gradient of the general-text loss (the empirical
-  Fisher, as most implementations use).
+- EWC (https://arxiv.org/abs/1612.00796, in ``train/ewc.py``): a pull back to the pre-trained weights,
+  strongest where the Fisher information on general text says a weight matters.
 - Rehearsal (experience replay) mixes a share of general-text sequences into the training set.
 """
 
@@ -15,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,12 +23,9 @@ from transformers import PreTrainedTokenizerBase
 
 from tuneforge.data.readers import read_records
 from tuneforge.errors import ConfigError
-from tuneforge.recipe import EWCConfig, ForgettingConfig
-from tuneforge.tasks.base import Encoded, Task, collate_causal, end_of_turn, mean_loss, pad_id, prompt_text
+from tuneforge.recipe import ForgettingConfig
+from tuneforge.tasks.base import Encoded, Task, end_of_turn, mean_loss, pad_id, prompt_text
 from tuneforge.tasks.decoding import option_logprobs
-
-Penalty = Callable[[nn.Module], torch.Tensor]
-
 
 def _builtin(name: str) -> Path:
     return Path(str(resources.files("tuneforge") / "resources" / "general" / name))
@@ -97,34 +91,6 @@ def compare(before: dict[str, float], after: dict[str, float], n_probe: int) -> 
     return {"before": before, "after": after, "probe_questions": n_probe,
             "perplexity_change": after["general_perplexity"] / before["general_perplexity"] - 1.0,
             "probe_accuracy_change": after["probe_accuracy"] - before["probe_accuracy"]}
-
-
-def ewc_penalty(model: nn.Module, task: Task, chunks: list[Encoded], cfg: EWCConfig, batch_size: int) -> Penalty:
-    """Estimate the diagonal Fisher of the trainable weights on general text; return the EWC penalty."""
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
-    was_training = model.training
-    model.eval()  # no dropout in the estimate
-    device = next(model.parameters()).device
-    for b in range(cfg.batches):
-        part = chunks[(b * batch_size) % len(chunks) :][:batch_size] or chunks[:batch_size]
-        batch = {k: v.to(device) for k, v in collate_causal(part, pad_id(task.tokenizer)).items()}
-        model.zero_grad(set_to_none=True)
-        loss, n = task.loss(model, batch)
-        (loss / max(n, 1)).backward()
-        for name, p in params.items():
-            if p.grad is not None:
-                fisher[name] += p.grad.detach() ** 2 / cfg.batches
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
-    anchor = {n: p.detach().clone() for n, p in params.items()}
-
-    def penalty(current: nn.Module) -> torch.Tensor:
-        named = dict(current.named_parameters())
-        terms = [(fisher[n] * (named[n] - anchor[n]) ** 2).sum() for n in fisher if named[n].requires_grad]
-        return cfg.weight / 2 * torch.stack(terms).sum() if terms else torch.zeros(())
-
-    return penalty
 
 
 def rehearsal_examples(chunks: list[Encoded], n_train: int, fraction: float) -> list[Encoded]:

@@ -19,6 +19,7 @@ from tuneforge.rundir import RunDir, write_json_atomic
 from tuneforge.tasks.base import Encoded, Example, Task
 from tuneforge.train import forgetting
 from tuneforge.train.distill import apply_teacher
+from tuneforge.train.ewc import EWCPenalty, ewc_penalty
 
 
 def training_set(recipe: Recipe, task: Task, examples: list[Example], echo: Any = print) -> list[Encoded]:
@@ -79,10 +80,10 @@ class ForgettingCheck:
         write_json_atomic(saved, scores)
         return scores
 
-    def penalty(self, model: nn.Module) -> forgetting.Penalty | None:
+    def penalty(self, model: nn.Module) -> EWCPenalty | None:
         if self.cfg.ewc is None:
             return None
-        return forgetting.ewc_penalty(model, self.task, self.guard_chunks, self.cfg.ewc, self.batch_size)
+        return ewc_penalty(model, self.task, self.guard_chunks, self.cfg.ewc, self.batch_size)
 
     def after(self, model: nn.Module, before: dict[str, float] | None) -> dict[str, Any] | None:
         if before is None:

@@ -36,7 +36,7 @@ from tuneforge.methods.base import Method
 from tuneforge.recipe import TrainConfig
 from tuneforge.rundir import RunDir
 from tuneforge.tasks.base import Encoded, Task
-from tuneforge.train.forgetting import Penalty
+from tuneforge.train.ewc import EWCPenalty
 from tuneforge.train.privacy import PrivacyPlan, private_step
 from tuneforge.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from tuneforge.train.packed_attention import packed_attention
@@ -151,7 +151,7 @@ def fit(
     accelerator: Accelerator,
     resume: bool,
     lower_is_better: bool = True,
-    penalty: Penalty | None = None,
+    penalty: EWCPenalty | None = None,
     privacy: PrivacyPlan | None = None,
     on_validation: ValidationHook | None = None,
 ) -> TrainState:
@@ -206,6 +206,8 @@ def fit(
             entry = {"step": state.step, "epoch": state.step / per_epoch, "loss": loss_value,
                      "lr": scheduler.get_last_lr()[0], "tokens": state.tokens,
                      "tokens_per_s": state.tokens / max(state.seconds, 1e-9), **task.step_metrics()}
+            if penalty is not None:
+                entry["ewc_penalty"] = penalty.last
             if accelerator.is_main_process:
                 run.log(entry)
             bar.update(1)
@@ -223,7 +225,7 @@ def fit(
 
 def _one_step(model: nn.Module, task: Task, train: list[Encoded], batches: Iterator[list[int]],
               optimizer: torch.optim.Optimizer, cfg: TrainConfig, accelerator: Accelerator,
-              penalty: Penalty | None, privacy: PrivacyPlan | None) -> tuple[float, int]:
+              penalty: EWCPenalty | None, privacy: PrivacyPlan | None) -> tuple[float, int]:
     """One optimizer step over ``grad_accum`` micro-batches, loss averaged over all their answer tokens."""
     micro_idx = [shard(next(batches), accelerator) for _ in range(cfg.grad_accum)]
     if privacy is not None:
@@ -234,9 +236,7 @@ def _one_step(model: nn.Module, task: Task, train: list[Encoded], batches: Itera
         total, n_total = _accumulate(model, task, [task.collate([train[i] for i in idx]) for idx in micro_idx],
                                      accelerator)
     if penalty is not None:
-        extra = penalty(model)
-        accelerator.backward(extra)
-        total += float(extra.detach())
+        total += penalty.backward(model, accelerator.backward)
     if cfg.max_grad_norm is not None:
         accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
     if math.isfinite(total):
