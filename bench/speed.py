@@ -131,14 +131,14 @@ def required_flops(config: Any, encoded: list[Any], r: int) -> dict[str, float]:
     return parts
 
 
-def matmul_peak(threads: int) -> dict[str, float]:
-    """Best fp32 ``torch.mm`` rate on this machine now (GFLOP/s), the denominator of the utilisation."""
+def matmul_peak(threads: int, dtype: str = "float32") -> dict[str, float]:
+    """Best ``torch.mm`` rate in ``dtype`` on this machine now (GFLOP/s), the denominator of the utilisation."""
     import torch
 
     torch.set_num_threads(threads)
     best: dict[str, float] = {}
     for n in (2048, 3072):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n).to(getattr(torch, dtype)), torch.randn(n, n).to(getattr(torch, dtype))
         torch.mm(a, b)
         rates = []
         for _ in range(5):
@@ -175,7 +175,7 @@ def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
                               num_train_epochs=1, learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0,
                               max_grad_norm=1.0, weight_decay=0.0, seed=SEED, save_strategy="no", report_to=[],
                               logging_steps=10, use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False,
-                              disable_tqdm=True)
+                              disable_tqdm=True, bf16=args.child == "baseline_bf16")
     trainer = Trainer(model=model, args=targs, train_dataset=rows,
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100))
     start = time.perf_counter()
@@ -184,7 +184,7 @@ def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
     padded = sum(max(len(train[i].input_ids) for i in range(s, min(s + args.batch, len(train)))) *
                  len(range(s, min(s + args.batch, len(train)))) for s in range(0, len(train), args.batch))
     return {"train_seconds": seconds, "val_loss": validation_loss(model, val), "steps": trainer.state.global_step,
-            "tokens_processed_approx": padded, "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
+            "precision": "bf16" if targs.bf16 else "no", "tokens_processed_approx": padded, "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
 
 
 def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
@@ -197,6 +197,7 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
     from tuneforge.rundir import RunDir
     from tuneforge.tasks.base import get_task
     from tuneforge.train.loop import fit
+    from tuneforge.train.preflight import resolve_precision
 
     tokenizer, _, train, val = _data(args)
     out = Path(tempfile.mkdtemp(prefix="speed-tuneforge-"))
@@ -211,18 +212,21 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
                   "scheduler": "linear", "max_grad_norm": 1.0, "max_length": args.max_length, "seed": SEED,
                   "packing": not args.tf_no_packing, "loss_chunk": args.tf_loss_chunk,
                   "pack_width": args.tf_pack_width or micro * args.max_length,
-                  "gradient_checkpointing": args.tf_checkpointing, "compile": args.tf_compile},
+                  "gradient_checkpointing": args.tf_checkpointing, "compile": args.tf_compile,
+                  "dtype": args.tf_dtype},
     }, check_files=False)
     resolved = resolve_model(args.model)
+    precision, notes = resolve_precision(recipe.train, "cpu")  # as `tuneforge train` decides
+    print(f"tuneforge precision: {precision} {' '.join(notes)}", flush=True)
     task = get_task(recipe, tokenizer, resolved.kind)
     method = get_method(recipe.method)
     model = method.prepare(load_model(resolved, head="causal_lm"), "causal_lm")
     start = time.perf_counter()
     state = fit(model=model, task=task, method=method, train=train, validate=None, cfg=recipe.train,
-                run=RunDir(out / "run"), accelerator=Accelerator(cpu=True), resume=False)
+                run=RunDir(out / "run"), accelerator=Accelerator(cpu=True, mixed_precision=precision), resume=False)
     seconds = time.perf_counter() - start
     return {"train_seconds": seconds, "val_loss": validation_loss(model, val), "steps": state.step,
-            "loop_seconds": state.seconds, "losses": [h["loss"] for h in _log(out / "run") if "loss" in h]}
+            "precision": precision, "loop_seconds": state.seconds, "losses": [h["loss"] for h in _log(out / "run") if "loss" in h]}
 
 
 def _log(run: Path) -> list[dict[str, Any]]:
@@ -230,7 +234,7 @@ def _log(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
 
 
-SIDES = {"baseline": run_baseline, "tuneforge": run_tuneforge}
+SIDES = {"baseline": run_baseline, "baseline_bf16": run_baseline, "tuneforge": run_tuneforge}
 
 
 # ----------------------------------------------------------------------------- the parent
@@ -241,7 +245,8 @@ def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path) ->
            "--max-length", str(args.max_length), "--model", args.model, "--tf-loss-chunk", str(args.tf_loss_chunk),
            *(["--tf-pack-width", str(args.tf_pack_width)] if args.tf_pack_width else []),
            *(["--tf-micro", str(micro)] if micro else []), *(["--tf-no-packing"] if args.tf_no_packing else []),
-           *(["--tf-checkpointing"] if args.tf_checkpointing else []), *(["--tf-compile"] if args.tf_compile else [])]
+           *(["--tf-checkpointing"] if args.tf_checkpointing else []), *(["--tf-compile"] if args.tf_compile else []),
+           "--tf-dtype", args.tf_dtype]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
     child = subprocess.Popen(cmd, env=env)
@@ -283,8 +288,11 @@ def main(argv: list[str] | None = None) -> None:
                              "so each micro-batch is one row with no padding)")
     parser.add_argument("--tf-checkpointing", action="store_true", help="tuneforge side: gradient checkpointing")
     parser.add_argument("--tf-compile", action="store_true", help="tuneforge side: torch.compile the blocks")
+    parser.add_argument("--tf-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="tuneforge side: train.dtype (auto is float32 on a CPU; bfloat16 needs AMX or AVX-512-BF16)")
     parser.add_argument("--model", default=MODEL, help="a registry name or model folder (a tiny one for a smoke test)")
-    parser.add_argument("--sides", default="baseline,tuneforge")
+    parser.add_argument("--sides", default="baseline,tuneforge",
+                        help="comma list of baseline, baseline_bf16 (Trainer with bf16=True), tuneforge")
     parser.add_argument("--lock", choices=["run", "none"], default="run",
                         help="take /tmp/tuneforge-heavy.lock around each side (do not also wrap this in flock)")
     parser.add_argument("--out", type=Path, default=RESULTS / "speed.json")
@@ -315,7 +323,8 @@ def main(argv: list[str] | None = None) -> None:
 def _measure(args: argparse.Namespace, threads: int, raw: list[str]) -> dict[str, Any]:
     started = dt.datetime.now(dt.timezone.utc)
     peak = matmul_peak(threads)
-    print(f"fp32 matmul peak: {peak['gflops']:.1f} GFLOP/s", flush=True)
+    peak_bf16 = matmul_peak(threads, "bfloat16")
+    print(f"matmul peak: fp32 {peak['gflops']:.1f}, bf16 {peak_bf16['gflops']:.1f} GFLOP/s", flush=True)
     from transformers import AutoConfig
 
     _, path, train, _ = _data(args)
@@ -332,13 +341,15 @@ def _measure(args: argparse.Namespace, threads: int, raw: list[str]) -> dict[str
         s = _child(name.split("-")[0], micro, args, tmp / f"{name}.json")
         s["micro_batch"] = micro
         s["useful_tokens_per_s"] = useful / s["train_seconds"]
-        s["mfu"] = flops["total"] / s["train_seconds"] / (peak["gflops"] * 1e9)
+        s["mfu"] = flops["total"] / s["train_seconds"] / (peak["gflops"] * 1e9)  # against the fp32 peak
+        s["mfu_own_precision"] = flops["total"] / s["train_seconds"] / (
+            (peak_bf16 if s.get("precision") == "bf16" else peak)["gflops"] * 1e9)
         s["achieved_gflops"] = flops["total"] / s["train_seconds"] / 1e9
         sides[name] = s
         print(json.dumps({k: v for k, v in s.items() if k != "losses"}, indent=1), flush=True)
     peak_after = matmul_peak(threads)  # the cores are shared: did the machine change during the run?
     result = {"machine": _machine(), "command": "OMP_NUM_THREADS=%s python bench/speed.py %s" % (threads, shlex.join(raw)),
-              "matmul_peak": peak, "matmul_peak_after": peak_after, "started": started.isoformat(timespec="seconds"),
+              "matmul_peak": peak, "matmul_peak_bf16": peak_bf16, "matmul_peak_after": peak_after, "started": started.isoformat(timespec="seconds"),
               "load_during_run": os.getloadavg(), "model": args.model, "examples": len(train), "useful_tokens": useful,
               "real_tokens": sum(len(e.input_ids) for e in train), "required_flops": flops, "sides": sides}
     if "baseline" in sides:
@@ -346,7 +357,9 @@ def _measure(args: argparse.Namespace, threads: int, raw: list[str]) -> dict[str
         result["ratios"] = {name: {"useful_tokens_per_s": t["useful_tokens_per_s"] / b["useful_tokens_per_s"],
                                    "peak_rss": t["peak_rss_mb"] / b["peak_rss_mb"],
                                    "wall": t["wall_seconds"] / b["wall_seconds"],
-                                   "val_loss_delta": t["val_loss"] - b["val_loss"], "mfu": t["mfu"]}
+                                   "val_loss_delta": t["val_loss"] - b["val_loss"], "mfu": t["mfu"],
+                                   "mfu_own_precision": t.get("mfu_own_precision", t["mfu"]),
+                                   "precision": t.get("precision", "no")}
                             for name, t in sides.items() if name != "baseline"}
     return result
 
@@ -361,14 +374,17 @@ def render_markdown(r: dict[str, Any]) -> str:
              f"Work: {r['model']} + LoRA r16 (all linear layers) on SNIPS slot extraction, the first {r['examples']} "
              f"training rows once ({r['real_tokens']} real tokens, {r['useful_tokens']} answer tokens that carry "
              f"loss), batch 8, max_length 256, lr {LR}. fp32 matmul peak measured in this run: "
-             f"{r['matmul_peak']['gflops']:.1f} GFLOP/s at the start, {r['matmul_peak_after']['gflops']:.1f} at the end; "
+             f"{r['matmul_peak']['gflops']:.1f} GFLOP/s at the start, {r['matmul_peak_after']['gflops']:.1f} at the end"
+             + (f" (bf16: {r['matmul_peak_bf16']['gflops']:.1f})" if "matmul_peak_bf16" in r else "") + "; "
              f"load average at the end {', '.join(f'{x:.1f}' for x in r['load_during_run'])}. "
              f"Required model FLOPs: {r['required_flops']['total'] / 1e12:.2f} TFLOP.", "",
-             "| side | train s | useful tokens/s | peak RSS MB | wall s | val loss | GFLOP/s | of matmul peak |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| side | precision | train s | useful tokens/s | peak RSS MB | wall s | val loss | GFLOP/s "
+             "| of fp32 matmul peak | of own-precision peak |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in r["sides"].items():
-        lines.append(f"| {name} | {s['train_seconds']:.1f} | {s['useful_tokens_per_s']:.1f} | {s['peak_rss_mb']:.0f} | "
-                     f"{s['wall_seconds']:.1f} | {s['val_loss']:.4f} | {s['achieved_gflops']:.1f} | {s['mfu']:.1%} |")
+        lines.append(f"| {name} | {s.get('precision', 'no')} | {s['train_seconds']:.1f} | {s['useful_tokens_per_s']:.1f} | "
+                     f"{s['peak_rss_mb']:.0f} | {s['wall_seconds']:.1f} | {s['val_loss']:.4f} | {s['achieved_gflops']:.1f} | "
+                     f"{s['mfu']:.1%} | {s.get('mfu_own_precision', s['mfu']):.1%} |")
     lines += ["", "How it is measured: each side is its own subprocess, run one after the other while this script holds "
               "`/tmp/tuneforge-heavy.lock`; peak RSS is the child's `ru_maxrss` (`os.wait4`), so model loading "
               "and the validation pass count too; train s is the training call alone; useful tokens are the "
@@ -381,7 +397,9 @@ def render_markdown(r: dict[str, Any]) -> str:
     for name, q in r.get("ratios", {}).items():
         lines += ["", f"Ratios ({name} / baseline): useful tokens/s **{q['useful_tokens_per_s']:.2f}x** (target >= 1.5x), "
                   f"peak RSS **{q['peak_rss']:.2f}x** (target <= 0.4x), wall {q['wall']:.2f}x, validation loss "
-                  f"{q['val_loss_delta']:+.4f} (target <= 0); {q['mfu']:.1%} of the matmul peak (target >= 60%)."]
+                  f"{q['val_loss_delta']:+.4f} (target <= 0); {q['mfu']:.1%} of the fp32 matmul peak"
+                  + (f", {q['mfu_own_precision']:.1%} of the bf16 peak" if q.get("precision") == "bf16" else "")
+                  + " (target >= 60%)."]
     return "\n".join(lines) + "\n"
 
 

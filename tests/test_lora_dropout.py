@@ -59,6 +59,23 @@ def test_forward_and_gradients_match_the_explicit_dropout(monkeypatch: pytest.Mo
     torch.testing.assert_close(gw, rw)
 
 
+def test_bf16_autocast_gives_float32_gradients_close_to_the_float32_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under autocast the incoming gradient is bf16 while x and the weight stay float32 (train.dtype bfloat16)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 12, requires_grad=True)
+    w = torch.randn(4, 12, requires_grad=True)
+    mask = torch.rand(2, 7, 12) > 0.2
+    monkeypatch.setattr(lora_dropout, "keep_mask", lambda shape, p, device: mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = lora_dropout._DropoutLinear.apply(x, w, 0.2)
+    grad = torch.randn_like(out)
+    gx, gw = torch.autograd.grad(out, (x, w), grad)
+    assert out.dtype == torch.bfloat16 and gx.dtype == torch.float32 and gw.dtype == torch.float32
+    rx, rw = torch.autograd.grad(lora_dropout._DropoutLinear.apply(x, w, 0.2), (x, w), grad.float())
+    torch.testing.assert_close(gx, rx, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(gw, rw, rtol=0.05, atol=0.05)
+
+
 def _peft(tiny_decoder: Path, dropout: float) -> torch.nn.Module:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_decoder)

@@ -79,13 +79,13 @@ class _DropoutLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # type: ignore[override]
         x, mask, weight = ctx.saved_tensors
-        g = grad * ctx.scale  # (..., r)
+        g = grad * ctx.scale  # (..., r), in the forward's compute dtype (bf16 under autocast)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.where(mask, g @ weight, 0.0)  # (..., in)
+            grad_x = torch.where(mask, g @ weight.to(g.dtype), 0.0).to(x.dtype)  # (..., in)
         if ctx.needs_input_grad[1]:
-            dropped = torch.where(mask, x, 0.0).reshape(-1, x.shape[-1])  # (N, in)
-            grad_w = g.reshape(-1, g.shape[-1]).t() @ dropped  # (r, in)
+            dropped = torch.where(mask, x, 0.0).reshape(-1, x.shape[-1]).to(g.dtype)  # (N, in)
+            grad_w = (g.reshape(-1, g.shape[-1]).t() @ dropped).to(weight.dtype)  # (r, in)
         return grad_x, grad_w, None
 
 

@@ -87,7 +87,11 @@ def resolve_precision(cfg: TrainConfig, device: str) -> tuple[str, list[str]]:
     """accelerate's mixed-precision mode. Weights stay float32; autocast does the rest.
 
     "auto" is bf16 on a GPU that supports it and full float32 elsewhere: bf16 matmuls on CPUs
-    without AMX/AVX-512 run about 25x slower than float32 (measured on the project's machines).
+    without AMX/AVX-512 run about 25x slower than float32 (measured on the project's machines). Even
+    with AMX, where a large bf16 matmul runs 6x float32's rate, bf16 autocast made SmolLM2-135M LoRA
+    training 10% slower, 35% larger in memory and worse in validation loss (bench/RESULTS.md): its
+    matmuls are small and autocast re-casts every frozen weight at every forward. So a CPU gets bf16
+    only when the recipe asks for it.
     """
     warnings: list[str] = []
     if cfg.dtype == "auto":
