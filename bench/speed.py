@@ -202,6 +202,9 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer, _, train, val = _data(args)
     out = Path(tempfile.mkdtemp(prefix="speed-tuneforge-"))
     micro = int(args.tf_micro) if args.tf_micro else args.batch
+    tokens = args.tf_micro_tokens[0] if args.tf_micro_tokens else None  # a child gets at most one
+    if tokens:  # the step's examples re-split by tokens: fixed-size micro-batches only feed it
+        micro = args.batch
     if args.batch % micro:
         raise SystemExit(f"--tf-micro {micro} must divide --batch {args.batch}")
     recipe = recipe_from_dict({
@@ -211,7 +214,8 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
         "train": {"epochs": 1, "batch_size": micro, "grad_accum": args.batch // micro, "lr": LR, "warmup_steps": 0,
                   "scheduler": "linear", "max_grad_norm": 1.0, "max_length": args.max_length, "seed": SEED,
                   "packing": not args.tf_no_packing, "loss_chunk": args.tf_loss_chunk,
-                  "pack_width": args.tf_pack_width or micro * args.max_length,
+                  "pack_width": args.tf_pack_width or tokens or micro * args.max_length,
+                  "micro_batch_tokens": tokens,
                   "gradient_checkpointing": args.tf_checkpointing, "compile": args.tf_compile,
                   "dtype": args.tf_dtype},
     }, check_files=False)
@@ -238,7 +242,7 @@ SIDES = {"baseline": run_baseline, "baseline_bf16": run_baseline, "tuneforge": r
 
 
 # ----------------------------------------------------------------------------- the parent
-def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path, tokens: int | None = None) -> dict[str, Any]:
     """Run one side in a subprocess; its own peak RSS comes from ``os.wait4``."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--child-out", str(out),
            "--examples", str(args.examples), "--val", str(args.val), "--batch", str(args.batch),
@@ -246,7 +250,7 @@ def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path) ->
            *(["--tf-pack-width", str(args.tf_pack_width)] if args.tf_pack_width else []),
            *(["--tf-micro", str(micro)] if micro else []), *(["--tf-no-packing"] if args.tf_no_packing else []),
            *(["--tf-checkpointing"] if args.tf_checkpointing else []), *(["--tf-compile"] if args.tf_compile else []),
-           "--tf-dtype", args.tf_dtype]
+           "--tf-dtype", args.tf_dtype, *(["--tf-micro-tokens", str(tokens)] if tokens else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
     child = subprocess.Popen(cmd, env=env)
@@ -288,6 +292,9 @@ def main(argv: list[str] | None = None) -> None:
                              "so each micro-batch is one row with no padding)")
     parser.add_argument("--tf-checkpointing", action="store_true", help="tuneforge side: gradient checkpointing")
     parser.add_argument("--tf-compile", action="store_true", help="tuneforge side: torch.compile the blocks")
+    parser.add_argument("--tf-micro-tokens", type=lambda v: [int(x) for x in v.split(",")], default=[],
+                        help="comma list: one more tuneforge side each with train.micro_batch_tokens (each step's "
+                             "examples split into micro-batches of at most this many tokens)")
     parser.add_argument("--tf-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                         help="tuneforge side: train.dtype (auto is float32 on a CPU; bfloat16 needs AMX or AVX-512-BF16)")
     parser.add_argument("--model", default=MODEL, help="a registry name or model folder (a tiny one for a smoke test)")
@@ -332,13 +339,15 @@ def _measure(args: argparse.Namespace, threads: int, raw: list[str]) -> dict[str
     useful = sum(e.n_answer for e in train)
     tmp = Path(tempfile.mkdtemp(prefix="speed-"))
     sides: dict[str, Any] = {}
-    runs = [(side, None) for side in args.sides.split(",") if side != "tuneforge"]
+    runs = [(side, None, None) for side in args.sides.split(",") if side != "tuneforge"]
     if "tuneforge" in args.sides.split(","):
         micros = [int(m) for m in str(args.tf_micro or args.batch).split(",")]
-        runs += [("tuneforge" if len(micros) == 1 else f"tuneforge-micro{m}", m) for m in micros]
-    for name, micro in runs:
+        runs += [("tuneforge" if len(micros) == 1 and not args.tf_micro_tokens else f"tuneforge-micro{m}", m, None)
+                 for m in micros]
+        runs += [(f"tuneforge-tokens{t}", None, t) for t in args.tf_micro_tokens]
+    for name, micro, tokens in runs:
         print(f"== {name}", flush=True)
-        s = _child(name.split("-")[0], micro, args, tmp / f"{name}.json")
+        s = _child(name.split("-")[0], micro, args, tmp / f"{name}.json", tokens)
         s["micro_batch"] = micro
         s["useful_tokens_per_s"] = useful / s["train_seconds"]
         s["mfu"] = flops["total"] / s["train_seconds"] / (peak["gflops"] * 1e9)  # against the fp32 peak

@@ -257,3 +257,39 @@ def test_packed_attention_falls_back_outside_packed_training() -> None:
     assert segment_lengths(torch.tensor([[1, 2, 3]])) is None  # a continuation (KV cache), not a packed row
     assert segment_lengths(torch.tensor([[0, 1, 3]])) is None  # not consecutive
     assert segment_lengths(torch.tensor([[0, 1, 0], [0, 0, 1]])) == [[2, 1], [1, 2]]
+
+
+def test_token_budget_micro_batches_give_the_same_update(tmp_path: Path, tiny_decoder: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-splitting a step's examples by tokens changes the micro-batches, not the optimizer step."""
+    from conftest import base_recipe, product_rows, write_jsonl
+    from tuneforge import api
+    from tuneforge.train import loop
+
+    splits: list[list[list[int]]] = []
+    real = loop.split_by_tokens
+    monkeypatch.setattr(loop, "split_by_tokens", lambda *a: splits.append(real(*a)) or splits[-1])
+    train = write_jsonl(tmp_path / "train.jsonl", product_rows(24))
+    weights = {}
+    for name, extra in (("examples", {}), ("tokens", {"micro_batch_tokens": 96})):
+        raw = base_recipe(tiny_decoder, "extraction", train, tmp_path / name, max_steps=2, lr=1e-2, batch_size=2,
+                          grad_accum=3, packing=True, max_length=64, **extra)
+        raw["eval"]["base"] = False
+        api.train(raw, echo=lambda *_: None)
+        weights[name] = {k: v.detach().clone() for k, v in api.load_run(tmp_path / name).model.state_dict().items()}
+    assert len(splits) == 2 and any(len(s) != 3 for s in splits)  # the steps really were cut differently
+    for k, v in weights["examples"].items():
+        torch.testing.assert_close(weights["tokens"][k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_micro_batch_tokens_below_max_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="micro_batch_tokens"):
+        TrainConfig(max_length=128, micro_batch_tokens=64)
+
+
+def test_loop_docstring_examples() -> None:
+    import doctest
+
+    from tuneforge.train import loop
+
+    assert doctest.testmod(loop).failed == 0

@@ -221,6 +221,10 @@ class TrainConfig(Section):
     pack_width: int | None = Field(None, ge=8, description="packing: tokens per packed row (default max_length); "
                                    "wider rows leave less padding at the end of each row but attention covers the "
                                    "whole row, so keep it near a micro-batch's tokens")
+    micro_batch_tokens: int | None = Field(
+        None, ge=8, description="split each optimizer step's examples (batch_size x grad_accum) into micro-batches "
+        "of at most this many tokens instead of grad_accum micro-batches of batch_size examples: the same update, "
+        "with peak memory set by the token cap rather than by the longest micro-batch (at least max_length)")
     attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="attention kernel: sdpa (PyTorch scaled-dot-product, default), eager, or "
         "flash_attention_2 (CUDA, needs the flash-attn package)")
@@ -240,6 +244,9 @@ class TrainConfig(Section):
         if self.pack_width is not None and self.pack_width < self.max_length:
             raise ValueError(f"pack_width ({self.pack_width}) must be at least max_length ({self.max_length}): "
                              "a packed row has to hold the longest example")
+        if self.micro_batch_tokens is not None and self.micro_batch_tokens < self.max_length:
+            raise ValueError(f"micro_batch_tokens ({self.micro_batch_tokens}) must be at least max_length "
+                             f"({self.max_length}): a micro-batch has to hold the longest example")
         return self
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +85,9 @@ def epoch_batches(lengths: list[int], cfg: TrainConfig, epoch: int) -> list[list
     Length grouping (as in Trainer's ``group_by_length``): within windows of 32 batches the
     examples are sorted by length, so a batch pads to a similar length instead of to the longest
     random neighbour; the batch order is then shuffled again so training still sees a random mix.
+    With packing there is no padding to save, so batches are plain random draws: grouped, whole
+    steps of one length (``micro_batch_tokens``) reached 0.08 higher validation loss on SNIPS slots
+    than random steps (docs/scale.md), likely because the loss is normalised per step.
     The epoch is padded to a whole number of optimizer steps by wrapping to its own start.
     """
     n = len(lengths)
@@ -92,9 +95,12 @@ def epoch_batches(lengths: list[int], cfg: TrainConfig, epoch: int) -> list[list
     order = torch.randperm(n, generator=gen).tolist()
     micro_per_epoch = steps_per_epoch(n, cfg) * cfg.grad_accum
     order = order + order[: max(0, micro_per_epoch * cfg.batch_size - n)]
-    window = cfg.batch_size * 32
-    grouped = [i for start in range(0, len(order), window)
-               for i in sorted(order[start : start + window], key=lambda i: -lengths[i])]
+    if cfg.packing:  # packed rows carry no padding to save, and grouping would make whole steps one length
+        grouped = order
+    else:
+        window = cfg.batch_size * 32
+        grouped = [i for start in range(0, len(order), window)
+                   for i in sorted(order[start : start + window], key=lambda i: -lengths[i])]
     batches = [grouped[k : k + cfg.batch_size] for k in range(0, len(grouped), cfg.batch_size)]
     shuffle = torch.randperm(len(batches), generator=gen).tolist()
     return [batches[i] for i in shuffle][:micro_per_epoch]
@@ -108,6 +114,31 @@ def micro_batches(lengths: list[int], cfg: TrainConfig, start_step: int) -> Iter
         batches = epoch_batches(lengths, cfg, epoch)
         yield from batches[pos:]
         epoch, pos = epoch + 1, 0
+
+
+def split_by_tokens(indices: list[int], lengths: Sequence[int] | Mapping[int, int], budget: int) -> list[list[int]]:
+    """One step's examples as micro-batches of at most ``budget`` tokens (first-fit decreasing).
+
+    Why: a step of a fixed number of examples per micro-batch peaks at its longest micro-batch (with
+    length grouping, four long examples together), so memory is sized for the worst case while most
+    micro-batches are small. Capping tokens instead bounds the peak and fills every micro-batch close
+    to the cap. The step's loss is normalised by all its answer tokens, so any split gives the same
+    update. An example longer than the budget goes alone.
+
+    >>> split_by_tokens([0, 1, 2, 3], [100, 300, 200, 150], 400)
+    [[1, 0], [2, 3]]
+    """
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(indices, key=lambda i: -lengths[i]):
+        fit = next((b for b, r in enumerate(room) if lengths[i] <= r), None)
+        if fit is None:
+            bins.append([i])
+            room.append(budget - lengths[i])
+        else:
+            bins[fit].append(i)
+            room[fit] -= lengths[i]
+    return bins
 
 
 def compile_blocks(model: nn.Module) -> None:
@@ -228,6 +259,9 @@ def _one_step(model: nn.Module, task: Task, train: list[Encoded], batches: Itera
               penalty: EWCPenalty | None, privacy: PrivacyPlan | None) -> tuple[float, int]:
     """One optimizer step over ``grad_accum`` micro-batches, loss averaged over all their answer tokens."""
     micro_idx = [shard(next(batches), accelerator) for _ in range(cfg.grad_accum)]
+    if cfg.micro_batch_tokens is not None:
+        step = [i for idx in micro_idx for i in idx]
+        micro_idx = split_by_tokens(step, {i: len(train[i].input_ids) for i in step}, cfg.micro_batch_tokens)
     if privacy is not None:
         examples = [train[i] for idx in micro_idx for i in idx]
         total = private_step(model, task, examples, privacy, accelerator)
