@@ -15,7 +15,7 @@ from tuneforge.methods import get_method
 from tuneforge.models.loading import load_model, load_tokenizer
 from tuneforge.models.registry import resolve_model
 from tuneforge.recipe import TrainConfig, recipe_from_dict
-from tuneforge.tasks.base import IGNORE, Task, causal_loss_sum, collate_causal, get_task, pad_id
+from tuneforge.tasks.base import IGNORE, Encoded, Task, causal_loss_sum, collate_causal, get_task, pad_id
 from tuneforge.train.fused_loss import linear_cross_entropy_sum
 
 
@@ -293,3 +293,16 @@ def test_loop_docstring_examples() -> None:
     from tuneforge.train import loop
 
     assert doctest.testmod(loop).failed == 0
+
+
+def test_preflight_probes_the_largest_token_capped_micro_batch() -> None:
+    from tuneforge.train.loop import split_by_tokens
+    from tuneforge.train.preflight import worst_micro_batch
+
+    lengths = [30, 64, 10, 50, 64, 20, 5, 40]
+    train = [Encoded(list(range(n)), list(range(n)), n_answer=1) for n in lengths]
+    cfg = TrainConfig(max_length=64, batch_size=4, grad_accum=2, micro_batch_tokens=100)
+    probed = [len(e.input_ids) for e in worst_micro_batch(train, cfg)]
+    first_bin = split_by_tokens(list(range(8)), lengths, 100)[0]
+    assert probed == [lengths[i] for i in first_bin] == [64, 30, 5]
+    assert [len(e.input_ids) for e in worst_micro_batch(train, TrainConfig(max_length=64, batch_size=3))] == [64, 64, 50]

@@ -160,7 +160,7 @@ def probe(model: nn.Module, task: Task, train: list[Encoded], cfg: TrainConfig, 
 
     Gradients are dropped afterwards and no optimizer step is taken: the weights are unchanged.
     """
-    longest = sorted(train, key=lambda e: len(e.input_ids), reverse=True)[: cfg.batch_size]
+    longest = worst_micro_batch(train, cfg)
     batch = {k: v.to(device) for k, v in task.collate(longest).items()}
     tokens = sum(len(e.input_ids) for e in longest)
     model.train()
@@ -174,6 +174,24 @@ def probe(model: nn.Module, task: Task, train: list[Encoded], cfg: TrainConfig, 
     peak = _peak_bytes(device)
     model.zero_grad(set_to_none=True)
     return tokens / seconds, peak
+
+
+def worst_micro_batch(train: list[Encoded], cfg: TrainConfig) -> list[Encoded]:
+    """The largest micro-batch training can meet: the longest examples, capped as the loop caps them.
+
+    With ``micro_batch_tokens`` this is the first bin first-fit decreasing fills from the longest step
+    (``train.loop.split_by_tokens``): the longest example, then every next-longest one that still fits.
+    """
+    ranked = sorted(train, key=lambda e: len(e.input_ids), reverse=True)
+    if cfg.micro_batch_tokens is None:
+        return ranked[: cfg.batch_size]
+    batch: list[Encoded] = []
+    used = 0
+    for e in ranked[: cfg.batch_size * cfg.grad_accum]:
+        if not batch or used + len(e.input_ids) <= cfg.micro_batch_tokens:
+            batch.append(e)
+            used += len(e.input_ids)
+    return batch
 
 
 def run_preflight(*, model: nn.Module, task: Task, train: list[Encoded], n_val: int, n_test: int,
