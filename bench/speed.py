@@ -217,7 +217,7 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
                   "pack_width": args.tf_pack_width or tokens or micro * args.max_length,
                   "micro_batch_tokens": tokens,
                   "gradient_checkpointing": args.tf_checkpointing, "compile": args.tf_compile,
-                  "dtype": args.tf_dtype},
+                  "dtype": args.tf_dtype, "compact_activations": args.tf_compact == "yes"},
     }, check_files=False)
     resolved = resolve_model(args.model)
     precision, notes = resolve_precision(recipe.train, "cpu")  # as `tuneforge train` decides
@@ -242,7 +242,8 @@ SIDES = {"baseline": run_baseline, "baseline_bf16": run_baseline, "tuneforge": r
 
 
 # ----------------------------------------------------------------------------- the parent
-def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path, tokens: int | None = None) -> dict[str, Any]:
+def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path, tokens: int | None = None,
+           side_name: str = "") -> dict[str, Any]:
     """Run one side in a subprocess; its own peak RSS comes from ``os.wait4``."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--child-out", str(out),
            "--examples", str(args.examples), "--val", str(args.val), "--batch", str(args.batch),
@@ -250,6 +251,7 @@ def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path, to
            *(["--tf-pack-width", str(args.tf_pack_width)] if args.tf_pack_width else []),
            *(["--tf-micro", str(micro)] if micro else []), *(["--tf-no-packing"] if args.tf_no_packing else []),
            *(["--tf-checkpointing"] if args.tf_checkpointing else []), *(["--tf-compile"] if args.tf_compile else []),
+           *(["--tf-compact", "yes"] if side_name.endswith("+compact") else []),
            "--tf-dtype", args.tf_dtype, *(["--tf-micro-tokens", str(tokens)] if tokens else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
@@ -292,6 +294,9 @@ def main(argv: list[str] | None = None) -> None:
                              "so each micro-batch is one row with no padding)")
     parser.add_argument("--tf-checkpointing", action="store_true", help="tuneforge side: gradient checkpointing")
     parser.add_argument("--tf-compile", action="store_true", help="tuneforge side: torch.compile the blocks")
+    parser.add_argument("--tf-compact", choices=["no", "yes", "both"], default="no",
+                        help="tuneforge sides: train.compact_activations (saved activations kept in bf16); "
+                             "both: each tuneforge side without and with it")
     parser.add_argument("--tf-micro-tokens", type=lambda v: [int(x) for x in v.split(",")], default=[],
                         help="comma list: one more tuneforge side each with train.micro_batch_tokens (each step's "
                              "examples split into micro-batches of at most this many tokens)")
@@ -345,9 +350,13 @@ def _measure(args: argparse.Namespace, threads: int, raw: list[str]) -> dict[str
         runs += [("tuneforge" if len(micros) == 1 and not args.tf_micro_tokens else f"tuneforge-micro{m}", m, None)
                  for m in micros]
         runs += [(f"tuneforge-tokens{t}", None, t) for t in args.tf_micro_tokens]
+        tf = [r for r in runs if r[0].startswith("tuneforge")]
+        compact = [(name + "+compact", m, t) for name, m, t in tf]
+        runs = [r for r in runs if not r[0].startswith("tuneforge")] + {"no": tf, "yes": compact, "both": tf + compact}[
+            args.tf_compact]
     for name, micro, tokens in runs:
         print(f"== {name}", flush=True)
-        s = _child(name.split("-")[0], micro, args, tmp / f"{name}.json", tokens)
+        s = _child(name.split("-")[0].split("+")[0], micro, args, tmp / f"{name}.json", tokens, name)
         s["micro_batch"] = micro
         s["useful_tokens_per_s"] = useful / s["train_seconds"]
         s["mfu"] = flops["total"] / s["train_seconds"] / (peak["gflops"] * 1e9)  # against the fp32 peak

@@ -225,6 +225,10 @@ class TrainConfig(Section):
         None, ge=8, description="split each optimizer step's examples (batch_size x grad_accum) into micro-batches "
         "of at most this many tokens instead of grad_accum micro-batches of batch_size examples: the same update, "
         "with peak memory set by the token cap rather than by the longest micro-batch (at least max_length)")
+    compact_activations: bool = Field(
+        False, description="keep the activations each transformer block saves for backward in bfloat16 (the "
+        "forward still computes in float32; attention's own saved tensors stay float32): less activation memory "
+        "for slightly rounded gradients")
     attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="attention kernel: sdpa (PyTorch scaled-dot-product, default), eager, or "
         "flash_attention_2 (CUDA, needs the flash-attn package)")
@@ -244,6 +248,9 @@ class TrainConfig(Section):
         if self.pack_width is not None and self.pack_width < self.max_length:
             raise ValueError(f"pack_width ({self.pack_width}) must be at least max_length ({self.max_length}): "
                              "a packed row has to hold the longest example")
+        if self.compact_activations and self.gradient_checkpointing:
+            raise ValueError("compact_activations and gradient_checkpointing both cut activation memory and do "
+                             "not combine (checkpointing saves no block activations to compact); pick one")
         if self.micro_batch_tokens is not None and self.micro_batch_tokens < self.max_length:
             raise ValueError(f"micro_batch_tokens ({self.micro_batch_tokens}) must be at least max_length "
                              f"({self.max_length}): a micro-batch has to hold the longest example")

@@ -36,6 +36,7 @@ from tuneforge.methods.base import Method
 from tuneforge.recipe import TrainConfig
 from tuneforge.rundir import RunDir
 from tuneforge.tasks.base import Encoded, Task
+from tuneforge.train.compact_activations import compact_saved_activations
 from tuneforge.train.ewc import EWCPenalty
 from tuneforge.train.privacy import PrivacyPlan, private_step
 from tuneforge.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
@@ -211,7 +212,8 @@ def fit(
     if cfg.compile:
         compile_blocks(accelerator.unwrap_model(model))
     model.train()
-    with packed_attention(accelerator.unwrap_model(model), cfg.packing):
+    with packed_attention(accelerator.unwrap_model(model), cfg.packing or cfg.compact_activations), \
+            compact_saved_activations(accelerator.unwrap_model(model), cfg.compact_activations):
         batches = micro_batches([len(e.input_ids) for e in train], cfg, state.step)
         bar = tqdm(total=steps, initial=state.step, desc="train", dynamic_ncols=True,
                    disable=not accelerator.is_main_process)

@@ -26,6 +26,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from tuneforge.train.compact_activations import full_precision
+
 NAME = "tuneforge_packed"
 _last: tuple[torch.Tensor | None, list[list[int]] | None] = (None, None)  # one forward's segments, reused by its layers
 
@@ -64,6 +66,13 @@ def packed_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value
                 attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                 **kwargs: Any) -> tuple[torch.Tensor, None]:
     """``(B, H, T, D)`` query/key/value of a packed training forward to ``(B, T, H, D)``, example by example."""
+    with full_precision():  # its backward recomputes the softmax from what it saves: keep that float32
+        return _packed_sdpa(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+
+
+def _packed_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                 attention_mask: torch.Tensor | None, dropout: float, scaling: float | None,
+                 **kwargs: Any) -> tuple[torch.Tensor, None]:
     position_ids = kwargs.get("position_ids")
     same_length = query.shape[2] == key.shape[2]
     lengths = _segments(position_ids) if module.training and same_length and position_ids is not None else None
