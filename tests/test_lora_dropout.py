@@ -42,12 +42,17 @@ def test_dropped_positions_cover_a_long_tail() -> None:
     assert torch.all(pos[1:] > pos[:-1]) and int(pos.max()) < 50_000
 
 
-def test_forward_and_gradients_match_the_explicit_dropout(monkeypatch: pytest.MonkeyPatch) -> None:
+def _inputs_with_a_fixed_mask(monkeypatch: pytest.MonkeyPatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     x = torch.randn(2, 7, 12, requires_grad=True)
     w = torch.randn(4, 12, requires_grad=True)
     mask = torch.rand(2, 7, 12) > 0.2
     monkeypatch.setattr(lora_dropout, "keep_mask", lambda shape, p, device: mask)
+    return x, w, mask
+
+
+def test_forward_and_gradients_match_the_explicit_dropout(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, w, mask = _inputs_with_a_fixed_mask(monkeypatch)
     out = lora_dropout._DropoutLinear.apply(x, w, 0.2)
     grad = torch.randn_like(out)
     gx, gw = torch.autograd.grad(out, (x, w), grad)
@@ -61,11 +66,7 @@ def test_forward_and_gradients_match_the_explicit_dropout(monkeypatch: pytest.Mo
 
 def test_bf16_autocast_gives_float32_gradients_close_to_the_float32_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under autocast the incoming gradient is bf16 while x and the weight stay float32 (train.dtype bfloat16)."""
-    torch.manual_seed(0)
-    x = torch.randn(2, 7, 12, requires_grad=True)
-    w = torch.randn(4, 12, requires_grad=True)
-    mask = torch.rand(2, 7, 12) > 0.2
-    monkeypatch.setattr(lora_dropout, "keep_mask", lambda shape, p, device: mask)
+    x, w, _ = _inputs_with_a_fixed_mask(monkeypatch)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = lora_dropout._DropoutLinear.apply(x, w, 0.2)
     grad = torch.randn_like(out)

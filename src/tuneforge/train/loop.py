@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from tuneforge.data.packing import pack_rows
 from tuneforge.errors import TrainingError
 from tuneforge.methods.base import Method
 from tuneforge.recipe import TrainConfig
@@ -118,28 +119,19 @@ def micro_batches(lengths: list[int], cfg: TrainConfig, start_step: int) -> Iter
 
 
 def split_by_tokens(indices: list[int], lengths: Sequence[int] | Mapping[int, int], budget: int) -> list[list[int]]:
-    """One step's examples as micro-batches of at most ``budget`` tokens (first-fit decreasing).
+    """One step's examples as micro-batches of at most ``budget`` tokens (first-fit decreasing, as packing).
 
     Why: a step of a fixed number of examples per micro-batch peaks at its longest micro-batch (with
     length grouping, four long examples together), so memory is sized for the worst case while most
     micro-batches are small. Capping tokens instead bounds the peak and fills every micro-batch close
     to the cap. The step's loss is normalised by all its answer tokens, so any split gives the same
-    update. An example longer than the budget goes alone.
+    update. The recipe keeps ``budget >= max_length``, so every example fits.
 
     >>> split_by_tokens([0, 1, 2, 3], [100, 300, 200, 150], 400)
     [[1, 0], [2, 3]]
     """
-    bins: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(indices, key=lambda i: -lengths[i]):
-        fit = next((b for b, r in enumerate(room) if lengths[i] <= r), None)
-        if fit is None:
-            bins.append([i])
-            room.append(budget - lengths[i])
-        else:
-            bins[fit].append(i)
-            room[fit] -= lengths[i]
-    return bins
+    rows = pack_rows([lengths[i] for i in indices], budget)
+    return [[indices[j] for j in row] for row in rows]
 
 
 def compile_blocks(model: nn.Module) -> None:

@@ -21,6 +21,7 @@ import psutil
 import torch
 from torch import nn
 
+from tuneforge.data.packing import pack_rows
 from tuneforge.errors import ConfigError, ResourceError
 from tuneforge.methods.base import count_parameters
 from tuneforge.recipe import TrainConfig
@@ -179,19 +180,14 @@ def probe(model: nn.Module, task: Task, train: list[Encoded], cfg: TrainConfig, 
 def worst_micro_batch(train: list[Encoded], cfg: TrainConfig) -> list[Encoded]:
     """The largest micro-batch training can meet: the longest examples, capped as the loop caps them.
 
-    With ``micro_batch_tokens`` this is the first bin first-fit decreasing fills from the longest step
-    (``train.loop.split_by_tokens``): the longest example, then every next-longest one that still fits.
+    With ``micro_batch_tokens`` this is the first micro-batch the loop's split (first-fit decreasing,
+    ``data.packing.pack_rows``) makes of the longest possible step.
     """
     ranked = sorted(train, key=lambda e: len(e.input_ids), reverse=True)
     if cfg.micro_batch_tokens is None:
         return ranked[: cfg.batch_size]
-    batch: list[Encoded] = []
-    used = 0
-    for e in ranked[: cfg.batch_size * cfg.grad_accum]:
-        if not batch or used + len(e.input_ids) <= cfg.micro_batch_tokens:
-            batch.append(e)
-            used += len(e.input_ids)
-    return batch
+    step = ranked[: cfg.batch_size * cfg.grad_accum]
+    return [step[i] for i in pack_rows([len(e.input_ids) for e in step], cfg.micro_batch_tokens)[0]]
 
 
 def run_preflight(*, model: nn.Module, task: Task, train: list[Encoded], n_val: int, n_test: int,
