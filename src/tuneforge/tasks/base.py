@@ -97,7 +97,8 @@ class Task(ABC):
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         if self.recipe.train.packing:
             cfg = self.recipe.train
-            return collate_packed(batch, pad_id=pad_id(self.tokenizer), max_tokens=cfg.pack_width or cfg.micro_batch_tokens or cfg.max_length)
+            width = cfg.pack_width or cfg.micro_batch_tokens or cfg.max_length
+            return collate_packed(batch, pad_id=pad_id(self.tokenizer), max_tokens=width)
         return collate_causal(batch, pad_id=pad_id(self.tokenizer))
 
     def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *,

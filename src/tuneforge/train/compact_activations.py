@@ -35,7 +35,7 @@ _depth = 0  # > 0 while some block's forward compacts what it saves
 class _Packer:
     def __init__(self, model: nn.Module) -> None:
         self.weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        self.shared: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
+        self.shared: dict[int, tuple[weakref.ref, _Rounded]] = {}  # id(original) -> (original, its rounded copy)
 
     def pack(self, t: torch.Tensor) -> Any:
         if (t.dtype != torch.float32 or t.numel() < MIN_ELEMENTS or t.device.type == "meta"
