@@ -217,7 +217,8 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
                   "pack_width": args.tf_pack_width or tokens or micro * args.max_length,
                   "micro_batch_tokens": tokens,
                   "gradient_checkpointing": args.tf_checkpointing, "compile": args.tf_compile,
-                  "dtype": args.tf_dtype, "compact_activations": args.tf_compact == "yes"},
+                  "dtype": args.tf_dtype, "compact_activations": args.tf_compact == "yes",
+                  "fused_lora": args.tf_fused == "yes", "frozen_dtype": args.tf_frozen_dtype},
     }, check_files=False)
     resolved = resolve_model(args.model)
     precision, notes = resolve_precision(recipe.train, "cpu")  # as `tuneforge train` decides
@@ -252,7 +253,8 @@ def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path, to
            *(["--tf-micro", str(micro)] if micro else []), *(["--tf-no-packing"] if args.tf_no_packing else []),
            *(["--tf-checkpointing"] if args.tf_checkpointing else []), *(["--tf-compile"] if args.tf_compile else []),
            *(["--tf-compact", "yes"] if side_name.endswith("+compact") else []),
-           "--tf-dtype", args.tf_dtype, *(["--tf-micro-tokens", str(tokens)] if tokens else [])]
+           "--tf-dtype", args.tf_dtype, "--tf-fused", args.tf_fused, "--tf-frozen-dtype", args.tf_frozen_dtype,
+           *(["--tf-micro-tokens", str(tokens)] if tokens else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
     child = subprocess.Popen(cmd, env=env)
@@ -302,6 +304,10 @@ def main(argv: list[str] | None = None) -> None:
                              "examples split into micro-batches of at most this many tokens)")
     parser.add_argument("--tf-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                         help="tuneforge side: train.dtype (auto is float32 on a CPU; bfloat16 needs AMX or AVX-512-BF16)")
+    parser.add_argument("--tf-fused", choices=["yes", "no"], default="yes",
+                        help="tuneforge side: train.fused_lora (each LoRA layer's forward and backward fused)")
+    parser.add_argument("--tf-frozen-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="tuneforge side: train.frozen_dtype (auto: bf16 frozen base on AMX CPUs and bf16 GPUs)")
     parser.add_argument("--model", default=MODEL, help="a registry name or model folder (a tiny one for a smoke test)")
     parser.add_argument("--sides", default="baseline,tuneforge",
                         help="comma list of baseline, baseline_bf16 (Trainer with bf16=True), tuneforge")
