@@ -67,6 +67,7 @@ INSTRUCTION = "Extract the slots of this request as a JSON object mapping each s
 LORA = {"r": 16, "alpha": 32.0, "dropout": 0.05}
 LR = 2e-4
 SEED = 0
+PLAIN = "+unfused-fp32base"  # side-name suffix: train.fused_lora off, train.frozen_dtype float32
 sys.path.insert(0, str(ROOT / "src"))
 
 
@@ -197,7 +198,7 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
     from tuneforge.rundir import RunDir
     from tuneforge.tasks.base import get_task
     from tuneforge.train.loop import fit
-    from tuneforge.train.preflight import resolve_precision
+    from tuneforge.train.preflight import resolve_frozen_dtype, resolve_precision
 
     tokenizer, _, train, val = _data(args)
     out = Path(tempfile.mkdtemp(prefix="speed-tuneforge-"))
@@ -230,8 +231,9 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
     state = fit(model=model, task=task, method=method, train=train, validate=None, cfg=recipe.train,
                 run=RunDir(out / "run"), accelerator=Accelerator(cpu=True, mixed_precision=precision), resume=False)
     seconds = time.perf_counter() - start
+    frozen = resolve_frozen_dtype(recipe.train, "cpu")
     return {"train_seconds": seconds, "val_loss": validation_loss(model, val), "steps": state.step,
-            "precision": precision, "loop_seconds": state.seconds, "losses": [h["loss"] for h in _log(out / "run") if "loss" in h]}
+            "precision": precision, "frozen_dtype": str(frozen).replace("torch.", "") if frozen else "float32", "loop_seconds": state.seconds, "losses": [h["loss"] for h in _log(out / "run") if "loss" in h]}
 
 
 def _log(run: Path) -> list[dict[str, Any]]:
@@ -252,8 +254,10 @@ def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path, to
            *(["--tf-pack-width", str(args.tf_pack_width)] if args.tf_pack_width else []),
            *(["--tf-micro", str(micro)] if micro else []), *(["--tf-no-packing"] if args.tf_no_packing else []),
            *(["--tf-checkpointing"] if args.tf_checkpointing else []), *(["--tf-compile"] if args.tf_compile else []),
-           *(["--tf-compact", "yes"] if side_name.endswith("+compact") else []),
-           "--tf-dtype", args.tf_dtype, "--tf-fused", args.tf_fused, "--tf-frozen-dtype", args.tf_frozen_dtype,
+           *(["--tf-compact", "yes"] if "+compact" in side_name else []),
+           "--tf-dtype", args.tf_dtype,
+           *(["--tf-fused", "no", "--tf-frozen-dtype", "float32"] if side_name.endswith(PLAIN)
+             else ["--tf-fused", args.tf_fused, "--tf-frozen-dtype", args.tf_frozen_dtype]),
            *(["--tf-micro-tokens", str(tokens)] if tokens else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
@@ -308,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="tuneforge side: train.fused_lora (each LoRA layer's forward and backward fused)")
     parser.add_argument("--tf-frozen-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                         help="tuneforge side: train.frozen_dtype (auto: bf16 frozen base on AMX CPUs and bf16 GPUs)")
+    parser.add_argument("--tf-plain-too", action="store_true",
+                        help=f"each tuneforge side once more ({PLAIN}): unfused LoRA layers, float32 frozen base")
     parser.add_argument("--model", default=MODEL, help="a registry name or model folder (a tiny one for a smoke test)")
     parser.add_argument("--sides", default="baseline,tuneforge",
                         help="comma list of baseline, baseline_bf16 (Trainer with bf16=True), tuneforge")
@@ -358,16 +364,17 @@ def _measure(args: argparse.Namespace, threads: int, raw: list[str]) -> dict[str
         runs += [(f"tuneforge-tokens{t}", None, t) for t in args.tf_micro_tokens]
         tf = [r for r in runs if r[0].startswith("tuneforge")]
         compact = [(name + "+compact", m, t) for name, m, t in tf]
-        runs = [r for r in runs if not r[0].startswith("tuneforge")] + {"no": tf, "yes": compact, "both": tf + compact}[
-            args.tf_compact]
+        chosen = {"no": tf, "yes": compact, "both": tf + compact}[args.tf_compact]
+        before = [(name + PLAIN, m, t) for name, m, t in chosen] if args.tf_plain_too else []
+        runs = [r for r in runs if not r[0].startswith("tuneforge")] + chosen + before
     for name, micro, tokens in runs:
         print(f"== {name}", flush=True)
         s = _child(name.split("-")[0].split("+")[0], micro, args, tmp / f"{name}.json", tokens, name)
         s["micro_batch"] = micro
         s["useful_tokens_per_s"] = useful / s["train_seconds"]
         s["mfu"] = flops["total"] / s["train_seconds"] / (peak["gflops"] * 1e9)  # against the fp32 peak
-        s["mfu_own_precision"] = flops["total"] / s["train_seconds"] / (
-            (peak_bf16 if s.get("precision") == "bf16" else peak)["gflops"] * 1e9)
+        bf16 = s.get("precision") == "bf16" or s.get("frozen_dtype") == "bfloat16"  # most FLOPs run in bf16
+        s["mfu_own_precision"] = flops["total"] / s["train_seconds"] / ((peak_bf16 if bf16 else peak)["gflops"] * 1e9)
         s["achieved_gflops"] = flops["total"] / s["train_seconds"] / 1e9
         sides[name] = s
         print(json.dumps({k: v for k, v in s.items() if k != "losses"}, indent=1), flush=True)
@@ -383,9 +390,16 @@ def _measure(args: argparse.Namespace, threads: int, raw: list[str]) -> dict[str
                                    "wall": t["wall_seconds"] / b["wall_seconds"],
                                    "val_loss_delta": t["val_loss"] - b["val_loss"], "mfu": t["mfu"],
                                    "mfu_own_precision": t.get("mfu_own_precision", t["mfu"]),
-                                   "precision": t.get("precision", "no")}
+                                   "precision": t.get("precision", "no"), "frozen_dtype": t.get("frozen_dtype", "float32")}
                             for name, t in sides.items() if name != "baseline"}
     return result
+
+
+def _precision(s: dict[str, Any]) -> str:
+    """What the side's matmuls ran in: bf16 autocast, fp32 with a bf16 frozen base, or fp32."""
+    if s.get("precision") == "bf16":
+        return "bf16 autocast"
+    return "fp32, bf16 frozen base" if s.get("frozen_dtype") == "bfloat16" else "fp32"
 
 
 def render_markdown(r: dict[str, Any]) -> str:
@@ -406,7 +420,7 @@ def render_markdown(r: dict[str, Any]) -> str:
              "| of fp32 matmul peak | of own-precision peak |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in r["sides"].items():
-        lines.append(f"| {name} | {s.get('precision', 'no')} | {s['train_seconds']:.1f} | {s['useful_tokens_per_s']:.1f} | "
+        lines.append(f"| {name} | {_precision(s)} | {s['train_seconds']:.1f} | {s['useful_tokens_per_s']:.1f} | "
                      f"{s['peak_rss_mb']:.0f} | {s['wall_seconds']:.1f} | {s['val_loss']:.4f} | {s['achieved_gflops']:.1f} | "
                      f"{s['mfu']:.1%} | {s.get('mfu_own_precision', s['mfu']):.1%} |")
     lines += ["", "How it is measured: each side is its own subprocess, run one after the other while this script holds "
@@ -422,7 +436,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += ["", f"Ratios ({name} / baseline): useful tokens/s **{q['useful_tokens_per_s']:.2f}x** (target >= 1.5x), "
                   f"peak RSS **{q['peak_rss']:.2f}x** (target <= 0.4x), wall {q['wall']:.2f}x, validation loss "
                   f"{q['val_loss_delta']:+.4f} (target <= 0); {q['mfu']:.1%} of the fp32 matmul peak"
-                  + (f", {q['mfu_own_precision']:.1%} of the bf16 peak" if q.get("precision") == "bf16" else "")
+                  + (f", {q['mfu_own_precision']:.1%} of the bf16 peak" if _precision(q) != "fp32" else "")
                   + " (target >= 60%)."]
     return "\n".join(lines) + "\n"
 
