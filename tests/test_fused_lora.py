@@ -193,6 +193,7 @@ def test_rows_of_low_precision_products_are_padded_and_cut(monkeypatch: pytest.M
     w = torch.randn(5, 8).to(torch.bfloat16)
     out = frozen_linear(x, w, None)
     assert seen == [128] and out.shape == (70, 5) and out.dtype == torch.float32
+    assert frozen_linear(x[:9], w, None).shape == (9, 5) and seen[-1] == 9  # a decoding batch: exact
     torch.testing.assert_close(out, x.to(torch.bfloat16).float() @ w.float().t(), rtol=1e-2, atol=1e-2)
     g = torch.randn(70, 5)
     torch.testing.assert_close(frozen_input_grad(g, w), g.to(torch.bfloat16).float() @ w.float(), rtol=1e-2, atol=1e-2)

@@ -42,7 +42,7 @@ class _FusedLoraFunction(torch.autograd.Function):
         dropped = rows if mask is None else torch.where(mask, rows, 0.0)
         h = dropped @ a.t()  # (N, r)
         scale = scaling / (1.0 - p)  # inverted dropout's 1 / (1 - p) folded into LoRA's scale
-        out.addmm_(h, b.t(), alpha=scale)
+        out.addmm_(h, b.t(), alpha=scale)  # in float32: in bf16 the small update would round away
         ctx.save_for_backward(rows, mask, h, weight, a, b)
         ctx.scale = scale
         ctx.in_shape = x.shape
@@ -64,7 +64,7 @@ class _FusedLoraFunction(torch.autograd.Function):
             if mask is None:
                 grad_x.addmm_(gh, a)
             else:
-                grad_x.add_(torch.where(mask, gh @ a, 0.0))
+                grad_x.add_((gh @ a).mul_(mask))  # in place: no second fresh (N, in) tensor
             grad_x = grad_x.view(ctx.in_shape)
         return grad_x, None, None, grad_a, grad_b, None, None
 
