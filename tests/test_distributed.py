@@ -21,7 +21,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import base_recipe, product_rows, write_jsonl
+from conftest import base_recipe, chat_rows, product_rows, write_jsonl
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -47,13 +47,28 @@ def _losses(run: Path) -> list[float]:
     return [r["loss"] for r in map(json.loads, lines) if "loss" in r and "event" not in r]
 
 
-@pytest.mark.parametrize("packing", [True], ids=["packed"])
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, tiny_decoder: Path, packing: bool) -> None:
-    train = write_jsonl(tmp_path / "train.jsonl", product_rows(24))
+def _case(name: str) -> tuple[str, list[dict], dict, dict]:
+    """(task, rows, train keys, method) of a parametrised case."""
+    if name == "packed-full":
+        return "extraction", product_rows(24), {}, {"name": "full"}
+    rows = chat_rows(24)  # 57-63 tokens: two fit a 120-token micro-batch only when short enough
+    for i, row in enumerate(rows):
+        row["messages"][0]["content"] += " now" * (i % 3)
+    return ("generation", rows, {"micro_batch_tokens": 120, "max_length": 64, "frozen_dtype": "float32"},
+            {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0})
+
+
+@pytest.mark.parametrize("case", ["packed-full", "packed-lora-token-capped"])
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, tiny_decoder: Path, case: str) -> None:
+    """Token-capped: each process splits its own shard by tokens, so in a step the two processes can run
+    different numbers of micro-batches (with these lengths they do); each still synchronises once."""
+    task, rows, train_cfg, method = _case(case)
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
     runs = {}
     for processes in (1, 2):
-        raw = base_recipe(tiny_decoder, "extraction", train, tmp_path / f"run{processes}", max_steps=3, lr=1e-2,
-                          batch_size=4, grad_accum=2, packing=packing)
+        raw = base_recipe(tiny_decoder, task, train, tmp_path / f"run{processes}", max_steps=3, lr=1e-2,
+                          batch_size=4, grad_accum=2, packing=True, **train_cfg)
+        raw["method"] = method
         raw["eval"]["base"] = False
         raw["data"]["split"] = {"validation": 0.0, "test": 0.1}
         recipe = tmp_path / f"recipe{processes}.yaml"
