@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -134,7 +136,7 @@ def test_peft_path_still_runs_on_a_bf16_base(tiny_decoder: Path, tmp_path: Path)
     torch.testing.assert_close(out, ref, rtol=0.05, atol=0.05)
 
 
-def _fit_lora(tmp_path: Path, model_dir: Path, **train_cfg: object) -> tuple[dict, torch.nn.Module, list[float]]:
+def _lora_setup(tmp_path: Path, model_dir: Path, **train_cfg: object) -> tuple[Any, Any, list, torch.nn.Module, Any]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     train = write_jsonl(tmp_path / "train.jsonl", product_rows(16))
     raw = base_recipe(model_dir, "extraction", train, tmp_path / "run", max_steps=4, lr=1e-2, **train_cfg)
@@ -147,11 +149,37 @@ def _fit_lora(tmp_path: Path, model_dir: Path, **train_cfg: object) -> tuple[dic
     torch.manual_seed(0)
     method = get_method(recipe.method)
     model = method.prepare(load_model(resolved, head=task.head), task.head)
+    return recipe, task, [task.encode(e) for e in examples], model, method
+
+
+def _fit_lora(tmp_path: Path, model_dir: Path, **train_cfg: object) -> tuple[dict, torch.nn.Module, list[float]]:
+    recipe, task, encoded, model, method = _lora_setup(tmp_path, model_dir, **train_cfg)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    fit(model=model, task=task, method=method, train=[task.encode(e) for e in examples], validate=None,
+    fit(model=model, task=task, method=method, train=encoded, validate=None,
         cfg=recipe.train, run=RunDir(tmp_path / "run"), accelerator=Accelerator(cpu=True), resume=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     return before, model, losses
+
+
+def test_the_preflight_probe_measures_the_training_forms(tmp_path: Path, tiny_decoder: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preflight, "cpu_has_fast_bf16", lambda: True)
+    recipe, task, encoded, model, _ = _lora_setup(tmp_path, tiny_decoder, frozen_dtype="bfloat16")
+    seen: list[tuple[bool, bool]] = []
+    loss = task.loss
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append((any(isinstance(m, FusedLoraLinear) for m in model.modules()),
+                     any(isinstance(m, LowPrecisionLinear) for m in model.modules())))
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(task, "loss", spy)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tokens_per_s, _ = preflight.probe(model, task, encoded, recipe.train, "cpu", nullcontext)
+    assert tokens_per_s > 0 and seen == [(True, True), (True, True)]
+    assert not any(isinstance(m, (FusedLoraLinear, LowPrecisionLinear)) for m in model.modules())
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]), name
 
 
 def test_training_on_a_bf16_base_changes_only_the_adapter_and_tracks_float32(

@@ -37,14 +37,10 @@ from tuneforge.methods.base import Method
 from tuneforge.recipe import TrainConfig
 from tuneforge.rundir import RunDir
 from tuneforge.tasks.base import Encoded, Task
-from tuneforge.methods.fused_lora import fused_lora
-from tuneforge.train.compact_activations import compact_saved_activations
-from tuneforge.methods.frozen_base import frozen_base_in
 from tuneforge.train.ewc import EWCPenalty
-from tuneforge.train.preflight import resolve_frozen_dtype
+from tuneforge.train.modes import training_forms
 from tuneforge.train.privacy import PrivacyPlan, private_step
 from tuneforge.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-from tuneforge.train.packed_attention import packed_attention
 
 #: validation metric (name -> value) computed on the current model
 Validator = Callable[[nn.Module], dict[str, float]]
@@ -207,12 +203,8 @@ def fit(
     if cfg.compile:
         compile_blocks(accelerator.unwrap_model(model))
     model.train()
-    bare = accelerator.unwrap_model(model)
-    sharded = accelerator.distributed_type.value == "FSDP"  # flat-parameter shards: no swapping weights or classes
-    with fused_lora(bare, cfg.fused_lora and not (cfg.compile or sharded or privacy is not None)), \
-            frozen_base_in(bare, None if sharded else resolve_frozen_dtype(cfg, accelerator.device.type), run.root), \
-            packed_attention(bare, cfg.packing or cfg.compact_activations), \
-            compact_saved_activations(bare, cfg.compact_activations):
+    with training_forms(accelerator.unwrap_model(model), cfg, device=accelerator.device.type, spill_to=run.root,
+                        sharded=accelerator.distributed_type.value == "FSDP", private=privacy is not None):
         batches = micro_batches([len(e.input_ids) for e in train], cfg, state.step)
         bar = tqdm(total=steps, initial=state.step, desc="train", dynamic_ncols=True,
                    disable=not accelerator.is_main_process)

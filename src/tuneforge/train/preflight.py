@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import resource
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from tuneforge.data.packing import pack_rows
 from tuneforge.errors import ConfigError, ResourceError
 from tuneforge.methods.base import count_parameters
 from tuneforge.recipe import TrainConfig
-from tuneforge.tasks.base import Encoded, Task
+from tuneforge.tasks.base import Encoded, Task, without_ddp
 
 
 @dataclass
@@ -182,19 +183,26 @@ def probe(model: nn.Module, task: Task, train: list[Encoded], cfg: TrainConfig, 
           autocast: Any) -> tuple[float, float]:
     """Forward+backward on the longest batch, twice; returns (tokens/s of the 2nd, peak bytes).
 
-    Gradients are dropped afterwards and no optimizer step is taken: the weights are unchanged.
+    The model is in the forms training puts it in (``train/modes.py``: fused LoRA layers, the frozen
+    base's dtype, packed attention, compact activations), so the figures describe the run. Gradients
+    are dropped afterwards and no optimizer step is taken: the weights are unchanged.
     """
+    from tuneforge.train.modes import training_forms  # it imports this module
+
     longest = worst_micro_batch(train, cfg)
     batch = {k: v.to(device) for k, v in task.collate(longest).items()}
     tokens = sum(len(e.input_ids) for e in longest)
     model.train()
     seconds = math.inf
-    for _ in range(2):
-        start = time.perf_counter()
-        with autocast():
-            loss, _ = task.loss(model, batch, training=True)
-        loss.backward()
-        seconds = time.perf_counter() - start
+    forms = {"device": device, "private": cfg.privacy is not None}
+    with tempfile.TemporaryDirectory(prefix="tuneforge-probe-") as spill, \
+            training_forms(without_ddp(model), cfg, spill_to=Path(spill), **forms):
+        for _ in range(2):
+            start = time.perf_counter()
+            with autocast():
+                loss, _ = task.loss(model, batch, training=True)
+            loss.backward()
+            seconds = time.perf_counter() - start
     peak = _peak_bytes(device)
     model.zero_grad(set_to_none=True)
     return tokens / seconds, peak
