@@ -225,3 +225,22 @@ def test_rows_of_low_precision_products_are_padded_and_cut(monkeypatch: pytest.M
     torch.testing.assert_close(out, x.to(torch.bfloat16).float() @ w.float().t(), rtol=1e-2, atol=1e-2)
     g = torch.randn(70, 5)
     torch.testing.assert_close(frozen_input_grad(g, w), g.to(torch.bfloat16).float() @ w.float(), rtol=1e-2, atol=1e-2)
+
+
+def test_release_file_pages_drops_only_unshared_file_backed_pages(tmp_path: Path) -> None:
+    import mmap
+
+    import numpy as np
+
+    from tuneforge.methods.frozen_base import release_file_pages
+
+    page = mmap.PAGESIZE
+    data = np.arange(16 * page // 4, dtype=np.float32)
+    (tmp_path / "w.bin").write_bytes(data.tobytes())
+    mapped = torch.from_numpy(np.memmap(tmp_path / "w.bin", dtype=np.float32, mode="c"))  # private file mapping
+    first, second = mapped[: 8 * page // 4], mapped[8 * page // 4:]
+    assert float(first.sum()) > 0  # touch the pages
+    assert release_file_pages([first], keep=[second]) == 8 * page
+    assert release_file_pages([first], keep=[mapped]) == 0  # overlapped by a tensor still in use
+    assert release_file_pages([torch.ones(4 * page)], keep=[]) == 0  # anonymous memory: freed with its tensor
+    assert torch.equal(first, torch.from_numpy(data[: 8 * page // 4]))  # a later read fetches the file again
