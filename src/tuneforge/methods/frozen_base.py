@@ -101,7 +101,7 @@ def frozen_base_in(model: nn.Module, dtype: torch.dtype | None, spill_to: Path) 
         old = [t for b in bases for t in (b.weight, b.bias) if t is not None]
         for base in bases:
             _cast(base, dtype)
-        release_file_pages(old, keep=[t for t in model.state_dict().values()])
+        release_file_pages(old, keep=list(model.state_dict().values()))
         del old
         yield len(bases)
     finally:

@@ -39,6 +39,7 @@ from tuneforge.rundir import RunDir
 from tuneforge.tasks.base import Encoded, Task
 from tuneforge.train.ewc import EWCPenalty
 from tuneforge.train.modes import training_forms
+from tuneforge.train.preflight import resolve_frozen_dtype
 from tuneforge.train.privacy import PrivacyPlan, private_step
 from tuneforge.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 
@@ -203,7 +204,8 @@ def fit(
     if cfg.compile:
         compile_blocks(accelerator.unwrap_model(model))
     model.train()
-    with training_forms(accelerator.unwrap_model(model), cfg, device=accelerator.device.type, spill_to=run.root,
+    frozen_dtype = resolve_frozen_dtype(cfg, accelerator.device.type)
+    with training_forms(accelerator.unwrap_model(model), cfg, frozen_dtype=frozen_dtype, spill_to=run.root,
                         sharded=accelerator.distributed_type.value == "FSDP", private=privacy is not None):
         batches = micro_batches([len(e.input_ids) for e in train], cfg, state.step)
         bar = tqdm(total=steps, initial=state.step, desc="train", dynamic_ncols=True,

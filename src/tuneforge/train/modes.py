@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from tuneforge.methods.frozen_base import frozen_base_in
@@ -22,18 +23,17 @@ from tuneforge.train.packed_attention import packed_attention
 
 
 @contextmanager
-def training_forms(model: nn.Module, cfg: TrainConfig, *, device: str, spill_to: Path, sharded: bool = False,
-                   private: bool = False) -> Iterator[None]:
-    """``model`` (unwrapped) as ``cfg`` trains it; ``sharded``: FSDP, ``private``: DP-SGD.
+def training_forms(model: nn.Module, cfg: TrainConfig, *, frozen_dtype: torch.dtype | None, spill_to: Path,
+                   sharded: bool = False, private: bool = False) -> Iterator[None]:
+    """``model`` (unwrapped) as ``cfg`` trains it; ``frozen_dtype`` as ``preflight.resolve_frozen_dtype``
+    decides; ``sharded``: FSDP; ``private``: DP-SGD.
 
     FSDP's flat-parameter shards rule out swapping weights or classes; DP-SGD's per-example gradients
     and ``torch.compile`` keep peft's own LoRA forward.
     """
-    from tuneforge.train.preflight import resolve_frozen_dtype  # the preflight imports this module
-
     with ExitStack() as stack:
         stack.enter_context(fused_lora(model, cfg.fused_lora and not (cfg.compile or sharded or private)))
-        stack.enter_context(frozen_base_in(model, None if sharded else resolve_frozen_dtype(cfg, device), spill_to))
+        stack.enter_context(frozen_base_in(model, None if sharded else frozen_dtype, spill_to))
         stack.enter_context(packed_attention(model, cfg.packing or cfg.compact_activations))
         stack.enter_context(compact_saved_activations(model, cfg.compact_activations))
         yield

@@ -27,6 +27,7 @@ from tuneforge.errors import ConfigError, ResourceError
 from tuneforge.methods.base import count_parameters
 from tuneforge.recipe import TrainConfig
 from tuneforge.tasks.base import Encoded, Task, without_ddp
+from tuneforge.train.modes import training_forms
 
 
 @dataclass
@@ -187,14 +188,12 @@ def probe(model: nn.Module, task: Task, train: list[Encoded], cfg: TrainConfig, 
     base's dtype, packed attention, compact activations), so the figures describe the run. Gradients
     are dropped afterwards and no optimizer step is taken: the weights are unchanged.
     """
-    from tuneforge.train.modes import training_forms  # it imports this module
-
     longest = worst_micro_batch(train, cfg)
     batch = {k: v.to(device) for k, v in task.collate(longest).items()}
     tokens = sum(len(e.input_ids) for e in longest)
     model.train()
     seconds = math.inf
-    forms = {"device": device, "private": cfg.privacy is not None}
+    forms = {"frozen_dtype": resolve_frozen_dtype(cfg, device), "private": cfg.privacy is not None}
     with tempfile.TemporaryDirectory(prefix="tuneforge-probe-") as spill, \
             training_forms(without_ddp(model), cfg, spill_to=Path(spill), **forms):
         for _ in range(2):
