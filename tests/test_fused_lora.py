@@ -244,3 +244,23 @@ def test_release_file_pages_drops_only_unshared_file_backed_pages(tmp_path: Path
     assert release_file_pages([first], keep=[mapped]) == 0  # overlapped by a tensor still in use
     assert release_file_pages([torch.ones(4 * page)], keep=[]) == 0  # anonymous memory: freed with its tensor
     assert torch.equal(first, torch.from_numpy(data[: 8 * page // 4]))  # a later read fetches the file again
+
+
+def test_a_killed_runs_spill_is_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tuneforge.methods.frozen_base import SPILL_PREFIX, remove_stale_spills
+
+    host = socket.gethostname()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{SPILL_PREFIX}{host}-{int(gone.stdout)}-abc123"
+    live = tmp_path / f"{SPILL_PREFIX}{host}-{os.getpid()}-def456"
+    other_host = tmp_path / f"{SPILL_PREFIX}elsewhere-{int(gone.stdout)}-ghi789"
+    for folder in (dead, live, other_host):
+        folder.mkdir()
+        (folder / "base.bin").write_bytes(b"\0" * 16)
+    assert remove_stale_spills(tmp_path) == [dead]
+    assert not dead.exists() and live.exists() and other_host.exists()

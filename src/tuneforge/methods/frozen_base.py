@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +32,7 @@ from torch import nn
 
 
 MADV_DONTNEED = 4
+SPILL_PREFIX = ".frozen-base-"  # + host-pid-random: the float32 base while a run trains
 ROW_MULTIPLE = 64  # CPU: rows of a low-precision product rounded up to this (see _cast_rows)
 
 
@@ -94,7 +97,8 @@ def frozen_base_in(model: nn.Module, dtype: torch.dtype | None, spill_to: Path) 
         yield 0
         return
     spill_to.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=".frozen-base-", dir=spill_to))
+    remove_stale_spills(spill_to)
+    folder = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=spill_to))
     written: list[tuple[str, torch.Size, torch.dtype]] = []
     try:
         written = _spill(bases, folder / "base.bin")
@@ -108,6 +112,34 @@ def frozen_base_in(model: nn.Module, dtype: torch.dtype | None, spill_to: Path) 
         if written:
             _restore(bases, folder / "base.bin", written)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_stale_spills(folder: Path) -> list[Path]:
+    """Delete spill folders left in ``folder`` by killed processes of this host; returns them.
+
+    A killed run never reaches the ``finally`` that removes its spill (a float32 copy of the base: 0.4 GB
+    for a 135M model), and ``--resume`` spills afresh. A spill is named after its host and process id,
+    so a live process's spill (another rank, another node on a shared disk) is never touched.
+    """
+    host = socket.gethostname()
+    removed = []
+    for spill in folder.glob(f"{SPILL_PREFIX}*"):
+        parts = spill.name[len(SPILL_PREFIX):].rsplit("-", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or _alive(int(parts[1])):
+            continue
+        shutil.rmtree(spill, ignore_errors=True)
+        removed.append(spill)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _spill(bases: list[nn.Linear], path: Path) -> list[tuple[str, torch.Size, torch.dtype]]:
