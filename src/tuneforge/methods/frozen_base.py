@@ -34,6 +34,7 @@ from torch import nn
 MADV_DONTNEED = 4
 SPILL_PREFIX = ".frozen-base-"  # + host-pid-random: the float32 base while a run trains
 ROW_MULTIPLE = 64  # CPU: rows of a low-precision product rounded up to this (see _cast_rows)
+Spilled = tuple[int, str, torch.Size, torch.dtype]  # (base index, "weight" or "bias", shape, dtype), in file order
 
 
 class LowPrecisionLinear(nn.Linear):
@@ -99,7 +100,7 @@ def frozen_base_in(model: nn.Module, dtype: torch.dtype | None, spill_to: Path) 
     spill_to.mkdir(parents=True, exist_ok=True)
     remove_stale_spills(spill_to)
     folder = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=spill_to))
-    written: list[tuple[str, torch.Size, torch.dtype]] = []
+    written: list[Spilled] = []
     try:
         written = _spill(bases, folder / "base.bin")
         old = [t for b in bases for t in (b.weight, b.bias) if t is not None]
@@ -138,11 +139,11 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
+        pass
     return True
 
 
-def _spill(bases: list[nn.Linear], path: Path) -> list[tuple[str, torch.Size, torch.dtype]]:
+def _spill(bases: list[nn.Linear], path: Path) -> list[Spilled]:
     """Write each base's weight (and bias) to ``path``, raw, one after another; returns what was written.
 
     A scratch file this process alone reads back: no format, no copy of the whole base in memory at
@@ -155,7 +156,7 @@ def _spill(bases: list[nn.Linear], path: Path) -> list[tuple[str, torch.Size, to
             for kind, t in (("weight", base.weight), ("bias", base.bias)):
                 if t is not None:
                     f.write(memoryview(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()))
-                    written.append((f"{i}.{kind}", t.shape, t.dtype))
+                    written.append((i, kind, t.shape, t.dtype))
     return written
 
 
@@ -166,11 +167,10 @@ def _cast(base: nn.Linear, dtype: torch.dtype) -> None:
     base.__class__ = LowPrecisionLinear
 
 
-def _restore(bases: list[nn.Linear], path: Path, written: list[tuple[str, torch.Size, torch.dtype]]) -> None:
+def _restore(bases: list[nn.Linear], path: Path, written: list[Spilled]) -> None:
     with path.open("rb") as f:
-        for name, shape, dtype in written:
-            i, kind = name.split(".")
-            base = bases[int(i)]
+        for i, kind, shape, dtype in written:
+            base = bases[i]
             t = torch.empty(shape, dtype=dtype)
             if f.readinto(memoryview(t.reshape(-1).view(torch.uint8).numpy())) != t.numel() * t.element_size():
                 raise RuntimeError(f"the spilled base weights in {path} are truncated")
