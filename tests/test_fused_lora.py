@@ -264,3 +264,44 @@ def test_a_killed_runs_spill_is_removed_and_a_live_ones_kept(tmp_path: Path) -> 
         (folder / "base.bin").write_bytes(b"\0" * 16)
     assert remove_stale_spills(tmp_path) == [dead]
     assert not dead.exists() and live.exists() and other_host.exists()
+
+
+def test_cast_rows_once_reuses_a_cast_only_for_the_same_unchanged_tensor() -> None:
+    from tuneforge.methods.frozen_base import cast_rows_once, forget_cast
+
+    x = torch.randn(3, 5, 8)
+    first = cast_rows_once(x, torch.bfloat16)
+    assert first.shape == (15, 8) and torch.equal(first, x.reshape(15, 8).to(torch.bfloat16))
+    assert cast_rows_once(x, torch.bfloat16) is first  # q, then k and v: one cast
+    assert cast_rows_once(x.clone(), torch.bfloat16) is not first  # equal values, another tensor
+    y = x.clone()
+    kept = cast_rows_once(y, torch.bfloat16)
+    y.add_(1.0)  # changed in place since: cast again
+    again = cast_rows_once(y, torch.bfloat16)
+    assert again is not kept and torch.equal(again, y.reshape(15, 8).to(torch.bfloat16))
+    forget_cast()
+    assert cast_rows_once(y, torch.bfloat16) is not again
+
+
+def test_compacted_layers_keep_the_products_bf16_rows_with_the_same_gradients(
+        tiny_decoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under compact_activations a fused layer saves the bf16 rows it cast for the frozen product instead of
+    the float32 input, which the packer would round to the same bf16 numbers: gradients are bit-identical."""
+    from tuneforge.methods import fused_lora as fused_module
+    from tuneforge.train.compact_activations import compact_saved_activations, rounds_when_saved as real
+
+    model = _peft(tiny_decoder, 0.1)
+    model.train()
+    ids = torch.randint(0, 100, (2, 80), generator=torch.Generator().manual_seed(0))  # 160 rows: padded to 192
+    runs, hits = [], []
+    with frozen_base_in(model, torch.bfloat16, tmp_path), fused_lora(model, True), \
+            compact_saved_activations(model, True):
+        for shares in (True, False):
+            monkeypatch.setattr(fused_module, "rounds_when_saved", lambda t, s=shares: s and hits.append(real(t)) is None and hits[-1])
+            runs.append(_loss_and_grads(model, ids))
+    (loss, grads), (ref_loss, ref) = runs
+    assert hits and all(hits)  # every layer's rows were big enough to be rounded, so shared its bf16 copy
+    assert real(torch.zeros(160, model.config.hidden_size)) is False  # outside a block's forward: never
+    assert torch.equal(loss, ref_loss) and grads.keys() == ref.keys() and grads
+    for name, g in ref.items():
+        assert torch.equal(grads[name], g), name

@@ -36,6 +36,19 @@ def test_keep_mask_follows_the_torch_seed() -> None:
     assert a.shape == shape and torch.equal(a, b)
 
 
+def test_positions_and_mask_records_zero_the_same_elements() -> None:
+    torch.manual_seed(2)
+    shape = torch.Size([37, 50])
+    record = lora_dropout.draw_dropped(shape, 0.05, torch.device("cpu"))
+    assert record.dtype == torch.int64  # positions at a low rate on a CPU
+    x = torch.randn(shape) + 10.0  # no zeros of its own
+    by_positions = lora_dropout.zero_dropped(x.clone(), record)
+    torch.manual_seed(2)
+    mask = keep_mask(shape, 0.05, torch.device("cpu"))
+    assert torch.equal(by_positions, x * mask) and torch.equal(lora_dropout.zero_dropped(x.clone(), mask), by_positions)
+    assert int((by_positions == 0).sum()) == record.numel() > 0
+
+
 def test_dropped_positions_cover_a_long_tail() -> None:
     torch.manual_seed(0)  # a tiny first draw forces the loop that draws again
     pos = lora_dropout._dropped_positions(50_000, 0.001)
@@ -47,7 +60,7 @@ def _inputs_with_a_fixed_mask(monkeypatch: pytest.MonkeyPatch) -> tuple[torch.Te
     x = torch.randn(2, 7, 12, requires_grad=True)
     w = torch.randn(4, 12, requires_grad=True)
     mask = torch.rand(2, 7, 12) > 0.2
-    monkeypatch.setattr(lora_dropout, "keep_mask", lambda shape, p, device: mask)
+    monkeypatch.setattr(lora_dropout, "draw_dropped", lambda shape, p, device: mask)  # a bool record
     return x, w, mask
 
 

@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,15 +42,52 @@ class LowPrecisionLinear(nn.Linear):
     """A frozen ``nn.Linear`` stored in a low-precision dtype that keeps its caller's dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = frozen_linear(x.reshape(-1, x.shape[-1]), self.weight, self.bias)
-        return rows.view(*x.shape[:-1], rows.shape[-1])
+        rows = x.reshape(-1, x.shape[-1])
+        cast = cast_rows_once(x, self.weight.dtype) if self.weight.dtype != x.dtype else None
+        out = frozen_linear(rows, self.weight, self.bias, cast)
+        return out.view(*x.shape[:-1], out.shape[-1])
 
 
-def frozen_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``x @ weight.T + bias`` for ``x`` (N, in), computed in ``weight``'s dtype, returned in ``x``'s."""
+def frozen_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  cast: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ weight.T + bias`` for ``x`` (N, in), computed in ``weight``'s dtype, returned in ``x``'s.
+
+    ``cast`` is ``x`` already cast (:func:`cast_rows_once`); without it, ``x`` is cast here.
+    """
     if weight.dtype == x.dtype:
         return nn.functional.linear(x, weight, bias)
-    return nn.functional.linear(_cast_rows(x, weight.dtype), weight, bias)[: x.shape[0]].to(x.dtype)
+    cast = _cast_rows(x, weight.dtype) if cast is None else cast
+    return nn.functional.linear(cast, weight, bias)[: x.shape[0]].to(x.dtype)
+
+
+class _LastCast(threading.local):
+    source: torch.Tensor | None = None
+    version = -1
+    result: torch.Tensor | None = None
+
+
+_last_cast = _LastCast()
+
+
+def cast_rows_once(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` as (N, in) rows in ``dtype`` (see :func:`_cast_rows`), cast once for the layers that read it.
+
+    Why: q, k and v (and gate and up) read the same input one after the other. Cast for each, that is
+    three passes over it, and three copies kept for backward. The last cast is kept (with a reference
+    to its source, so the memory cannot be reused by another tensor meanwhile) and given again while
+    the same tensor, unchanged since (its version counter), comes back. :func:`forget_cast` drops it.
+    """
+    last = _last_cast
+    if last.source is x and last.version == x._version and last.result is not None and last.result.dtype == dtype:
+        return last.result
+    result = _cast_rows(x.reshape(-1, x.shape[-1]), dtype)
+    last.source, last.version, last.result = x, x._version, result
+    return result
+
+
+def forget_cast() -> None:
+    """Drop the input kept by :func:`cast_rows_once` (at the end of training: no reference outlives it)."""
+    _last_cast.source, _last_cast.version, _last_cast.result = None, -1, None
 
 
 def frozen_input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -110,6 +148,7 @@ def frozen_base_in(model: nn.Module, dtype: torch.dtype | None, spill_to: Path) 
         del old
         yield len(bases)
     finally:
+        forget_cast()
         if written:
             _restore(bases, folder / "base.bin", written)
         shutil.rmtree(folder, ignore_errors=True)

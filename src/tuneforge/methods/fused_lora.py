@@ -6,7 +6,7 @@ scaled copy, the sum, and their gradients again in backward. For SmolLM2-135M th
 passes over the 1536-wide MLP tensors are memory-bound and cost as much as the frozen projection's
 matmul itself (profile in ``bench/RESULTS.md``). Here the adapter's product is accumulated straight
 into the base output (``addmm_``, one pass), the scale rides on the rank-``r`` side, and backward
-computes the four gradients it needs from ``x``, a one-byte dropout mask and the ``(tokens, r)``
+computes the four gradients it needs from ``x``, the dropped positions and the ``(tokens, r)``
 intermediate.
 
 The arithmetic is peft's (the same dropout draws as ``methods/lora_dropout.py``, in the same order;
@@ -26,8 +26,9 @@ import torch
 from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
-from tuneforge.methods.frozen_base import frozen_input_grad, frozen_linear
-from tuneforge.methods.lora_dropout import DropoutLoraA, keep_mask
+from tuneforge.methods.frozen_base import cast_rows_once, frozen_input_grad, frozen_linear
+from tuneforge.methods.lora_dropout import DropoutLoraA, draw_dropped, zero_dropped
+from tuneforge.train.compact_activations import rounds_when_saved
 
 
 class _FusedLoraFunction(torch.autograd.Function):
@@ -37,34 +38,44 @@ class _FusedLoraFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
                 a: torch.Tensor, b: torch.Tensor, scaling: float, p: float) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])  # (N, in)
-        out = frozen_linear(rows, weight, bias)  # (N, out), in x's dtype whatever the frozen weight's
-        mask = keep_mask(rows.shape, p, x.device) if p > 0 else None  # same draws as DropoutLoraA
-        dropped = rows if mask is None else torch.where(mask, rows, 0.0)
+        cast = cast_rows_once(x, weight.dtype) if weight.dtype != x.dtype else None  # shared by q, k, v
+        out = frozen_linear(rows, weight, bias, cast)  # (N, out), in x's dtype whatever the frozen weight's
+        record = draw_dropped(rows.shape, p, x.device) if p > 0 else None  # same draws as DropoutLoraA
+        dropped = rows if record is None else zero_dropped(rows.clone(memory_format=torch.contiguous_format), record)
         h = dropped @ a.t()  # (N, r)
         scale = scaling / (1.0 - p)  # inverted dropout's 1 / (1 - p) folded into LoRA's scale
         out.addmm_(h, b.t(), alpha=scale)  # in float32: in bf16 the small update would round away
-        ctx.save_for_backward(rows, mask, h, weight, a, b)
+        # Where saved activations are rounded to bf16 anyway (compact_activations), keep the bf16 copy
+        # the frozen product already made: the same numbers, without a second rounding pass.
+        ctx.rounded = cast is not None and cast.dtype == torch.bfloat16 and rounds_when_saved(rows)
+        ctx.save_for_backward(cast if ctx.rounded else rows, record, h, weight, a, b)
         ctx.scale = scale
         ctx.in_shape = x.shape
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        rows, mask, h, weight, a, b = ctx.saved_tensors
+        rows, record, h, weight, a, b = ctx.saved_tensors
+        n = h.shape[0]
         g = grad.reshape(-1, grad.shape[-1])  # (N, out)
         gh = (g @ b).mul_(ctx.scale)  # (N, r): gradient at the adapter's rank-r intermediate
         grad_a = grad_b = grad_x = None
         if ctx.needs_input_grad[4]:
             grad_b = (g.t() @ h).mul_(ctx.scale)  # (out, r)
         if ctx.needs_input_grad[3]:
-            dropped = rows if mask is None else torch.where(mask, rows, 0.0)
+            if ctx.rounded:
+                dropped = rows[:n].float()  # the padded bf16 rows, back to float32 (a fresh tensor)
+            else:
+                dropped = rows if record is None else rows.clone(memory_format=torch.contiguous_format)
+            if record is not None:
+                zero_dropped(dropped, record)
             grad_a = gh.t() @ dropped  # (r, in)
         if ctx.needs_input_grad[0]:
             grad_x = frozen_input_grad(g, weight)  # (N, in) through the frozen weight
-            if mask is None:
+            if record is None:
                 grad_x.addmm_(gh, a)
             else:
-                grad_x.add_((gh @ a).mul_(mask))  # in place: no second fresh (N, in) tensor
+                grad_x.add_(zero_dropped(gh @ a, record))
             grad_x = grad_x.view(ctx.in_shape)
         return grad_x, None, None, grad_a, grad_b, None, None
 

@@ -30,6 +30,7 @@ from torch import nn
 
 MIN_ELEMENTS = 4096  # below this the bookkeeping costs more than the memory saved
 _depth = 0  # > 0 while some block's forward compacts what it saves
+_full = 0  # > 0 inside full_precision(): what is saved there stays float32
 
 
 class _Packer:
@@ -102,7 +103,7 @@ def compact_saved_activations(model: nn.Module, enabled: bool) -> Iterator[None]
     for block in _blocks(model):
         handles.append(block.register_forward_pre_hook(enter))
         handles.append(block.register_forward_hook(leave))
-    global _depth
+    global _depth, _full
     try:
         yield
     finally:
@@ -112,13 +113,25 @@ def compact_saved_activations(model: nn.Module, enabled: bool) -> Iterator[None]
             stack.close()
         stacks.clear()
         _depth = 0
+        _full = 0
+
+
+def rounds_when_saved(t: torch.Tensor) -> bool:
+    """Whether the activation ``t``, saved for backward here, would be kept as bf16 (a layer may then save
+    its own bf16 copy of it, already made for another use, instead)."""
+    return _depth > 0 and _full == 0 and t.dtype == torch.float32 and t.numel() >= MIN_ELEMENTS
 
 
 @contextmanager
 def full_precision() -> Iterator[None]:
     """Inside a compacting block, save what follows in float32 (the attention kernel)."""
+    global _full
     if _depth == 0:
         yield
         return
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
-        yield
+    _full += 1
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+            yield
+    finally:
+        _full -= 1
