@@ -10,7 +10,12 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from tuneforge.methods import lora_dropout
-from tuneforge.methods.lora_dropout import DropoutLoraA, fold_lora_dropout, keep_mask
+from tuneforge.methods.lora_dropout import DropoutLoraA, draw_dropped, fold_lora_dropout, zero_dropped
+
+
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """The kept elements of one draw, as a bool mask."""
+    return zero_dropped(torch.ones(shape, device=device), draw_dropped(shape, p, device)).bool()
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5])

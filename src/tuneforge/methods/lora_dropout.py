@@ -37,6 +37,11 @@ def draw_dropped(shape: torch.Size, p: float, device: torch.device) -> torch.Ten
     The record is what backward keeps: on a CPU at low rates, the sorted flat positions of the dropped
     elements (int64, about ``8 * p`` bytes per element instead of a one-byte mask); otherwise a bool
     keep-mask. :func:`zero_dropped` applies either.
+
+    >>> _ = torch.manual_seed(0)
+    >>> ones = torch.ones(100_000)
+    >>> round(float(zero_dropped(ones, draw_dropped(ones.shape, 0.1, ones.device)).mean()), 2)
+    0.9
     """
     if p >= GEOMETRIC_BELOW or device.type != "cpu":
         return torch.rand(shape, device=device) >= p
@@ -55,21 +60,6 @@ def zero_dropped(t: torch.Tensor, record: torch.Tensor) -> torch.Tensor:
         return t.mul_(record)
     t.view(-1)[record] = 0.0
     return t
-
-
-def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
-    """A bool mask, ``True`` with probability ``1 - p`` independently per element.
-
-    >>> _ = torch.manual_seed(0)
-    >>> round(float(keep_mask(torch.Size([100_000]), 0.1, torch.device("cpu")).float().mean()), 2)
-    0.9
-    """
-    record = draw_dropped(shape, p, device)
-    if record.dtype == torch.bool:
-        return record
-    mask = torch.ones(math.prod(shape), dtype=torch.bool, device=device)
-    mask[record] = False
-    return mask.view(shape)
 
 
 def _dropped_positions(n: int, p: float) -> torch.Tensor:
