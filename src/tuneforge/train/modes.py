@@ -1,7 +1,7 @@
 """The forms a model takes while it trains, entered together by the loop and by the preflight's probe.
 
 Why one place: each of these swaps something inside the model for the duration (LoRA layers' class,
-the frozen base's dtype, the attention path, the saved-tensor hooks) and must be undone in reverse
+the frozen base's dtype, the gated MLPs' product, the attention path, the saved-tensor hooks) and must be undone in reverse
 order, also on failure. The preflight measures a step in the same forms, so its throughput and
 memory estimates describe the run that follows.
 """
@@ -20,6 +20,7 @@ from tuneforge.methods.fused_lora import fused_lora
 from tuneforge.recipe import TrainConfig
 from tuneforge.train.compact_activations import compact_saved_activations
 from tuneforge.train.packed_attention import packed_attention
+from tuneforge.train.swiglu import gated_mlps
 
 
 @contextmanager
@@ -29,11 +30,12 @@ def training_forms(model: nn.Module, cfg: TrainConfig, *, frozen_dtype: torch.dt
     decides; ``sharded``: FSDP; ``private``: DP-SGD.
 
     FSDP's flat-parameter shards rule out swapping weights or classes; DP-SGD's per-example gradients
-    and ``torch.compile`` keep peft's own LoRA forward.
+    and ``torch.compile`` keep peft's own LoRA forward, and compiled blocks keep their own MLP forward.
     """
     with ExitStack() as stack:
         stack.enter_context(fused_lora(model, cfg.fused_lora and not (cfg.compile or sharded or private)))
         stack.enter_context(frozen_base_in(model, None if sharded else frozen_dtype, spill_to))
+        stack.enter_context(gated_mlps(model, not cfg.compile))
         stack.enter_context(packed_attention(model, cfg.packing or cfg.compact_activations))
         stack.enter_context(compact_saved_activations(model, cfg.compact_activations))
         yield

@@ -1,0 +1,71 @@
+"""The gated MLP's ``silu(gate) * up`` as one autograd function that keeps two tensors for backward, not three.
+
+Why: LLaMA-style blocks compute ``down(silu(gate(x)) * up(x))``. Autograd keeps ``gate(x)`` for the SiLU's
+backward, and both ``silu(gate(x))`` and ``up(x)`` for the product's: three ``intermediate_size``-wide
+tensors a token (1536 in SmolLM2), the block's largest activations. Here SiLU's output is recomputed in
+backward from ``gate(x)`` (one element-wise pass), so a third of that memory is never kept: 92 KB a
+token over SmolLM2-135M's 30 blocks with bf16 saved activations, 184 KB without. The forward is one
+pass shorter too (the product is taken in place).
+
+The arithmetic is autograd's own (``silu``, ``silu_backward`` and the two products, in the same order),
+so losses and gradients are bit-identical to the module's own forward (tested). Only MLP classes whose
+``forward`` is known to be exactly that expression are switched (:data:`GATED_MLPS`, a new one is a line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import MethodType
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.activations import SiLUActivation
+
+# Classes whose forward is ``self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))``.
+GATED_MLPS = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP", "Olmo2MLP", "SmolLM3MLP"})
+
+
+class _SwiGLU(torch.autograd.Function):
+    """``silu(gate) * up``, keeping ``gate`` and ``up`` only."""
+
+    @staticmethod
+    def forward(ctx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(gate, up)
+        return nn.functional.silu(gate).mul_(up)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+        gate, up = ctx.saved_tensors
+        grad_gate = grad_up = None
+        if ctx.needs_input_grad[1]:
+            grad_up = grad * nn.functional.silu(gate)
+        if ctx.needs_input_grad[0]:
+            grad_gate = torch.ops.aten.silu_backward(grad * up, gate)
+        return grad_gate, grad_up
+
+
+def _gated_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return self.down_proj(_SwiGLU.apply(self.gate_proj(x), self.up_proj(x)))
+
+
+def _switchable(module: nn.Module) -> bool:
+    return (type(module).__name__ in GATED_MLPS and isinstance(getattr(module, "act_fn", None), (nn.SiLU, SiLUActivation))
+            and "forward" not in module.__dict__)  # someone else's instance-level forward: leave it
+
+
+@contextmanager
+def gated_mlps(model: nn.Module, enabled: bool) -> Iterator[int]:
+    """Within the block, ``model``'s known gated MLPs run :class:`_SwiGLU`; yields how many."""
+    switched: list[Any] = []
+    if enabled:
+        for module in model.modules():
+            if _switchable(module):
+                module.forward = MethodType(_gated_forward, module)
+                switched.append(module)
+    try:
+        yield len(switched)
+    finally:
+        for module in switched:
+            del module.forward
