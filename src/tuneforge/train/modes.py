@@ -19,6 +19,7 @@ from tuneforge.methods.frozen_base import frozen_base_in
 from tuneforge.methods.fused_lora import fused_lora
 from tuneforge.recipe import TrainConfig
 from tuneforge.train.compact_activations import compact_saved_activations
+from tuneforge.train.heap import return_freed_heap
 from tuneforge.train.packed_attention import packed_attention
 from tuneforge.train.swiglu import gated_mlps
 
@@ -33,6 +34,7 @@ def training_forms(model: nn.Module, cfg: TrainConfig, *, frozen_dtype: torch.dt
     and ``torch.compile`` keep peft's own LoRA forward, and compiled blocks keep their own MLP forward.
     """
     with ExitStack() as stack:
+        stack.callback(return_freed_heap)  # last out: the steps' freed activations go back to the OS
         stack.enter_context(fused_lora(model, cfg.fused_lora and not (cfg.compile or sharded or private)))
         stack.enter_context(frozen_base_in(model, None if sharded else frozen_dtype, spill_to))
         stack.enter_context(gated_mlps(model, not cfg.compile))
