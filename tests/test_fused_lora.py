@@ -283,6 +283,11 @@ def test_cast_rows_once_reuses_a_cast_only_for_the_same_unchanged_tensor() -> No
     assert cast_rows_once(y, torch.bfloat16) is not again
 
 
+def _seen(hits: list[bool], value: bool) -> bool:
+    hits.append(value)
+    return value
+
+
 def test_compacted_layers_keep_the_products_bf16_rows_with_the_same_gradients(
         tiny_decoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under compact_activations a fused layer saves the bf16 rows it cast for the frozen product instead of
@@ -297,7 +302,7 @@ def test_compacted_layers_keep_the_products_bf16_rows_with_the_same_gradients(
     with frozen_base_in(model, torch.bfloat16, tmp_path), fused_lora(model, True), \
             compact_saved_activations(model, True):
         for shares in (True, False):
-            monkeypatch.setattr(fused_module, "rounds_when_saved", lambda t, s=shares: s and hits.append(real(t)) is None and hits[-1])
+            monkeypatch.setattr(fused_module, "rounds_when_saved", lambda t, s=shares: s and _seen(hits, real(t)))
             runs.append(_loss_and_grads(model, ids))
     (loss, grads), (ref_loss, ref) = runs
     assert hits and all(hits)  # every layer's rows were big enough to be rounded, so shared its bf16 copy

@@ -1,8 +1,8 @@
 """The forms a model takes while it trains, entered together by the loop and by the preflight's probe.
 
 Why one place: each of these swaps something inside the model for the duration (LoRA layers' class,
-the frozen base's dtype, the gated MLPs' product, the attention path, the saved-tensor hooks) and must be undone in reverse
-order, also on failure. The preflight measures a step in the same forms, so its throughput and
+the frozen base's dtype, the gated MLPs' product, the attention path, the saved-tensor hooks) and must
+be undone in reverse order, also on failure. The preflight measures a step in the same forms, so its throughput and
 memory estimates describe the run that follows.
 """
 

@@ -51,8 +51,8 @@ def _gated_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _switchable(module: nn.Module) -> bool:
-    return (type(module).__name__ in GATED_MLPS and isinstance(getattr(module, "act_fn", None), (nn.SiLU, SiLUActivation))
-            and "forward" not in module.__dict__)  # someone else's instance-level forward: leave it
+    silu = isinstance(getattr(module, "act_fn", None), (nn.SiLU, SiLUActivation))
+    return type(module).__name__ in GATED_MLPS and silu and "forward" not in module.__dict__  # else: leave it
 
 
 @contextmanager
