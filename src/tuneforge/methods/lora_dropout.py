@@ -35,8 +35,8 @@ def draw_dropped(shape: torch.Size, p: float, device: torch.device) -> torch.Ten
     """Which elements of a ``shape`` tensor dropout drops, each independently with probability ``p``.
 
     The record is what backward keeps: on a CPU at low rates, the sorted flat positions of the dropped
-    elements (int64, about ``8 * p`` bytes per element instead of a one-byte mask); otherwise a bool
-    keep-mask. :func:`zero_dropped` applies either.
+    elements (int32 below 2^31 elements: about ``4 * p`` bytes per element instead of a one-byte mask);
+    otherwise a bool keep-mask. :func:`zero_dropped` applies either.
 
     >>> _ = torch.manual_seed(0)
     >>> ones = torch.ones(100_000)
@@ -68,7 +68,9 @@ def _dropped_positions(n: int, p: float) -> torch.Tensor:
 
     The uniforms are float32 (the vectorised ``log1p``; float64's was half of the draw's time): their
     2^-24 grid truncates gaps beyond ``-24 log(2) / log(1 - p)`` (324 at ``p = 0.05``), a chance of
-    ``2^-24``, and positions are summed in int64.
+    ``2^-24``, and positions are summed in int64. They are returned as int32 when ``n`` allows: half the
+    memory kept for backward, and indexing with int32 ran twice as fast (0.22 against 0.42 ms for 34 k
+    positions in a 448 x 1536 tensor).
     """
     log_keep = math.log1p(-p)
     expected = n * p
@@ -81,7 +83,8 @@ def _dropped_positions(n: int, p: float) -> torch.Tensor:
         ends.append(pos)
         last = int(pos[-1])
     pos = torch.cat(ends) if len(ends) > 1 else ends[0]
-    return pos[: int(torch.searchsorted(pos, n))]
+    pos = pos[: int(torch.searchsorted(pos, n))]
+    return pos.int() if n <= torch.iinfo(torch.int32).max else pos
 
 
 class _DropoutLinear(torch.autograd.Function):
