@@ -74,3 +74,12 @@ def base_recipe(model: Path, task: str, train: Path, out: Path, **train_cfg: Any
     return {"task": task, "model": str(model), "method": {"name": "full"},
             "data": {"train": str(train), "split": {"validation": 0.2, "test": 0.2}},
             "train": cfg, "eval": {"max_new_tokens": 12, "batch_size": 8}, "output": str(out)}
+
+
+def loss_and_grads(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One seeded causal-LM loss and its gradients: two forward paths of one model compare bit for bit."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(1)  # the same dropout draws on both paths
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

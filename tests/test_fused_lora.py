@@ -14,7 +14,7 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import Linear as LoraLinear
 from transformers import AutoModelForCausalLM
 
-from conftest import base_recipe, product_rows, write_jsonl
+from conftest import base_recipe, loss_and_grads, product_rows, write_jsonl
 from tuneforge.data.readers import read_records
 from tuneforge.errors import ConfigError
 from tuneforge.methods import get_method
@@ -41,23 +41,15 @@ def _peft(tiny_decoder: Path, dropout: float, **extra: object) -> torch.nn.Modul
     return model
 
 
-def _loss_and_grads(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(1)  # the same dropout draws on both paths
-    loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_fused_matches_peft_forward_and_gradients(tiny_decoder: Path, dropout: float) -> None:
     model = _peft(tiny_decoder, dropout)
     model.train()
     ids = torch.randint(0, 100, (2, 11), generator=torch.Generator().manual_seed(0))
-    ref_loss, ref = _loss_and_grads(model, ids)
+    ref_loss, ref = loss_and_grads(model, ids)
     with fused_lora(model, True) as n:
         assert n == sum(1 for m in model.modules() if isinstance(m, FusedLoraLinear)) > 0
-        loss, grads = _loss_and_grads(model, ids)
+        loss, grads = loss_and_grads(model, ids)
     assert not any(isinstance(m, FusedLoraLinear) for m in model.modules())  # peft's class again
     assert grads.keys() == ref.keys() and all("lora_" in k for k in grads)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
@@ -81,11 +73,11 @@ def test_dora_is_left_to_peft(tiny_decoder: Path) -> None:
     model = _peft(tiny_decoder, 0.0, use_dora=True)
     model.train()
     ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(3))
-    ref_loss, _ = _loss_and_grads(model, ids)
+    ref_loss, _ = loss_and_grads(model, ids)
     with fused_lora(model, True):
         layer = next(m for m in model.modules() if isinstance(m, FusedLoraLinear))
         assert layer._fused_plan(torch.zeros(1, layer.in_features), (), {}) is None
-        loss, _ = _loss_and_grads(model, ids)
+        loss, _ = loss_and_grads(model, ids)
     assert torch.equal(loss, ref_loss)
 
 
@@ -94,14 +86,14 @@ def test_bf16_frozen_base_trains_close_and_is_restored_bit_identical(tiny_decode
     model.train()
     before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     ids = torch.randint(0, 100, (2, 11), generator=torch.Generator().manual_seed(0))
-    ref_loss, ref = _loss_and_grads(model, ids)
+    ref_loss, ref = loss_and_grads(model, ids)
     with fused_lora(model, True), frozen_base_in(model, torch.bfloat16, tmp_path) as n:
         bases = frozen_lora_bases(model)
         assert n > 0 and not bases  # every frozen LoRA base is now a LowPrecisionLinear
         low = [m for m in model.modules() if isinstance(m, LowPrecisionLinear)]
         assert len(low) == n and all(m.weight.dtype == torch.bfloat16 for m in low)
         assert len(list(tmp_path.iterdir())) == 1  # the float32 weights, spilled to disk
-        loss, grads = _loss_and_grads(model, ids)
+        loss, grads = loss_and_grads(model, ids)
         assert all(g.dtype == torch.float32 for g in grads.values())
     assert list(tmp_path.iterdir()) == []
     assert not any(isinstance(m, LowPrecisionLinear) for m in model.modules())
@@ -303,7 +295,7 @@ def test_compacted_layers_keep_the_products_bf16_rows_with_the_same_gradients(
             compact_saved_activations(model, True):
         for shares in (True, False):
             monkeypatch.setattr(fused_module, "rounds_when_saved", lambda t, s=shares: s and _seen(hits, real(t)))
-            runs.append(_loss_and_grads(model, ids))
+            runs.append(loss_and_grads(model, ids))
     (loss, grads), (ref_loss, ref) = runs
     assert hits and all(hits)  # every layer's rows were big enough to be rounded, so shared its bf16 copy
     assert real(torch.zeros(160, model.config.hidden_size)) is False  # outside a block's forward: never

@@ -8,16 +8,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from conftest import loss_and_grads
 from tuneforge.methods.lora_dropout import fold_lora_dropout
 from tuneforge.train.swiglu import gated_mlps
-
-
-def _loss_and_grads(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(1)  # the same dropout draws on both paths
-    loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
 def _saved_numel(model: torch.nn.Module, ids: torch.Tensor) -> int:
@@ -40,10 +33,10 @@ def test_lora_gradients_are_bit_identical_and_the_forward_comes_back(tiny_decode
     fold_lora_dropout(model)
     model.train()
     ids = torch.randint(0, 100, (2, 13), generator=torch.Generator().manual_seed(0))
-    ref_loss, ref = _loss_and_grads(model, ids)
+    ref_loss, ref = loss_and_grads(model, ids)
     with gated_mlps(model, True) as n:
         assert n == model.config.num_hidden_layers
-        loss, grads = _loss_and_grads(model, ids)
+        loss, grads = loss_and_grads(model, ids)
     assert not any("forward" in m.__dict__ for m in model.modules())  # the class's own forward again
     assert torch.equal(loss, ref_loss) and grads.keys() == ref.keys() and grads
     for name, g in ref.items():
@@ -54,10 +47,10 @@ def test_full_fine_tuning_gradients_are_bit_identical_with_one_tensor_fewer_kept
     model = AutoModelForCausalLM.from_pretrained(tiny_decoder)
     model.train()
     ids = torch.randint(0, 100, (2, 13), generator=torch.Generator().manual_seed(0))
-    ref_loss, ref = _loss_and_grads(model, ids)
+    ref_loss, ref = loss_and_grads(model, ids)
     ref_saved = _saved_numel(model, ids)
     with gated_mlps(model, True):
-        loss, grads = _loss_and_grads(model, ids)
+        loss, grads = loss_and_grads(model, ids)
         saved = _saved_numel(model, ids)
     assert torch.equal(loss, ref_loss) and grads.keys() == ref.keys()
     for name, g in ref.items():

@@ -10,7 +10,6 @@ pages are reused by the next step, and trimming each step ran 15% slower (bench/
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 
@@ -19,8 +18,7 @@ def return_freed_heap() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own libc, as frozen_base's madvise
     except (OSError, AttributeError):  # musl and others have no malloc_trim
         return False
     trim.argtypes = [ctypes.c_size_t]

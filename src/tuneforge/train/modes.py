@@ -2,8 +2,8 @@
 
 Why one place: each of these swaps something inside the model for the duration (LoRA layers' class,
 the frozen base's dtype, the gated MLPs' product, the attention path, the saved-tensor hooks) and must
-be undone in reverse order, also on failure. The preflight measures a step in the same forms, so its throughput and
-memory estimates describe the run that follows.
+be undone in reverse order, also on failure. The preflight measures a step in the same forms, so its
+throughput and memory estimates describe the run that follows.
 """
 
 from __future__ import annotations
