@@ -246,7 +246,7 @@ SIDES = {"baseline": run_baseline, "baseline_bf16": run_baseline, "tuneforge": r
 
 # ----------------------------------------------------------------------------- the parent
 def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path, tokens: int | None = None,
-           side_name: str = "") -> dict[str, Any]:
+           side_name: str = "", malloc: str = "system") -> dict[str, Any]:
     """Run one side in a subprocess; its own peak RSS comes from ``os.wait4``."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--child-out", str(out),
            "--examples", str(args.examples), "--val", str(args.val), "--batch", str(args.batch),
@@ -259,7 +259,10 @@ def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path, to
            *(["--tf-fused", "no", "--tf-frozen-dtype", "float32"] if side_name.endswith(PLAIN)
              else ["--tf-fused", args.tf_fused, "--tf-frozen-dtype", args.tf_frozen_dtype]),
            *(["--tf-micro-tokens", str(tokens)] if tokens else [])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    from tuneforge.allocator import preload_env
+
+    env = preload_env(malloc)  # "auto": as the `tuneforge` command picks
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
     start = time.perf_counter()
     child = subprocess.Popen(cmd, env=env)
     _, status, usage = os.wait4(child.pid, 0)
@@ -314,6 +317,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="tuneforge side: train.frozen_dtype (auto: bf16 frozen base on AMX CPUs and bf16 GPUs)")
     parser.add_argument("--tf-plain-too", action="store_true",
                         help=f"each tuneforge side once more ({PLAIN}): unfused LoRA layers, float32 frozen base")
+    parser.add_argument("--tf-allocator", default="auto",
+                        help="tuneforge sides' malloc, as TUNEFORGE_ALLOCATOR takes it (auto: what `tuneforge` uses); "
+                        "a comma list runs each side once per allocator (the extra ones named side@malloc)")
+    parser.add_argument("--baseline-allocator", default="system",
+                        help="the baseline's malloc (system: plain transformers as most run it); a comma list as above")
     parser.add_argument("--model", default=MODEL, help="a registry name or model folder (a tiny one for a smoke test)")
     parser.add_argument("--sides", default="baseline,tuneforge",
                         help="comma list of baseline, baseline_bf16 (Trainer with bf16=True), tuneforge")
@@ -330,7 +338,9 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(threads)
         torch.manual_seed(SEED)
-        args.child_out.write_text(json.dumps(SIDES[args.child](args)))
+        from tuneforge.allocator import loaded_allocator
+
+        args.child_out.write_text(json.dumps({**SIDES[args.child](args), "allocator": loaded_allocator()}))
         return
     raw = sys.argv[1:] if argv is None else argv
     with open(LOCK, "w") as lock:  # held for the whole run: the sides are measured back to back
@@ -367,9 +377,10 @@ def _measure(args: argparse.Namespace, threads: int, raw: list[str]) -> dict[str
         chosen = {"no": tf, "yes": compact, "both": tf + compact}[args.tf_compact]
         before = [(name + PLAIN, m, t) for name, m, t in chosen] if args.tf_plain_too else []
         runs = [r for r in runs if not r[0].startswith("tuneforge")] + chosen + before
-    for name, micro, tokens in runs:
+    for name, micro, tokens, malloc in _with_allocators(runs, args):
         print(f"== {name}", flush=True)
-        s = _child(name.split("-")[0].split("+")[0], micro, args, tmp / f"{name}.json", tokens, name)
+        s = _child(name.split("-")[0].split("+")[0].split("@")[0], micro, args, tmp / f"{name}.json", tokens,
+                   name, malloc)
         s["micro_batch"] = micro
         s["useful_tokens_per_s"] = useful / s["train_seconds"]
         s["mfu"] = flops["total"] / s["train_seconds"] / (peak["gflops"] * 1e9)  # against the fp32 peak
@@ -392,7 +403,21 @@ def _measure(args: argparse.Namespace, threads: int, raw: list[str]) -> dict[str
                                    "mfu_own_precision": t.get("mfu_own_precision", t["mfu"]),
                                    "precision": t.get("precision", "no"), "frozen_dtype": t.get("frozen_dtype", "float32")}
                             for name, t in sides.items() if name != "baseline"}
+        others = [n for n in sides if n.startswith("baseline@")]  # the baseline with another malloc too
+        result["ratios_to"] = {o: {name: {"useful_tokens_per_s": t["useful_tokens_per_s"] / sides[o]["useful_tokens_per_s"],
+                                          "peak_rss": t["peak_rss_mb"] / sides[o]["peak_rss_mb"]}
+                                   for name, t in sides.items() if name.startswith("tuneforge")} for o in others}
     return result
+
+
+def _with_allocators(runs: list[tuple[str, Any, Any]], args: argparse.Namespace) -> list[tuple[str, Any, Any, str]]:
+    """Each side once per allocator its family lists; the first keeps the plain name, others get ``@malloc``."""
+    out = []
+    for family, listed in (("baseline", args.baseline_allocator), ("tuneforge", args.tf_allocator)):
+        for i, malloc in enumerate(listed.split(",")):
+            out += [(name if i == 0 else f"{name}@{malloc}", micro, tokens, malloc)
+                    for name, micro, tokens in runs if name.startswith(family)]
+    return out
 
 
 def _precision(s: dict[str, Any]) -> str:
@@ -416,11 +441,12 @@ def render_markdown(r: dict[str, Any]) -> str:
              + (f" (bf16: {r['matmul_peak_bf16']['gflops']:.1f})" if "matmul_peak_bf16" in r else "") + "; "
              f"load average at the end {', '.join(f'{x:.1f}' for x in r['load_during_run'])}. "
              f"Required model FLOPs: {r['required_flops']['total'] / 1e12:.2f} TFLOP.", "",
-             "| side | precision | train s | useful tokens/s | peak RSS MB | wall s | val loss | GFLOP/s "
+             "| side | precision | malloc | train s | useful tokens/s | peak RSS MB | wall s | val loss | GFLOP/s "
              "| of fp32 matmul peak | of own-precision peak |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in r["sides"].items():
-        lines.append(f"| {name} | {_precision(s)} | {s['train_seconds']:.1f} | {s['useful_tokens_per_s']:.1f} | "
+        lines.append(f"| {name} | {_precision(s)} | {s.get('allocator', 'system')} | {s['train_seconds']:.1f} | "
+                     f"{s['useful_tokens_per_s']:.1f} | "
                      f"{s['peak_rss_mb']:.0f} | {s['wall_seconds']:.1f} | {s['val_loss']:.4f} | {s['achieved_gflops']:.1f} | "
                      f"{s['mfu']:.1%} | {s.get('mfu_own_precision', s['mfu']):.1%} |")
     lines += ["", "How it is measured: each side is its own subprocess, run one after the other while this script holds "
@@ -431,13 +457,24 @@ def render_markdown(r: dict[str, Any]) -> str:
               "FLOP/s counts the FLOPs the work requires (body forward and input gradients on real tokens, LoRA "
               "forward and both gradients, causal attention, the vocabulary head at answer positions only), the "
               "same count for both sides, so padding, prompt-position logits and recomputation are cost, not "
-              "credit (see the docstring of `bench/speed.py`)."]
+              "credit (see the docstring of `bench/speed.py`). malloc: the allocator each side ran with; the "
+              "tuneforge sides take what the `tuneforge` command picks (`src/tuneforge/allocator.py`: tcmalloc "
+              "where installed), the baseline the system's (glibc) unless `--baseline-allocator` says otherwise."]
     for name, q in r.get("ratios", {}).items():
+        if name.startswith("baseline@"):
+            lines += ["", f"The baseline with another malloc ({name} / baseline): useful tokens/s "
+                      f"{q['useful_tokens_per_s']:.2f}x, peak RSS {q['peak_rss']:.2f}x, validation loss "
+                      f"{q['val_loss_delta']:+.4f}; {q['mfu']:.1%} of the fp32 matmul peak."]
+            continue
         lines += ["", f"Ratios ({name} / baseline): useful tokens/s **{q['useful_tokens_per_s']:.2f}x** (target >= 1.5x), "
                   f"peak RSS **{q['peak_rss']:.2f}x** (target <= 0.4x), wall {q['wall']:.2f}x, validation loss "
                   f"{q['val_loss_delta']:+.4f} (target <= 0); {q['mfu']:.1%} of the fp32 matmul peak"
                   + (f", {q['mfu_own_precision']:.1%} of the bf16 peak" if _precision(q) != "fp32" else "")
                   + " (target >= 60%)."]
+    for other, rows in r.get("ratios_to", {}).items():
+        lines += ["", f"Against {other} (the same plain transformers run with that malloc): "
+                  + "; ".join(f"{name}: useful tokens/s {q['useful_tokens_per_s']:.2f}x, peak RSS {q['peak_rss']:.2f}x"
+                              for name, q in rows.items()) + "."]
     return "\n".join(lines) + "\n"
 
 

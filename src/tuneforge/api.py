@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import PreTrainedTokenizerBase, set_seed
 
+from tuneforge.allocator import loaded_allocator
 from tuneforge.data.encode_cache import encode_cached
 from tuneforge.data.readers import read_records
 from tuneforge.data.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits
@@ -99,6 +100,7 @@ def _environment(device: str, precision: str) -> dict[str, Any]:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__,
             "device": device, "mixed_precision": precision, "cpu_threads": torch.get_num_threads(),
+            "allocator": loaded_allocator(),
             "processes": accelerate.PartialState().num_processes}
 
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tuneforge import cli_data, cli_deploy, cli_evaluate, cli_serve
+from tuneforge import allocator, cli_data, cli_deploy, cli_evaluate, cli_serve
 from tuneforge.errors import TuneforgeError
 
 
@@ -122,8 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        if argv is None:  # the command's own process: start again with a better malloc if there is one
+            allocator.relaunch()
+        args = build_parser().parse_args(argv)
         args.func(args)
     except TuneforgeError as err:
         print(f"tuneforge: error: {err}", file=sys.stderr)
