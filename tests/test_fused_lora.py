@@ -302,3 +302,19 @@ def test_compacted_layers_keep_the_products_bf16_rows_with_the_same_gradients(
     assert torch.equal(loss, ref_loss) and grads.keys() == ref.keys() and grads
     for name, g in ref.items():
         assert torch.equal(grads[name], g), name
+
+
+def test_bf16_frozen_layer_compiles_without_the_shared_cast() -> None:
+    """torch.compile traces a bf16 frozen layer (``train.compile`` with LoRA on an AMX CPU): the shared-cast
+    cache is skipped there, so dynamo has no identity-keyed state to guard on, and the output is eager's."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(32, 16)
+    layer.weight = torch.nn.Parameter(layer.weight.detach().to(torch.bfloat16), requires_grad=False)
+    layer.bias = torch.nn.Parameter(layer.bias.detach().to(torch.bfloat16), requires_grad=False)
+    layer.__class__ = LowPrecisionLinear
+    x = torch.randn(3, 70, 32)
+    eager = layer(x)
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)(x)
+    assert compiled.dtype == torch.float32
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)

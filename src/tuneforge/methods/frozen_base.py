@@ -43,8 +43,10 @@ class LowPrecisionLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
-        cast = cast_rows_once(x, self.weight.dtype) if self.weight.dtype != x.dtype else None
-        out = frozen_linear(rows, self.weight, self.bias, cast)
+        # Under torch.compile the shared cast is not used: the compiler fuses the casts itself, and a
+        # cache keyed on tensor identity is state it cannot guard on.
+        shared = self.weight.dtype != x.dtype and not torch.compiler.is_compiling()
+        out = frozen_linear(rows, self.weight, self.bias, cast_rows_once(x, self.weight.dtype) if shared else None)
         return out.view(*x.shape[:-1], out.shape[-1])
 
 
