@@ -68,3 +68,41 @@ def test_disabled_or_unknown_mlps_keep_their_forward(tiny_decoder: Path) -> None
     with gated_mlps(model, True) as n:
         assert n == model.config.num_hidden_layers - 1 and "forward" in mlp.__dict__
     assert "forward" in mlp.__dict__
+
+
+def _saved_bytes(model: torch.nn.Module, ids: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps for backward (a tensor kept twice counts once)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids, labels=ids).loss.backward()
+    return sum(storages.values())
+
+
+def test_fused_lora_down_proj_keeps_the_factors_not_the_product(tiny_decoder: Path) -> None:
+    """With fused LoRA layers, down_proj keeps references to gate and up (kept by the gated product anyway)
+    and recomputes its input in backward: bit-identical gradients, one more product-sized tensor not kept."""
+    from tuneforge.methods.fused_lora import fused_lora
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_decoder),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules="all-linear",
+                                      init_lora_weights=False))
+    fold_lora_dropout(model)
+    model.train()
+    ids = torch.randint(0, 100, (2, 13), generator=torch.Generator().manual_seed(0))
+    with fused_lora(model, True):
+        ref_loss, ref = loss_and_grads(model, ids)
+        ref_bytes = _saved_bytes(model, ids)
+        with gated_mlps(model, True):
+            loss, grads = loss_and_grads(model, ids)
+            saved = _saved_bytes(model, ids)
+    assert torch.equal(loss, ref_loss) and grads.keys() == ref.keys() and grads
+    for name, g in ref.items():
+        assert torch.equal(grads[name], g), name
+    product = ids.numel() * model.config.intermediate_size * 4  # float32 bytes of one (tokens, intermediate)
+    assert ref_bytes - saved == 2 * model.config.num_hidden_layers * product  # the SiLU output and down's input

@@ -7,7 +7,8 @@ passes over the 1536-wide MLP tensors are memory-bound and cost as much as the f
 matmul itself (profile in ``bench/RESULTS.md``). Here the adapter's product is accumulated straight
 into the base output (``addmm_``, one pass), the scale rides on the rank-``r`` side, and backward
 computes the four gradients it needs from ``x``, the dropped positions and the ``(tokens, r)``
-intermediate.
+intermediate. A gated MLP's ``down_proj`` keeps the product's factors instead of ``x``, and
+recomputes ``x`` in backward (``train/swiglu.py``).
 
 The arithmetic is peft's (the same dropout draws as ``methods/lora_dropout.py``, in the same order;
 tested against peft's forward and gradients). Parameters, their names and the adapter files are
@@ -29,6 +30,7 @@ from torch import nn
 from tuneforge.methods.frozen_base import cast_rows_once, frozen_input_grad, frozen_linear
 from tuneforge.methods.lora_dropout import DropoutLoraA, draw_dropped, zero_dropped
 from tuneforge.train.compact_activations import rounds_when_saved
+from tuneforge.train.swiglu import FACTORS as SWIGLU_FACTORS
 
 
 class _FusedLoraFunction(torch.autograd.Function):
@@ -47,15 +49,18 @@ class _FusedLoraFunction(torch.autograd.Function):
         out.addmm_(h, b.t(), alpha=scale)  # in float32: in bf16 the small update would round away
         # Where saved activations are rounded to bf16 anyway (compact_activations), keep the bf16 copy
         # the frozen product already made: the same numbers, without a second rounding pass.
-        ctx.rounded = cast is not None and cast.dtype == torch.bfloat16 and rounds_when_saved(rows)
-        ctx.save_for_backward(cast if ctx.rounded else rows, record, h, weight, a, b)
+        factors = getattr(x, SWIGLU_FACTORS, None)  # x = silu(gate) * up: keep gate and up, kept anyway
+        ctx.factors = factors is not None
+        ctx.rounded = not ctx.factors and cast is not None and cast.dtype == torch.bfloat16 and rounds_when_saved(rows)
+        kept = factors if factors is not None else (cast if ctx.rounded else rows,)
+        ctx.save_for_backward(*kept, record, h, weight, a, b)
         ctx.scale = scale
         ctx.in_shape = x.shape
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        rows, record, h, weight, a, b = ctx.saved_tensors
+        *kept, record, h, weight, a, b = ctx.saved_tensors
         n = h.shape[0]
         g = grad.reshape(-1, grad.shape[-1])  # (N, out)
         gh = (g @ b).mul_(ctx.scale)  # (N, r): gradient at the adapter's rank-r intermediate
@@ -63,9 +68,13 @@ class _FusedLoraFunction(torch.autograd.Function):
         if ctx.needs_input_grad[4]:
             grad_b = (g.t() @ h).mul_(ctx.scale)  # (out, r)
         if ctx.needs_input_grad[3]:
-            if ctx.rounded:
-                dropped = rows[:n].float()  # the padded bf16 rows, back to float32 (a fresh tensor)
+            if ctx.factors:  # the gated MLP's product again, as _SwiGLU computed it (a fresh tensor)
+                gate, up = kept
+                dropped = nn.functional.silu(gate).mul_(up).reshape(n, -1)
+            elif ctx.rounded:
+                dropped = kept[0][:n].float()  # the padded bf16 rows, back to float32 (a fresh tensor)
             else:
+                rows = kept[0]
                 dropped = rows if record is None else rows.clone(memory_format=torch.contiguous_format)
             if record is not None:
                 zero_dropped(dropped, record)

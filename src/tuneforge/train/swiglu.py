@@ -7,6 +7,12 @@ backward from ``gate(x)`` (one element-wise pass), so a third of that memory is 
 token over SmolLM2-135M's 30 blocks with bf16 saved activations, 184 KB without. The forward is one
 pass shorter too (the product is taken in place).
 
+A fused LoRA ``down_proj`` (``methods/fused_lora.py``) needs its input in backward for ``lora_A``'s
+gradient. The product carries its factors (:data:`FACTORS`), which this function keeps anyway, so the
+layer keeps references to them, not a copy of the product, and recomputes it in backward (one SiLU
+and one product): another 1536-wide tensor a token and block not kept, 184 KB a token for SmolLM2-135M
+in float32.
+
 The arithmetic is autograd's own (``silu``, ``silu_backward`` and the two products, in the same order),
 so losses and gradients are bit-identical to the module's own forward (tested). Only MLP classes whose
 ``forward`` is known to be exactly that expression are switched (:data:`GATED_MLPS`, a new one is a line).
@@ -23,6 +29,7 @@ import torch
 from torch import nn
 from transformers.activations import SiLUActivation
 
+FACTORS = "_tuneforge_swiglu_factors"  # attribute of the product: its (gate, up), kept by _SwiGLU anyway
 # Classes whose forward is ``self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))``.
 GATED_MLPS = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP", "Olmo2MLP", "SmolLM3MLP"})
 
@@ -47,7 +54,10 @@ class _SwiGLU(torch.autograd.Function):
 
 
 def _gated_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return self.down_proj(_SwiGLU.apply(self.gate_proj(x), self.up_proj(x)))
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    product = _SwiGLU.apply(gate, up)
+    setattr(product, FACTORS, (gate, up))  # a fused LoRA down_proj recomputes its input from these
+    return self.down_proj(product)
 
 
 def _switchable(module: nn.Module) -> bool:
