@@ -25,14 +25,19 @@ def _saved_numel(model: torch.nn.Module, ids: torch.Tensor) -> int:
     return sum(sizes)
 
 
-def test_lora_gradients_are_bit_identical_and_the_forward_comes_back(tiny_decoder: Path) -> None:
+def _lora_model(tiny_decoder: Path) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The tiny decoder with LoRA (dropout folded) on every linear layer, in training mode, and a batch."""
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_decoder),
                            LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules="all-linear",
                                       init_lora_weights=False))
     fold_lora_dropout(model)
     model.train()
-    ids = torch.randint(0, 100, (2, 13), generator=torch.Generator().manual_seed(0))
+    return model, torch.randint(0, 100, (2, 13), generator=torch.Generator().manual_seed(0))
+
+
+def test_lora_gradients_are_bit_identical_and_the_forward_comes_back(tiny_decoder: Path) -> None:
+    model, ids = _lora_model(tiny_decoder)
     ref_loss, ref = loss_and_grads(model, ids)
     with gated_mlps(model, True) as n:
         assert n == model.config.num_hidden_layers
@@ -88,13 +93,7 @@ def test_fused_lora_down_proj_keeps_the_factors_not_the_product(tiny_decoder: Pa
     and recomputes its input in backward: bit-identical gradients, one more product-sized tensor not kept."""
     from tuneforge.methods.fused_lora import fused_lora
 
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_decoder),
-                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules="all-linear",
-                                      init_lora_weights=False))
-    fold_lora_dropout(model)
-    model.train()
-    ids = torch.randint(0, 100, (2, 13), generator=torch.Generator().manual_seed(0))
+    model, ids = _lora_model(tiny_decoder)
     with fused_lora(model, True):
         ref_loss, ref = loss_and_grads(model, ids)
         ref_bytes = _saved_bytes(model, ids)
