@@ -143,8 +143,7 @@ def run_one(shape: str, *, method: str, compile_blocks: bool, args: argparse.Nam
     first, last = log[args.warmup - 1], log[-1]
     seconds = last["tokens"] / last["tokens_per_s"] - first["tokens"] / first["tokens_per_s"]
     tokens_per_s = (last["tokens"] - first["tokens"]) / seconds
-    per_token = flops_per_token(model.config if hasattr(model, "config") else model.base_model.config,
-                                args.max_length, method, args.lora_r)
+    per_token = flops_per_token(model.config, args.max_length, method, args.lora_r)
     return {"shape": shape, "method": method, "compile": compile_blocks, "precision": precision,
             "attention": model.config._attn_implementation, "steps_timed": args.steps, "tokens_per_s": tokens_per_s,
             "tflops": per_token * tokens_per_s / 1e12, "flops_per_token": per_token, "loss_last": last["loss"],

@@ -101,6 +101,18 @@ def test_relaunch_starts_the_process_again_with_the_allocator_loaded() -> None:
     assert done.stdout.split() == ["system", "-"]
 
 
+def test_an_allocator_the_user_preloads_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("re-executed over the user's LD_PRELOAD")
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv(allocator.ACTIVE, raising=False)
+    monkeypatch.setenv("LD_PRELOAD", "/opt/lib/libmimalloc.so.2")
+    monkeypatch.setattr(os, "execve", refuse)
+    _fake_search(monkeypatch, {"tcmalloc_minimal": "/x/libtcmalloc_minimal.so.4"})
+    allocator.relaunch()  # returns: mimalloc stays the process's allocator
+
+
 def test_the_command_refuses_an_unknown_allocator_with_exit_2() -> None:
     done = _child({allocator.ENV: "/no/such/libmalloc.so"}, "import sys; from tuneforge.cli import main; "
                   "sys.argv = ['tuneforge', 'models']; sys.exit(main())")

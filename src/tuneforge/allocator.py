@@ -125,6 +125,8 @@ def relaunch() -> None:
     """
     if os.environ.get(ACTIVE) or not sys.platform.startswith("linux"):
         return
+    if "malloc" in os.environ.get("LD_PRELOAD", ""):  # the user preloads an allocator (mimalloc, ...): theirs
+        return
     lib = find_allocator()
     if lib is None or loaded_allocator() != "system":
         return
