@@ -14,7 +14,8 @@ Python API cannot switch the allocator of a running interpreter; ``python -m tun
 prints the library to preload for a script (``LD_PRELOAD=$(python -m tuneforge.allocator) python x.py``).
 
 ``TUNEFORGE_ALLOCATOR`` picks: ``auto`` (default: tcmalloc, else jemalloc, else the system's),
-``tcmalloc``, ``jemalloc``, ``system``, or a path to a shared library. Debian and Ubuntu ship them as
+``tcmalloc``, ``jemalloc``, ``system``, or a path to a shared library. An allocator the user already
+preloads (``LD_PRELOAD`` naming a ``*malloc*`` library) is kept. Debian and Ubuntu ship them as
 ``libtcmalloc-minimal4`` and ``libjemalloc2``; ``scripts/setup.sh`` installs the first where it can.
 Linux only: elsewhere the system allocator is kept.
 """
