@@ -15,7 +15,7 @@ prints the library to preload for a script (``LD_PRELOAD=$(python -m tuneforge.a
 
 ``TUNEFORGE_ALLOCATOR`` picks: ``auto`` (default: tcmalloc, else jemalloc, else the system's),
 ``tcmalloc``, ``jemalloc``, ``system``, or a path to a shared library. An allocator the user already
-preloads (``LD_PRELOAD`` naming a ``*malloc*`` library) is kept. Debian and Ubuntu ship them as
+preloads (``LD_PRELOAD`` naming a ``*malloc*`` library) is kept. Debian and Ubuntu ship the two as
 ``libtcmalloc-minimal4`` and ``libjemalloc2``; ``scripts/setup.sh`` installs the first where it can.
 Linux only: elsewhere the system allocator is kept.
 """
