@@ -20,7 +20,7 @@ files. Each runs with and without ``train.compile``, full fine-tuning (AdamW) by
   dense bf16 datasheet figure where the name is known;
 * the peak GPU memory ``torch.cuda`` allocated.
 
-Checkpoints are not written (disk time, not the loop's; ``_checkpoint`` is replaced in this process).
+Checkpoints are not written (disk time, not the loop's; ``_checkpoint`` is replaced while ``fit`` runs).
 
 Run on the GPU machine (a few minutes): ``python bench/gpu.py``; here, as a smoke test of the script:
 ``python bench/gpu.py --device cpu --tiny``. Writes ``bench/results/gpu.json`` and ``bench/GPU_RESULTS.md``.
@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +114,6 @@ def run_one(shape: str, *, method: str, compile_blocks: bool, args: argparse.Nam
     from tuneforge.tasks.base import Encoded, get_task
     from tuneforge.train.preflight import resolve_precision
 
-    loop._checkpoint = lambda *a, **k: None  # disk time, not the loop's
     steps = args.warmup + args.steps
     out = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
     recipe = recipe_from_dict({
@@ -135,9 +135,10 @@ def run_one(shape: str, *, method: str, compile_blocks: bool, args: argparse.Nam
     model = method_.prepare(model, "causal_lm")
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    state = loop.fit(model=model, task=task, method=method_, train=train, validate=None, cfg=recipe.train,
-                     run=RunDir(out / "run"), accelerator=Accelerator(cpu=args.device == "cpu",
-                                                                      mixed_precision=precision), resume=False)
+    with mock.patch.object(loop, "_checkpoint", lambda *a, **k: None):  # disk time, not the loop's
+        state = loop.fit(model=model, task=task, method=method_, train=train, validate=None, cfg=recipe.train,
+                         run=RunDir(out / "run"), accelerator=Accelerator(cpu=args.device == "cpu",
+                                                                          mixed_precision=precision), resume=False)
     log = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     log = [e for e in log if "tokens_per_s" in e]
     first, last = log[args.warmup - 1], log[-1]

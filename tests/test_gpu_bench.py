@@ -10,6 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import gpu  # noqa: E402
+from tuneforge.train.loop import _checkpoint as _CHECKPOINT  # noqa: E402
 
 
 def test_flops_count_every_matmul_parameter_once() -> None:
@@ -29,3 +30,6 @@ def test_tiny_cpu_run_writes_its_results(tmp_path: Path) -> None:
     assert [(r["method"], r["steps"]) for r in result["runs"]] == [("full", 3), ("lora", 3)]
     assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] for r in result["runs"])
     assert "| tiny | lora | False |" in md.read_text()
+    import tuneforge.train.loop as loop
+
+    assert loop._checkpoint is _CHECKPOINT  # the bench's stand-in is gone: later runs write checkpoints again
