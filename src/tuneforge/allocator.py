@@ -4,8 +4,8 @@ Why: on a CPU, PyTorch's tensors come straight from ``malloc``. A training step 
 gigabytes in tensors of a few sizes, and glibc's allocator keeps the holes between the activations
 saved for backward: in a SmolLM2-135M LoRA step, about 400 MB of its 1.3 GB heap was free but
 resident at the peak (measured with ``mallinfo2``). tcmalloc and jemalloc keep size classes apart and
-return what they free; on the same run the peak resident memory fell from 1.83-1.88 GB to 1.56-1.58 GB
-and training ran 5-10% faster (``bench/RESULTS.md``). PyTorch's own CPU tuning guide and its
+return what they free; in the bench's same-run comparison the peak resident memory fell from 1.91 to
+1.52 GB and training ran 11% faster (``bench/RESULTS.md``). PyTorch's own CPU tuning guide and its
 ``torch.backends.xeon.run_cpu`` launcher recommend the same.
 
 An allocator can only be chosen before the process starts (``LD_PRELOAD``), so the ``tuneforge``
