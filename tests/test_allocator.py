@@ -62,7 +62,9 @@ def test_ldconfig_entries_of_this_architecture_only(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(allocator.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(allocator.subprocess, "run",
                         lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=LDCONFIG, stderr=""))
+    allocator._ldconfig.cache_clear()  # read once a process: this test's output, not the machine's
     found = allocator._ldconfig()
+    allocator._ldconfig.cache_clear()
     assert found == {"libtcmalloc_minimal": Path("/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"),
                      "libjemalloc": Path("/lib/x86_64-linux-gnu/libjemalloc.so.2")}
 

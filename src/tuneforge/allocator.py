@@ -22,6 +22,7 @@ Linux only: elsewhere the system allocator is kept.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -71,8 +72,12 @@ def _search(lib: str) -> Path | None:
     return _ldconfig().get(f"lib{lib}")
 
 
+@functools.lru_cache(maxsize=1)
 def _ldconfig() -> dict[str, Path]:
-    """Library stem (``libjemalloc``) -> path, from ``ldconfig -p`` (the 64-bit entries of this machine)."""
+    """Library stem (``libjemalloc``) -> path, from ``ldconfig -p`` (the 64-bit entries of this machine).
+
+    Read once a process: ``auto`` may look up three names, and this runs at every command's start.
+    """
     for exe in ("/sbin/ldconfig", "/usr/sbin/ldconfig", "ldconfig"):
         try:
             out = subprocess.run([exe, "-p"], capture_output=True, text=True, timeout=10).stdout
@@ -128,8 +133,10 @@ def relaunch() -> None:
         return
     if "malloc" in os.environ.get("LD_PRELOAD", ""):  # the user preloads an allocator (mimalloc, ...): theirs
         return
+    if loaded_allocator() != "system":  # linked in, or preloaded under another name
+        return
     lib = find_allocator()
-    if lib is None or loaded_allocator() != "system":
+    if lib is None:
         return
     argv = list(getattr(sys, "orig_argv", []) or [sys.executable, *sys.argv])
     sys.stdout.flush()
