@@ -114,8 +114,9 @@ def test_refuses_unfinished_runs_outputs_inside_the_run_and_existing_folders(cls
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x").write_text("x")
-    with pytest.raises(UserError, match="already exists"):
-        compress(cls_run, {"method": "int8-dynamic"}, busy, echo=quiet)
+    with pytest.raises(UserError, match="did not write"):
+        compress(cls_run, {"method": "int8-dynamic"}, busy, echo=quiet, overwrite=True)
+    assert (busy / "x").read_text() == "x"  # a folder tuneforge did not write is never replaced
     unfinished = tmp_path / "unfinished"
     shutil.copytree(cls_run, unfinished)
     (unfinished / "status.json").write_text('{"state": "running"}')

@@ -34,7 +34,8 @@ from tuneforge.methods.base import Method
 from tuneforge.models.loading import load_model, load_tokenizer
 from tuneforge.models.registry import MODELS, ModelSpec, ResolvedModel, resolve_model
 from tuneforge.recipe import Recipe, load_recipe, recipe_from_dict, recipe_to_yaml
-from tuneforge.rundir import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from tuneforge.rundir import (RunDir, claim_output, mark_owned, remove_owned, write_json_atomic,
+                              write_jsonl_atomic, write_text_atomic)
 from tuneforge.tasks.base import Encoded, Example, Task, get_task, mean_loss
 from tuneforge.models.surgery import keep_layers, set_dropout
 from tuneforge.train.guards import ForgettingCheck, training_set
@@ -105,13 +106,13 @@ def _environment(device: str, precision: str) -> dict[str, Any]:
 
 
 def _prepare_output(run: RunDir, *, resume: bool, overwrite: bool, recipe_yaml: str) -> None:
-    if not run.exists():
-        return
-    if overwrite:
-        return  # deleted in _write_run_start, once the recipe and data have passed every check
+    """Refuse an output folder that is not ours before any work; ``claim_output`` says why."""
+    claim = claim_output(run.root, kind="run", overwrite=overwrite, resume=resume)
+    if claim in ("new", "replace"):
+        return  # a replaced run is deleted in _write_run_start, once the recipe and data have passed every check
     if run.is_complete():
         raise UserError(f"{run.root} already holds a finished run; pick another `output`, or pass --overwrite")
-    if not resume:
+    if claim == "exists":
         raise UserError(f"{run.root} holds an unfinished run; pass --resume to continue it or --overwrite to start again")
     if run.recipe.is_file() and run.recipe.read_text(encoding="utf-8") != recipe_yaml:
         raise UserError(f"cannot resume {run.root}: the recipe differs from the one it was started with "
@@ -264,8 +265,9 @@ def _check_same_data(run: RunDir, fingerprints: dict[str, Any]) -> None:
 def _write_run_start(run: RunDir, recipe_yaml: str, splits: Splits, recipe: Recipe, task: Task, device: str,
                      precision: str, pre: Preflight, resume: bool) -> None:
     if not resume and run.exists():  # --overwrite: the old run goes only now that the new one is valid
-        shutil.rmtree(run.root)
+        remove_owned(run.root, "run")
     run.root.mkdir(parents=True, exist_ok=True)
+    mark_owned(run.root, "run")  # first, so that even a run that dies at once is recognised as ours
     run.set_status("running")
     write_text_atomic(run.recipe, recipe_yaml)
     write_json_atomic(run.environment, _environment(device, precision))
@@ -306,12 +308,16 @@ def _validator(task: Task, recipe: Recipe, splits: Splits) -> Any:
 def _save_model(run: RunDir, method: Method[Any], model: nn.Module, tokenizer: PreTrainedTokenizerBase,
                 task: Task) -> None:
     tmp = run.root / ".model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    run.save_trainable(tmp, method.trainable_state(model))
-    tokenizer.save_pretrained(tmp)
-    method.save_extra(model, tmp)
-    shutil.rmtree(run.model, ignore_errors=True)
-    tmp.rename(run.model)
+    shutil.rmtree(tmp, ignore_errors=True)  # inside the run folder: a leftover of an earlier failure
+    try:
+        run.save_trainable(tmp, method.trainable_state(model))
+        tokenizer.save_pretrained(tmp)
+        method.save_extra(model, tmp)
+        shutil.rmtree(run.model, ignore_errors=True)
+        tmp.rename(run.model)
+    except BaseException:  # a full disk or an interrupt leaves no temporary folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -481,8 +487,8 @@ def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite:
     """
     run, _ = _open_run(run_dir)
     out = Path(out_dir) if out_dir else run.root / "export"
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite or another folder")
+    if claim_output(out, kind="export", overwrite=overwrite) == "exists":
+        raise UserError(f"{out} already holds an export; pass --overwrite to replace it, or pick another folder")
     compression = run.root / "compression.json"
     if compression.is_file() and json.loads(compression.read_text(encoding="utf-8"))["quantised"]:
         raise UserError(f"{run.root} holds weights quantised in torch's own layout, which no export format stores; "
@@ -491,7 +497,13 @@ def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite:
     if format != "hf":
         from tuneforge.export_formats import export_as
 
-        return export_as(format, run_dir, out, **options)
+        try:
+            return export_as(format, run_dir, out, **options)
+        except UserError:
+            raise  # a failed reproduction check keeps its attempt for inspection; its message names the folder
+        except BaseException:  # the exporters build in ".NAME.tmp" beside the output; a crash leaves none behind
+            shutil.rmtree(out.with_name(f".{out.name}.tmp"), ignore_errors=True)
+            raise
     loaded = load_run(run_dir)
     if loaded.recipe.eval.golden and not force:
         failed = [r for r in run_cases(loaded.task, loaded.model, loaded.recipe.eval.golden) if not r["passed"]]
@@ -501,14 +513,22 @@ def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite:
                             "is not exported; fix the model or pass --force:\n  " + "\n  ".join(lines))
     merged = loaded.method.merge(loaded.model)
     tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # tuneforge's own temporary name: a leftover of an earlier failure
+    try:
+        _write_export(run, loaded, merged, tmp)
+        remove_owned(out, "export")  # checked again: only an earlier export (or nothing) is replaced
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_export(run: RunDir, loaded: Loaded, merged: nn.Module, tmp: Path) -> None:
+    from tuneforge.model_card import write_model_card
+
     merged.save_pretrained(tmp, safe_serialization=True)
     loaded.task.tokenizer.save_pretrained(tmp)
     write_json_atomic(tmp / "tuneforge.json", {"task": loaded.task.name, "schema": loaded.task.schema,
                                                 "base_model": loaded.recipe.model, "method": loaded.recipe.method.name})
-    from tuneforge.model_card import write_model_card
-
     write_model_card(run.root, tmp / "MODEL_CARD.md")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out

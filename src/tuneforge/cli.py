@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", type=Path, help="the YAML recipe")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the preflight and resolved recipe; train nothing")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing run folder at `output` first")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier tuneforge run at `output` (a folder tuneforge did not write, "
+                        "and the root, home or current folder, are never deleted)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set train.lr=3e-4 (repeatable)")
     p.set_defaults(func=_cmd_train)
@@ -96,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a standalone Hugging Face folder (safetensors, LoRA merged)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("-o", "--output", type=Path, default=None, help="default: RUN_DIR/export")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier tuneforge export at the output (never a folder tuneforge did not write)")
     p.add_argument("--format", choices=["hf", "gguf", "onnx"], default="hf",
                    help="hf: safetensors folder; gguf: llama decoders; onnx: classifiers")
     p.add_argument("--gguf-type", choices=["f32", "f16", "q8_0"], default="f16", help="GGUF weight type")

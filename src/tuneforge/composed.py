@@ -24,7 +24,7 @@ import torch
 
 from tuneforge.errors import ConfigError, UserError
 from tuneforge.recipe import Recipe, composed_recipe, recipe_to_yaml
-from tuneforge.rundir import RunDir, write_json_atomic, write_text_atomic
+from tuneforge.rundir import RunDir, claim_output, mark_owned, remove_owned, write_json_atomic, write_text_atomic
 from tuneforge.tasks.base import Encoded
 
 
@@ -72,16 +72,19 @@ def headline_of(report: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _start_composed(run: RunDir, recipe: Recipe, *, resume: bool, overwrite: bool) -> None:
+    """Claim the chain's folder as ``api.train`` claims a run's: only a tuneforge run is resumed or replaced."""
     text = recipe_to_yaml(recipe)
-    if run.exists() and not resume:
-        if run.is_complete() and not overwrite:
+    claim = claim_output(run.root, kind="run", overwrite=overwrite, resume=resume)
+    if claim == "exists":
+        if run.is_complete():
             raise UserError(f"{run.root} already holds a finished run; pick another `output`, or pass --overwrite")
-        if not overwrite:
-            raise UserError(f"{run.root} holds an unfinished run; pass --resume to continue it or --overwrite")
-        shutil.rmtree(run.root)
-    if resume and run.recipe.is_file() and run.recipe.read_text(encoding="utf-8") != text:
+        raise UserError(f"{run.root} holds an unfinished run; pass --resume to continue it or --overwrite")
+    if claim == "replace":
+        remove_owned(run.root, "run")
+    if claim == "resume" and run.recipe.is_file() and run.recipe.read_text(encoding="utf-8") != text:
         raise UserError(f"cannot resume {run.root}: the recipe differs from the one it was started with")
     run.root.mkdir(parents=True, exist_ok=True)
+    mark_owned(run.root, "run")
     run.set_status("running")
     write_text_atomic(run.recipe, text)
 

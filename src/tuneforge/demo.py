@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge import api
-from tuneforge.rundir import RunDir
+from tuneforge.rundir import RunDir, is_tuneforge_run
 
 DEMO_DIR = files("tuneforge") / "resources" / "demo"
 
@@ -39,6 +39,9 @@ def demo_recipe(output: Path | str) -> dict[str, Any]:
 
 
 def run_demo(output: Path | str = "runs/demo", *, overwrite: bool = False, dry_run: bool = False) -> api.TrainResult:
+    """Continue an unfinished demo run, replace a finished one; any other folder is refused by ``api.train``."""
     run = RunDir(output)
-    resume = run.exists() and not run.is_complete() and not overwrite
-    return api.train(demo_recipe(output), overwrite=overwrite or run.is_complete(), resume=resume, dry_run=dry_run)
+    ours = is_tuneforge_run(run.root)
+    resume = ours and not run.is_complete() and not overwrite
+    return api.train(demo_recipe(output), overwrite=overwrite or (ours and run.is_complete()), resume=resume,
+                     dry_run=dry_run)

@@ -30,7 +30,7 @@ from torch import nn
 
 from tuneforge.errors import UserError
 from tuneforge.registry import Registry
-from tuneforge.rundir import write_json_atomic
+from tuneforge.rundir import remove_owned, write_json_atomic
 
 EXPORTERS: Registry[Callable[..., Path]] = Registry("export format")
 
@@ -65,7 +65,7 @@ def _finish(run_dir: Path | str, loaded: Any, tmp: Path, out: Path, extra: dict[
                                                "base_model": loaded.recipe.model,
                                                "method": loaded.recipe.method.name, **extra})
     write_model_card(run_dir, tmp / "MODEL_CARD.md")
-    shutil.rmtree(out, ignore_errors=True)
+    remove_owned(out, "export")  # only an earlier export (or nothing) is replaced
     tmp.rename(out)
     return out
 

@@ -14,31 +14,70 @@ Layout::
 
 Every file is written to a temporary name and renamed, and ``report.json`` is written last, so
 a run that died never looks finished: ``is_complete`` checks ``status.json`` and the report.
+The atomic writes ``fsync`` the file before the rename and the folder after it, so a power loss
+leaves the old file or the new one, never a renamed but empty one.
+
+Ownership: tuneforge deletes, replaces or resumes into a folder only when it recognises the folder as
+its own (``owned_kind``: the ``.tuneforge-run`` marker written when the folder was created, or the
+files a run, export, compressed model or sweep always holds). ``claim_output`` makes that decision
+before anything is written and ``remove_owned`` is the only way a user-named folder is deleted. The
+filesystem root, the home folder and the current folder (with its ancestors) are refused whatever
+the flags: a run always gets a folder of its own.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from tuneforge.errors import UserError
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); platforms that cannot open a folder skip it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a folder; the file itself is already on disk
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name, fsync, rename over ``path``, fsync the folder: all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -50,10 +89,168 @@ def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """safetensors writes by path, so the temporary file is reopened to fsync it before the rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp))
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk must not leave a half-written temporary file behind
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+# ----------------------------------------------------------------------------- ownership of folders
+MARKER = ".tuneforge-run"
+Kind = Literal["run", "compressed", "export", "sweep"]
+Claim = Literal["new", "exists", "resume", "replace"]
+_WHAT = {"run": "a tuneforge run", "compressed": "a tuneforge compressed model", "export": "a tuneforge export",
+         "sweep": "a tuneforge sweep"}
+
+
+def mark_owned(folder: Path, kind: Kind) -> None:
+    """Write the marker that lets a later ``--overwrite`` or ``--resume`` recognise ``folder`` as ours.
+
+    A marker already there is kept, so it records when the folder was first created.
+    """
+    marker = _json_object(folder / MARKER)
+    if marker is not None and marker.get("kind") == kind:
+        return
+    write_json_atomic(folder / MARKER, {"created_by": "tuneforge", "kind": kind,
+                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def _json_object(path: Path) -> dict[str, Any] | None:
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def owned_kind(folder: Path | str) -> Kind | None:
+    """What tuneforge folder this is, or None when tuneforge did not write it.
+
+    The marker decides; folders written before the marker existed are recognised by the files that
+    kind always holds (a run: ``status.json`` with a state and ``recipe.yaml``; an export:
+    ``tuneforge.json`` naming its task and base model; a sweep: ``study.db`` or ``sweep.json``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or folder.is_symlink():
+        return None
+    marker = _json_object(folder / MARKER)
+    if marker is not None and marker.get("created_by") == "tuneforge" and marker.get("kind") in _WHAT:
+        return marker["kind"]  # type: ignore[no-any-return]
+    status = _json_object(folder / "status.json")
+    if status is not None and "state" in status and (folder / "recipe.yaml").is_file():
+        return "compressed" if (folder / "compression.json").is_file() else "run"
+    export = _json_object(folder / "tuneforge.json")
+    if export is not None and {"task", "base_model"} <= export.keys():
+        return "export"
+    if (folder / "sweep.json").is_file() or (folder / "study.db").is_file():
+        return "sweep"
+    return None
+
+
+def is_tuneforge_run(folder: Path | str) -> bool:
+    return owned_kind(folder) == "run"
+
+
+def _protected(resolved: Path) -> str | None:
+    """Why ``resolved`` may never be a tuneforge output folder, or None when it may."""
+    if resolved == Path(resolved.anchor):
+        return "it is the root of the filesystem"
+    try:
+        home: Path | None = Path.home().resolve()
+    except (RuntimeError, KeyError):  # no HOME and no password entry: there is no home folder to protect
+        home = None
+    if home is not None and resolved == home:
+        return "it is your home folder"
+    if home is not None and resolved in home.parents:
+        return "it holds your home folder"
+    cwd = Path.cwd().resolve()
+    if resolved == cwd:
+        return "it is the current folder"
+    if resolved in cwd.parents:
+        return "it holds the current folder"
+    return None
+
+
+def _refuse_protected(path: Path) -> None:
+    why = _protected(path.resolve())
+    if why is not None:
+        raise UserError(f"refusing to use {str(path)!r} as an output folder: {why}, and tuneforge never writes "
+                        "into or deletes such a folder; give each run a folder of its own, such as runs/NAME")
+
+
+def _refuse_non_folder(path: Path) -> None:
+    """A file at the path (or at a folder above it) would make every later write fail with a traceback."""
+    if path.is_symlink() and not path.is_dir():
+        raise UserError(f"output {path} is a symbolic link to nothing usable; name a folder (it is created)")
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"is under {p}, which is a file"
+                raise UserError(f"output {path} {where}, not a folder; name a folder (it is created)")
+            return
+
+
+def _has_entries(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def claim_output(path: Path | str, *, kind: Kind, overwrite: bool = False, resume: bool = False) -> Claim:
+    """Decide, before anything is written, what may be done with the output folder ``path``.
+
+    ``new``: absent or empty, write into it. ``exists``: a folder of this kind and neither flag; the
+    caller says what to do. ``resume``/``replace``: a folder of this kind that ``--resume`` continues or
+    ``--overwrite`` replaces. Anything else raises a ``UserError`` that says why, whatever the flags:
+    the root, home and current folders, a path that is a file, and a non-empty folder tuneforge did not
+    write.
+    """
+    path = Path(path)
+    _refuse_protected(path)
+    _refuse_non_folder(path)
+    if not _has_entries(path):
+        return "new"
+    owner = owned_kind(path)
+    if owner != kind:
+        raise UserError(_not_ours(path, kind, owner, overwrite=overwrite, resume=resume))
+    if overwrite:
+        return "replace"
+    return "resume" if resume else "exists"
+
+
+def _not_ours(path: Path, kind: Kind, owner: Kind | None, *, overwrite: bool, resume: bool) -> str:
+    what = (f"holds {_WHAT[owner]}, not {_WHAT[kind]}" if owner is not None else
+            f"holds files that tuneforge did not write (no {MARKER} marker, nor the files {_WHAT[kind]} holds)")
+    refused = ("so --overwrite will not delete it" if overwrite else
+               "so there is nothing to resume" if resume else "so tuneforge will not write into it")
+    return (f"{path} {what}, {refused}; pick a new or empty folder for the output, "
+            "or move or delete that folder yourself if you meant it")
+
+
+def remove_owned(path: Path | str, kind: Kind) -> None:
+    """Delete ``path`` only if it is empty or a tuneforge folder of ``kind``: the one guarded ``rmtree``."""
+    path = Path(path)
+    _refuse_protected(path)
+    if path.is_symlink():
+        raise UserError(f"{path} is a symbolic link; tuneforge does not delete through links: remove the link "
+                        "yourself or pick another output folder")
+    if not path.exists():
+        return
+    _refuse_non_folder(path)
+    if not _has_entries(path):
+        path.rmdir()
+        return
+    owner = owned_kind(path)
+    if owner != kind:
+        raise UserError(_not_ours(path, kind, owner, overwrite=True, resume=False))
+    shutil.rmtree(path)
 
 
 class RunDir:
@@ -88,9 +285,22 @@ class RunDir:
         return self.status().get("state") == "complete" and self.report_json.is_file()
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append one line to metrics.jsonl (a line is small enough to be written whole)."""
+        """Append one line to metrics.jsonl (a line is small enough to be written whole).
+
+        The log is opened without following links: a ``metrics.jsonl`` planted as a symbolic link would
+        otherwise have the run append to whatever file it points at.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        with self.metrics.open("a", encoding="utf-8") as fh:
+        if self.metrics.is_symlink():
+            raise _link_refused(self.metrics)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.metrics, flags, 0o644)
+        except OSError as err:
+            if self.metrics.is_symlink():  # made a link between the check and the open
+                raise _link_refused(self.metrics) from None
+            raise err
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, default=float) + "\n")
             fh.flush()
 
@@ -100,3 +310,8 @@ class RunDir:
     @staticmethod
     def load_trainable(folder: Path) -> dict[str, torch.Tensor]:
         return load_file(str(folder / "trainable.safetensors"))
+
+
+def _link_refused(path: Path) -> UserError:
+    return UserError(f"{path} is a symbolic link; tuneforge writes a run's log only to a file of its own "
+                     "and does not follow links there: remove the link, then --resume or start again")

@@ -40,7 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuneforge.errors import ConfigError, UserError
-from tuneforge.rundir import write_json_atomic, write_text_atomic
+from tuneforge.rundir import claim_output, mark_owned, write_json_atomic, write_text_atomic
 
 Sampler = Literal["grid", "random", "tpe"]
 
@@ -206,7 +206,9 @@ def sweep(recipe_path: Path | str, space_path: Path | str, *, trials: int = 20, 
     base_tree = base.model_dump(mode="json")
     defaults = {name: get_path(base_tree, name) for name in space.params}  # also checks every path exists
     out = Path(output) if output else Path(base.output).with_name(Path(base.output).name + "-sweep")
+    claim_output(out, kind="sweep", resume=True)  # a new or empty folder, or an earlier sweep to continue
     out.mkdir(parents=True, exist_ok=True)
+    mark_owned(out, "sweep")
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     study_name = study_name or "tuneforge"
     minimise = space.metric == "loss"

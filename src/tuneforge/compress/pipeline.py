@@ -31,7 +31,7 @@ from tuneforge.compress.store import COMPRESSION_FILE, WEIGHTS_FILE, is_compress
 from tuneforge.data.splits import load_saved_split
 from tuneforge.errors import UserError
 from tuneforge.evaluate.report import build_report, headline_table, model_scores
-from tuneforge.rundir import RunDir, write_json_atomic, write_text_atomic
+from tuneforge.rundir import RunDir, claim_output, mark_owned, remove_owned, write_json_atomic, write_text_atomic
 from tuneforge.tasks.base import Example, Task
 
 
@@ -64,7 +64,24 @@ def compress(run_dir: Path | str, cfg: CompressConfig | dict[str, Any], out_dir:
     echo(f"scoring the uncompressed model on {len(test)} test items")
     reference = timed_score(task, model, test)
     tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # tuneforge's own temporary name: a leftover of an earlier failure
+    try:
+        report = _compress_into(tmp, out, source, cfg, loaded, model, compressor, test, train, reference, echo)
+        remove_owned(out, "compressed")  # checked again: only an earlier compressed model (or nothing) goes
+        tmp.rename(out)
+    except BaseException:  # an error, a full disk or an interrupt leaves no temporary folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _after_write(out)
+    echo(render_compression_markdown(report))
+    return CompressResult(out, report)
+
+
+def _compress_into(tmp: Path, out: Path, source: RunDir, cfg: CompressConfig, loaded: Any, model: nn.Module,
+                   compressor: Any, test: list[Example], train: list[Example], reference: dict[str, Any],
+                   echo: Any) -> dict[str, Any]:
+    """Compress ``model``, score it and write the whole folder into ``tmp``; returns the report."""
+    task = loaded.task
     ref_bytes = _float_size(model, tmp / "reference.safetensors")
     uncompressed = copy.deepcopy(model) if cfg.latency_repeats > 1 else None  # kept for the timing repeats
     echo(f"compressing: {cfg.method}")
@@ -91,11 +108,7 @@ def compress(run_dir: Path | str, cfg: CompressConfig | dict[str, Any], out_dir:
     quality = {"headline": report["headline"], "uncompressed": report["base"], "compressed": report["tuned"],
                "delta": report["delta"], "intervals": report["intervals"]}
     _write_folder(source, tmp, out, {**facts, "quality": quality}, report, compressed["predictions"])
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    _after_write(out)
-    echo(render_compression_markdown(report))
-    return CompressResult(out, report)
+    return report
 
 
 def _check_paths(source: RunDir, out: Path, overwrite: bool) -> None:
@@ -106,8 +119,9 @@ def _check_paths(source: RunDir, out: Path, overwrite: bool) -> None:
         raise UserError(f"{source.root} is already a compressed model; compress the original run instead")
     if out.resolve() == source.root.resolve() or source.root.resolve() in out.resolve().parents:
         raise UserError(f"-o {out} would write inside the run being compressed; pick a folder outside it")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite or another folder")
+    if claim_output(out, kind="compressed", overwrite=overwrite) == "exists":
+        raise UserError(f"{out} already holds a compressed model; pass --overwrite to replace it, "
+                        "or pick another folder")
 
 
 def _timed_predict(task: Task, model: nn.Module, test: list[Example]) -> tuple[list[dict[str, Any]], float]:
@@ -152,6 +166,8 @@ def _write_folder(source: RunDir, tmp: Path, out: Path, facts: dict[str, Any],
     from tuneforge.rundir import write_jsonl_atomic
 
     run = RunDir(tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    mark_owned(tmp, "compressed")
     raw = yaml.safe_load(source.recipe.read_text(encoding="utf-8"))
     raw["output"] = str(out)
     write_text_atomic(run.recipe, yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
