@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import base_recipe, sentiment_rows, write_jsonl
 from tuneforge import api
@@ -164,6 +167,33 @@ def test_a_file_as_output_is_a_user_error(tmp_path: Path, tiny_encoder: Path) ->
     with pytest.raises(UserError, match="which is a file"):
         api.train(_recipe(tmp_path, tiny_encoder, tmp_path / "out.txt" / "run"), **QUIET)
     assert (tmp_path / "out.txt").read_text() == "keep"
+
+
+NAMES = ["status.json", "recipe.yaml", "report.json", "tuneforge.json", "data.csv", MARKER, "model"]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.dictionaries(st.sampled_from(NAMES), st.sampled_from(['{"state": "complete"}', '{"kind": "run"}',
+                                                                 "not json", '{"task": "x", "base_model": "m"}']),
+                       min_size=1))
+def test_only_a_folder_with_a_runs_files_or_marker_is_ever_replaced(files: dict[str, str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "out"
+        folder.mkdir()
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        # a marker without created_by is not one tuneforge wrote; a run written before markers has both files
+        legacy = files.get("status.json") == '{"state": "complete"}' and "recipe.yaml" in files
+        if legacy:
+            assert claim_output(folder, kind="run", overwrite=True) == "replace"
+            remove_owned(folder, "run")
+            assert not folder.exists()
+        else:
+            with pytest.raises(UserError):
+                claim_output(folder, kind="run", overwrite=True)
+            with pytest.raises(UserError):
+                remove_owned(folder, "run")
+            assert {p.name: p.read_text() for p in folder.iterdir()} == files
 
 
 def test_remove_owned_deletes_only_its_own_kind_and_never_through_a_link(tmp_path: Path) -> None:
