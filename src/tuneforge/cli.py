@@ -7,6 +7,7 @@ errors mapped to exit codes in one place (2 = bad input, 3 = training failed).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_deploy.add_commands(sub)
     cli_evaluate.add_commands(sub)  # compare, curve, sweep
     cli_data.add_commands(sub)
+    for command in sub.choices.values():  # any command that trains or scores may meet a recipe naming code
+        command.add_argument("--allow-code", action="store_true",
+                             help="let Python code the recipe names run (rl.reward: module:function)")
     return parser
 
 
@@ -129,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv is None:  # the command's own process: start again with a better malloc if there is one
             allocator.relaunch()
         args = build_parser().parse_args(argv)
+        if args.allow_code:  # read by tuneforge.tasks.rewards (ALLOW_CODE_ENV), also in child processes
+            os.environ["TUNEFORGE_ALLOW_CODE"] = "1"
         args.func(args)
     except TuneforgeError as err:
         print(f"tuneforge: error: {err}", file=sys.stderr)

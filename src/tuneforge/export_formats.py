@@ -195,9 +195,11 @@ def check_gguf(folder: Path, filename: str, model: nn.Module, tokenizer: Any, te
     """Load the GGUF back with transformers and compare next-token logits with ``model`` on ``texts``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # the folder is this export's own (GGUF, no pickle); no code from it runs either way
     back = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32,
-                                                local_files_only=True).eval()
-    back_tok = AutoTokenizer.from_pretrained(folder, gguf_file=filename, local_files_only=True)
+                                                trust_remote_code=False, local_files_only=True).eval()
+    back_tok = AutoTokenizer.from_pretrained(folder, gguf_file=filename, trust_remote_code=False,
+                                             local_files_only=True)
     worst, scale, agree, positions, same_ids = 0.0, 0.0, 0, 0, 0
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]  # (1, T)

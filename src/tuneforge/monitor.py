@@ -36,6 +36,7 @@ import numpy as np
 from tuneforge.data.readers import read_records
 from tuneforge.data.splits import load_saved_split
 from tuneforge.errors import DataError, UserError
+from tuneforge.models.registry import MODELS, resolve_model
 from tuneforge.rundir import write_json_atomic, write_text_atomic
 from tuneforge.tasks.base import Example
 
@@ -60,7 +61,6 @@ def _run_examples(run_dir: Path) -> tuple[Any, list[Example], list[Example]]:
 
     from tuneforge.api import _open_run
     from tuneforge.models.loading import load_tokenizer
-    from tuneforge.models.registry import resolve_model
     from tuneforge.tasks.base import get_task
 
     run, recipe = _open_run(run_dir)
@@ -110,12 +110,20 @@ def read_log(path: Path) -> LiveLog:
 
 
 # ----------------------------------------------------------------------------- tests
+def embedder_folder(name_or_path: str) -> Path:
+    """The embedder's local folder, passed through the safe-loading gate (no pickle, no custom code)."""
+    from tuneforge.models.loading import check_safe_folder
+
+    folder = resolve_model(name_or_path).path
+    check_safe_folder(folder)
+    return folder
+
+
 def embed(texts: list[str], model_name: str, batch_size: int = 32) -> np.ndarray:
     """Mean-pooled, L2-normalised sentence embeddings (the all-MiniLM-L6-v2 recipe): ``(N, H)``."""
     from tuneforge.evaluate.embed import get_encoder
-    from tuneforge.models.registry import resolve_model
 
-    return get_encoder(str(resolve_model(model_name).path)).sentence_embeddings(texts, batch_size=batch_size)
+    return get_encoder(str(embedder_folder(model_name))).sentence_embeddings(texts, batch_size=batch_size)
 
 
 def embedding_drift(train: list[str], live: list[str], embedder: str, th: Thresholds, seed: int) -> dict[str, Any]:
@@ -204,6 +212,8 @@ def monitor(run_dir: Path | str, log_path: Path | str, *, out_dir: Path | str | 
     """Run every test, write ``monitor.json`` and ``monitor.md`` and return the report with its verdict."""
     th = thresholds or Thresholds()
     run_dir, log_path = Path(run_dir), Path(log_path)
+    if embedder not in MODELS:  # a folder the user named is checked before any work (a name loads lazily)
+        embedder_folder(embedder)
     task, train, held = _run_examples(run_dir)
     log = read_log(log_path)
     report: dict[str, Any] = {"run": str(run_dir), "log": str(log_path), "task": task.name,

@@ -429,6 +429,8 @@ class Recipe(Section):
     task: TaskName | None = None
     model: str = Field(description="registry name (see `tuneforge models`) or a local Hugging Face folder")
     allow_hub: bool = Field(False, description="let `model` be a hub id and download it (needs a network)")
+    allow_code: bool = Field(False, description="let Python code this recipe names run when training or scoring "
+                             "needs it (rl.reward: module:function); the same as --allow-code")
     method: MethodConfig = FullMethod()
     data: DataConfig | None = None
     stages: list[dict[str, Any]] | None = Field(None, description="run these in order, each from the last one's weights")

@@ -66,8 +66,9 @@ def build_compressed(folder: Path, head: str, cfg: CompressConfig) -> nn.Module:
     """Rebuild the compressed model in ``folder`` (a ``model/`` folder) from its config and weights."""
     from transformers import AutoConfig, GenerationConfig
 
-    from tuneforge.models.loading import HEADS
+    from tuneforge.models.loading import HEADS, check_safe_folder
 
+    check_safe_folder(folder, weights=False)  # its weights are the safetensors file read below
     config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     compressor = get_compressor(cfg)
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten; keep the caller's RNG as it was

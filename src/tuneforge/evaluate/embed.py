@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModel, AutoTokenizer
+
+from tuneforge.models.loading import load_encoder
 
 
 def default_encoder_path() -> Path:
@@ -24,12 +25,11 @@ def default_encoder_path() -> Path:
 
 
 class TextEncoder:
-    """An encoder's tokenizer and body, in eval mode on the CPU."""
+    """An encoder's tokenizer and body, in eval mode on the CPU, loaded through the safe-loading gate."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(self.path, local_files_only=True).eval()
+        self.tokenizer, self.model = load_encoder(self.path)
 
     @property
     def n_layers(self) -> int:

@@ -114,7 +114,7 @@ def _write_dequantised(gguf_path: Path, folder: Path) -> None:
     from transformers import __version__ as transformers_version
 
     log.warning("de-quantising %s to float32 (once; cached in %s)", gguf_path.name, folder.parent)
-    source = {"gguf_file": gguf_path.name, "local_files_only": True}
+    source = {"gguf_file": gguf_path.name, "local_files_only": True, "trust_remote_code": False}
     model = AutoModelForCausalLM.from_pretrained(
         gguf_path.parent,
         dtype=torch.float32,

@@ -20,9 +20,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, UserError
 from tuneforge.registry import Registry
 
 Kind = Literal["decoder", "encoder"]
@@ -140,13 +140,34 @@ for _spec in (
     MODELS.register(_spec.name)(_spec)
 
 
-def detect_kind(folder: Path) -> Kind:
-    """``"decoder"`` or ``"encoder"`` from a folder's ``config.json`` (read as JSON, no code runs)."""
-    config_file = folder / "config.json"
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A model folder's JSON file (config, index) as a dict; anything unreadable is the user's to fix."""
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot read {config_file}: {err}") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ConfigError(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a JSON object; is it a Hugging Face model folder?")
+    return data
+
+
+def custom_code_refusal(config_file: Path) -> str:
+    """Why a folder whose config names custom code (``auto_map``) is refused, and what to do instead."""
+    return (f"{config_file} has an auto_map: the model needs its own Python code (trust_remote_code), which "
+            "tuneforge never runs. Use a model that transformers supports natively (see `tuneforge models`), or "
+            "one converted to a standard architecture")
+
+
+def detect_kind(folder: Path) -> Kind:
+    """``"decoder"`` or ``"encoder"`` from a folder's ``config.json`` (read as JSON, no code runs).
+
+    A config with an ``auto_map`` is refused here already, so that the user hears "custom code" rather
+    than "unknown model_type" (the gate in :mod:`tuneforge.models.loading` refuses it again on load).
+    """
+    config_file = folder / "config.json"
+    config = read_json_object(config_file)
+    if "auto_map" in config:
+        raise UserError(custom_code_refusal(config_file))
     architectures = config.get("architectures") or []
     model_type = config.get("model_type")
     if any(marker in arch for arch in architectures for marker in _DECODER_ARCH_MARKERS):
@@ -201,11 +222,11 @@ def resolve_model(name_or_path: str, *, allow_hub: bool = False) -> ResolvedMode
 
 
 def _download_from_hub(repo_id: str) -> Path:
-    """Fetch config, tokenizer and safetensors weights only (never pickled ``.bin`` files)."""
+    """Fetch config, tokenizer and safetensors weights only (never pickled ``.bin`` files, nor their index)."""
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, ignore_patterns=["*.bin.index.json"]))
     except Exception as err:  # network, auth, missing repo: all actionable by the user
         raise ConfigError(f"could not download {repo_id!r} from the Hugging Face hub: {err}") from None

@@ -11,11 +11,16 @@ importance ratio is 1 and clipping has nothing to do; the loss is ``-A * log pi`
 Data, prompts, prediction and scoring come from ``rl.task`` (extraction or generation), so the report
 compares base and tuned models on that task's metrics, plus the mean ``reward`` of their greedy answers.
 The loop logs reward, KL and response length per step through ``Task.step_metrics``.
+
+The reward is resolved on first use, never when a run is opened: ``rl.reward`` may name the user's own
+code (see :mod:`tuneforge.tasks.rewards`), which runs only for training (``fit_schema`` asks for it, so a
+refusal comes before any model loads) and scoring; ``predict`` alone never computes a reward.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -24,7 +29,7 @@ from transformers import PreTrainedModel
 from tuneforge.data.readers import Record
 from tuneforge.tasks.answers import Group, adapter_off, check_reference, collate_groups, group_token_logps
 from tuneforge.preference.meter import Meter
-from tuneforge.tasks.rewards import resolve_reward
+from tuneforge.tasks.rewards import RewardFn, code_allowed, resolve_reward
 from tuneforge.recipe import RLConfig
 from tuneforge.registry import Registry
 from tuneforge.tasks.base import (IGNORE, TASKS, Encoded, Example, Task, end_of_turn, pad_id, prompt_text,
@@ -97,9 +102,13 @@ class ReinforcementLearning(Task):
         self.per_item_metrics = ("reward", *self.inner.per_item_metrics)  # type: ignore[misc]
         self.validation_metrics = ("reward", *self.inner.validation_metrics)  # type: ignore[misc]
         self.lower_is_better = self.inner.lower_is_better  # type: ignore[misc]
-        self.reward_fn = resolve_reward(self.cfg.reward)
         self.meter = Meter()
         self._prompts: list[Example] = []
+
+    @cached_property
+    def reward_fn(self) -> RewardFn:
+        """The reward, imported (user code only with ``allow_code``) the first time training or scoring needs it."""
+        return resolve_reward(self.cfg.reward, allow_code=code_allowed(self.recipe.allow_code))
 
     @property  # type: ignore[override]
     def schema(self) -> dict[str, Any]:
@@ -114,7 +123,9 @@ class ReinforcementLearning(Task):
         return self.inner.parse(records, what)
 
     def fit_schema(self, train: list[Example]) -> None:
+        """The inner task's schema; and the reward now, so that training fails before any model loads."""
         self.inner.fit_schema(train)
+        _ = self.reward_fn
 
     def check_against_schema(self, examples: list[Example], what: str) -> None:
         self.inner.check_against_schema(examples, what)
@@ -205,13 +216,20 @@ class ReinforcementLearning(Task):
 
     # -- evaluation: the inner task's, plus the reward of greedy answers ------------------
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
-        preds = self.inner.predict(model, examples)
-        rewards = self.reward_fn([str(p.get("raw", p["prediction"])) for p in preds], examples, self.inner)
-        return [{**p, "reward": r} for p, r in zip(preds, rewards)]
+        """The inner task's predictions; no reward (scoring adds it), so predicting runs no recipe code."""
+        return self.inner.predict(model, examples)
+
+    def _rewards(self, examples: list[Example], predictions: list[dict[str, Any]]) -> list[float]:
+        """Each prediction's reward, computed once and kept in the prediction (the report saves it)."""
+        if any("reward" not in p for p in predictions):
+            texts = [str(p.get("raw", p["prediction"])) for p in predictions]
+            for p, r in zip(predictions, self.reward_fn(texts, examples, self.inner)):
+                p["reward"] = float(r)
+        return [float(p["reward"]) for p in predictions]
 
     def score(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"reward": sum(p["reward"] for p in predictions) / max(len(predictions), 1),
+        return {"reward": sum(self._rewards(examples, predictions)) / max(len(predictions), 1),
                 **self.inner.score(examples, predictions)}
 
     def item_scores(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
-        return {"reward": [float(p["reward"]) for p in predictions], **self.inner.item_scores(examples, predictions)}
+        return {"reward": self._rewards(examples, predictions), **self.inner.item_scores(examples, predictions)}
