@@ -366,6 +366,8 @@ def _open_run(run_dir: Path | str) -> tuple[RunDir, Recipe]:
 
     # The run's own data/ holds the splits, so the original files may have moved since.
     raw = yaml.safe_load(run.recipe.read_text(encoding="utf-8"))
+    if isinstance(raw, dict):  # permission to run recipe code is per process, never granted by a saved run
+        raw.pop("allow_code", None)
     return run, recipe_from_dict(raw, source=str(run.recipe), check_files=False)
 
 
