@@ -33,7 +33,7 @@ from tuneforge.methods import count_parameters, get_method
 from tuneforge.methods.base import Method
 from tuneforge.models.loading import load_model, load_tokenizer
 from tuneforge.models.registry import MODELS, ModelSpec, ResolvedModel, resolve_model
-from tuneforge.recipe import Recipe, load_recipe, recipe_from_dict, recipe_to_yaml
+from tuneforge.recipe import Recipe, load_recipe, load_yaml, read_utf8, recipe_from_dict, recipe_to_yaml
 from tuneforge.rundir import (RunDir, claim_output, mark_owned, remove_owned, write_json_atomic,
                               write_jsonl_atomic, write_text_atomic)
 from tuneforge.tasks.base import Encoded, Example, Task, get_task, mean_loss
@@ -362,13 +362,34 @@ def _open_run(run_dir: Path | str) -> tuple[RunDir, Recipe]:
     if not run.recipe.is_file() or not (run.model / "trainable.safetensors").is_file():
         raise UserError(f"{run.root} is not a finished tuneforge run (no recipe.yaml or model/); "
                         "train one with `tuneforge train RECIPE`")
-    import yaml
+    try:
+        # The run's own data/ holds the splits, so the original files may have moved since.
+        raw = load_yaml(read_utf8(run.recipe), str(run.recipe))
+        if isinstance(raw, dict):  # permission to run recipe code is per process, never granted by a saved run
+            raw.pop("allow_code", None)
+        recipe = recipe_from_dict(raw, source=str(run.recipe), check_files=False)
+    except ConfigError as err:
+        raise _damaged(run, str(err)) from None
+    _check_weights(run, run.model / "trainable.safetensors")
+    return run, recipe
 
-    # The run's own data/ holds the splits, so the original files may have moved since.
-    raw = yaml.safe_load(run.recipe.read_text(encoding="utf-8"))
-    if isinstance(raw, dict):  # permission to run recipe code is per process, never granted by a saved run
-        raw.pop("allow_code", None)
-    return run, recipe_from_dict(raw, source=str(run.recipe), check_files=False)
+
+def _damaged(run: RunDir, problem: str) -> UserError:
+    """The error for a run folder whose own files no longer read (edited, truncated, partly deleted)."""
+    return UserError(f"the run folder {run.root} is damaged: {problem}; restore the file from a backup, "
+                     "or train the run again")
+
+
+def _check_weights(run: RunDir, path: Path) -> None:
+    """Open a safetensors file's header (cheap: nothing is read into memory) so that a truncated or
+    overwritten file is named here rather than failing deep inside the model loading."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for every kind of damage
+        raise _damaged(run, f"{path} cannot be read as safetensors ({err})") from None
 
 
 def load_task(run_dir: Path | str) -> tuple[Recipe, Task, ResolvedModel]:
@@ -376,13 +397,26 @@ def load_task(run_dir: Path | str) -> tuple[Recipe, Task, ResolvedModel]:
     run, recipe = _open_run(run_dir)
     resolved = resolve_model(recipe.model, allow_hub=recipe.allow_hub)
     task = get_task(recipe, load_tokenizer(run.model), resolved.kind)
-    task.schema = json.loads((run.data / "schema.json").read_text(encoding="utf-8"))
+    schema_path = run.data / "schema.json"
+    try:
+        schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # missing, unreadable, not UTF-8 or not JSON
+        raise _damaged(run, f"{schema_path} cannot be read ({err})") from None
+    if not isinstance(schema, dict):
+        raise _damaged(run, f"{schema_path} holds a JSON {type(schema).__name__}, not an object")
+    task.schema = schema
     return recipe, task, resolved
 
 
 def load_split(run_dir: Path | str, task: Task, name: str) -> list[Example]:
     """One of the run's saved splits (train, validation, test), parsed by its task."""
-    return task.parse(load_saved_split(RunDir(run_dir).data, name), f"the {name} data")
+    run = RunDir(run_dir)
+    path = run.data / f"{name}.jsonl"
+    try:
+        records = load_saved_split(run.data, name)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
+        raise _damaged(run, f"{path} cannot be read ({type(err).__name__}: {err})") from None
+    return task.parse(records, f"the {name} data")
 
 
 def load_run(run_dir: Path | str, *, device: str = "cpu", tuned: bool = True) -> Loaded:
@@ -405,7 +439,7 @@ def evaluate(run_dir: Path | str, *, echo: Any = print) -> dict[str, Any]:
     run, recipe = _open_run(run_dir)
     tuned_run = load_run(run_dir)
     task = tuned_run.task
-    test = task.parse(load_saved_split(run.data, "test"), "the test data")
+    test = load_split(run_dir, task, "test")
     if not test:
         raise UserError(f"{run.root} has no test split to evaluate")
     tuned = _score(task, tuned_run.model, test)
@@ -435,12 +469,15 @@ def evaluate(run_dir: Path | str, *, echo: Any = print) -> dict[str, Any]:
 def predict(run_dir: Path | str, input_path: Path | str, output_path: Path | str | None = None,
             *, base: bool = False) -> Path:
     """Batch inference: one output row per input row, with the input fields kept beside the prediction."""
-    loaded = load_run(run_dir, tuned=not base)
+    out = Path(output_path) if output_path else Path(input_path).with_suffix(".predictions.jsonl")
+    if out.is_dir():  # checked before any model is loaded
+        raise UserError(f"the output {out} is a folder; give a file path for the predictions, "
+                        f"such as {out / 'predictions.jsonl'}")
     records = read_records(Path(input_path))
+    loaded = load_run(run_dir, tuned=not base)
     task = loaded.task
     examples = _parse_for_prediction(task, records, str(input_path))
     predictions = task.predict(loaded.model, examples)
-    out = Path(output_path) if output_path else Path(input_path).with_suffix(".predictions.jsonl")
     write_jsonl_atomic(out, ({**r.fields, "prediction": p["prediction"],
                               **({"confidence": p["confidence"]} if "confidence" in p else {})}
                              for r, p in zip(records, predictions)))

@@ -10,6 +10,7 @@ method; a new method adds its section class to ``MethodConfig`` beside its modul
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -18,13 +19,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tuneforge.errors import ConfigError
 
+#: upper bounds that only catch typos and overflows (``1e30`` epochs would loop for ever, an int beyond 64 bits
+#: cannot reach torch); no real run comes near them
+MAX_EPOCHS = 100_000
+MAX_STEPS = 10**10
+MAX_BATCH = 1_000_000
+MAX_LENGTH = 10_000_000
+MAX_INT = 2**63 - 1
+
 TaskName = Literal["classification", "extraction", "generation", "language_modeling", "preference", "reward_model", "rl"]
 
 
 class Section(BaseModel):
-    """Base of every recipe section: unknown keys are errors."""
+    """Base of every recipe section: unknown keys are errors, and so are NaN and infinite numbers."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- methods
@@ -199,17 +208,17 @@ class PrivacyConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: float | None = Field(None, gt=0)
-    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs when set")
+    epochs: float | None = Field(None, gt=0, le=MAX_EPOCHS)
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="optimizer steps; overrides epochs when set")
     lr: float = Field(1e-4, gt=0, le=10, description="peak learning rate (AdamW)")
-    batch_size: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
+    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="micro-batches per optimizer step")
     warmup_steps: int | None = Field(None, ge=0)
     warmup_fraction: float = Field(0.06, ge=0, lt=1, description="used when warmup_steps is not set")
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
-    max_length: int = Field(256, ge=8)
+    max_length: int = Field(256, ge=8, le=MAX_LENGTH)
     seed: int = 0
     eval_every: int | None = Field(None, ge=1, description="validate every N optimizer steps; default once per epoch")
     early_stopping: EarlyStopping | None = None
@@ -496,13 +505,16 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        parts = key.split(".")
+        if not sep or not all(part.strip() for part in parts):
             raise ConfigError(f"override {item!r} must look like section.key=value")
         node = out
-        parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} was set to a value by an earlier --set, "
+                                  "so it has no keys to set")
+        node[parts[-1]] = load_yaml(value, f"override {item!r}", lines=False)
     return out
 
 
@@ -521,6 +533,7 @@ def recipe_from_dict(raw: dict[str, Any], *, source: str = "<recipe>", base_dir:
     """Validate a plain dict into a ``Recipe`` and (with ``check_files``) find its data files."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+    _check_values(raw, source)
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
@@ -593,17 +606,105 @@ def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:
         raise ConfigError(f"recipe file not found: {path}")
     if not path.is_file():
         raise ConfigError(f"recipe path is not a file: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    raw = load_yaml(read_utf8(path), str(path))
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections (task:, model:, data: ...), "
                           f"got a YAML {type(raw).__name__}")
     raw = _merge(raw or {}, parse_overrides(overrides or []))
     return recipe_from_dict(raw, source=str(path), base_dir=path.parent)
+
+
+def read_utf8(path: Path) -> str:
+    """The file as text; bytes that are not UTF-8 are a ``ConfigError`` naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {err.start}); "
+                          "re-save the file as UTF-8") from None
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error.
+
+    YAML says keys are unique, but PyYAML keeps the last one silently: ``lr: 1e-3`` further down a
+    long recipe would quietly win over the ``lr`` a user is looking at. Keys brought in by a merge
+    (``<<: *base``) may still be overridden, as YAML intends.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first != key_node.start_mark.line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {first + 1}); keep one",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str, *, lines: bool = True) -> Any:
+    """Parse YAML text with ``StrictLoader``; anything it cannot read is a ``ConfigError`` naming ``source``."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None and lines else source
+        raise ConfigError(f"{where}: not valid YAML ({_yaml_problem(err)})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML (nested too deeply)") from None
+    except (ValueError, OverflowError) as err:  # e.g. a date such as 2024-13-45
+        raise ConfigError(f"{source}: not valid YAML (a value cannot be read: {err})") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    problem = getattr(err, "problem", None)
+    context = getattr(err, "context", None)
+    text = problem or str(err)
+    return f"{text} {context}" if context and problem and context not in problem else text
+
+
+def _check_values(raw: Any, source: str) -> None:
+    """Refuse values no recipe key can use, naming their key path: NaN and infinite numbers, integers
+    beyond 64 bits and text that is not valid Unicode (a lone surrogate from a ``\\ud800`` escape).
+
+    Walked without recursion, so a recipe nested thousands deep is refused here rather than overflowing.
+    """
+    stack: list[tuple[str, Any, int]] = [("", raw, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        if depth > 64:
+            raise ConfigError(f"{source}: {path or '(top level)'}: nested too deeply")
+        where = f"{source}: {path or '(top level)'}"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: {value} is not a usable number; give a finite value")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            raise ConfigError(f"{where}: {value} is too large")
+        if isinstance(value, str) and _has_surrogate(value):
+            raise ConfigError(f"{where}: the text holds a lone surrogate (an escape such as \\ud800 that is not "
+                              "a character); remove it")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and _has_surrogate(key):
+                    raise ConfigError(f"{where}: a key holds a lone surrogate; remove it")
+                stack.append((f"{path}.{key}" if path else str(key), item, depth + 1))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{path}[{i}]", item, depth + 1) for i, item in enumerate(value))
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

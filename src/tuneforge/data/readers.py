@@ -117,6 +117,47 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
+#: deepest nesting of arrays and objects a row may have: real rows have a few levels, and every later
+#: step (splitting, caching, templating) may walk a value recursively
+MAX_DEPTH = 64
+TOO_DEEP = f"JSON nested more than {MAX_DEPTH} levels deep; flatten the row"
+
+
+def _unusable(raw: str, value: Any) -> str | None:
+    """Why a parsed JSON row cannot be used (nested too deeply, or text with a lone surrogate), else ``None``.
+
+    Only rows whose raw text could hold either are walked: a surrogate comes only from a ``\\u``
+    escape (UTF-8 bytes never decode to one), and deep nesting needs many brackets.
+    """
+    if "\\u" not in raw and raw.count("[") + raw.count("{") <= MAX_DEPTH:
+        return None
+    stack: list[tuple[str, Any, int]] = [("", value, 0)]
+    while stack:
+        path, item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return TOO_DEEP
+        if isinstance(item, str) and _has_surrogate(item):
+            where = f"field {path!r}" if path else "the value"
+            return (f"{where} holds a lone surrogate (a \\ud800-\\udfff escape that is not a character); "
+                    "fix or remove the escape")
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if _has_surrogate(key):
+                    return "a field name holds a lone surrogate; fix or remove the escape"
+                stack.append((f"{path}.{key}" if path else key, sub, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", sub, depth + 1) for i, sub in enumerate(item))
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 class MalformedRows(DataError):
     """Rows that do not parse; ``records`` holds the rows that did, so callers can go on checking them."""
 
@@ -150,6 +191,13 @@ def _parse_jsonl(path: Path, text: str) -> list[Record]:
             value = json.loads(line)
         except json.JSONDecodeError as e:
             problems.append(f"{source}:{number}: malformed JSON ({e.msg} at column {e.colno})")
+            continue
+        except RecursionError:
+            problems.append(f"{source}:{number}: {TOO_DEEP}")
+            continue
+        bad = _unusable(line, value)
+        if bad:
+            problems.append(f"{source}:{number}: {bad}")
             continue
         if not isinstance(value, dict):
             problems.append(f"{source}:{number}: expected a JSON object, got {_json_type(value)}")
@@ -188,8 +236,13 @@ def _parse_json_array(path: Path, text: str) -> list[Record]:
                 raise DataError(
                     f"{source}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})"
                 ) from None
+            except RecursionError:
+                raise DataError(f"{source}:{bisect_right(newlines, start - 1) + 1}: {TOO_DEEP}") from None
             line = bisect_right(newlines, start - 1) + 1
-            if isinstance(value, dict):
+            bad = _unusable(text[start:pos], value)
+            if bad:
+                problems.append(f"{source}:{line}: {bad}")
+            elif isinstance(value, dict):
                 records.append(Record(source, line, value))
             else:
                 problems.append(f"{source}:{line}: expected a JSON object, got {_json_type(value)}")
@@ -241,7 +294,7 @@ def read_json(path: Path) -> list[Record]:
         # A pretty-printed single object would otherwise fail on every line as bad JSONL.
         try:
             value = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             value = None
         if isinstance(value, dict):
             raise DataError(

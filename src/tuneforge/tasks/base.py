@@ -8,6 +8,8 @@ loop in ``tuneforge.train.loop`` does, calling ``Task.loss`` on each batch.
 from __future__ import annotations
 
 import inspect
+import logging
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +26,7 @@ from tuneforge.recipe import Recipe
 from tuneforge.registry import Registry
 from tuneforge.train.fused_loss import linear_cross_entropy_sum
 
+log = logging.getLogger("tuneforge")
 IGNORE = -100  # label id that cross-entropy skips: prompt and padding positions
 
 
@@ -69,6 +72,7 @@ class Task(ABC):
         self.tokenizer = tokenizer
         self.model_kind = model_kind
         self.schema: dict[str, Any] = {}
+        self._clipped = 0
         if recipe.train.packing and model_kind != "decoder":
             raise ConfigError("train.packing applies to decoder models; an encoder classifier has nothing to pack")
 
@@ -76,6 +80,27 @@ class Task(ABC):
     @abstractmethod
     def parse(self, records: list[Record], what: str) -> list[Example]:
         """Validate every record; raise one ``DataError`` that lists each bad row."""
+
+    def clip(self, text: str, *, keep_end: bool | None = None) -> str:
+        """``text`` bounded by ``clip_text`` before any tokenizer sees it; the rows cut are counted.
+
+        ``keep_end`` defaults to the model's own truncation side: the end for decoder prompts, the
+        start for encoder inputs (an answer keeps its start: pass ``keep_end=False``).
+        """
+        keep = self.model_kind == "decoder" if keep_end is None else keep_end
+        out = clip_text(text, self.recipe.train.max_length, keep_end=keep)
+        if out is not text:
+            self._clipped += 1
+        return out
+
+    def report_clipped(self, what: str) -> None:
+        """One warning for every text that ``clip`` cut while parsing ``what``, not one per row."""
+        if self._clipped:
+            limit = self.recipe.train.max_length * CHARS_PER_TOKEN
+            log.warning("tuneforge: warning: %d text(s) in %s are longer than %s characters (train.max_length x %d) "
+                        "and were cut to that length before tokenising; the model sees at most train.max_length "
+                        "tokens of a row anyway", self._clipped, what, f"{limit:,}", CHARS_PER_TOKEN)
+        self._clipped = 0
 
     def fit_schema(self, train: list[Example]) -> None:
         """Learn what the task needs from the training split (label set, object fields)."""
@@ -156,6 +181,36 @@ FALLBACK_TEMPLATE = (
     "{% for m in messages %}### {{ m['role'] | capitalize }}:\n{{ m['content'] }}\n\n{% endfor %}"
     "{% if add_generation_prompt %}### Assistant:\n{% endif %}"
 )
+
+
+def fill_placeholders(template: str, **values: str) -> str:
+    """``template`` with each ``{name}`` of ``values`` replaced; every other brace is kept as written.
+
+    Not ``str.format``: a user's instruction may well hold braces (a JSON example such as
+    ``{"colour": "red"}``), which ``format`` reads as fields and fails on with a KeyError.
+    """
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)] if m.group(1) in values else m.group(0), template)
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+#: generous bound on characters per token: tokens of real text average 3 to 5 characters, so a text cut to
+#: ``max_length x CHARS_PER_TOKEN`` characters still fills the token window, and one row cannot make the
+#: tokenizer hold megabytes of text (a 30 MB row took 6.5 GB)
+CHARS_PER_TOKEN = 32
+
+
+def clip_text(text: str, max_length: int, *, keep_end: bool) -> str:
+    """``text`` cut to ``max_length x CHARS_PER_TOKEN`` characters before it is tokenised.
+
+    ``keep_end``: keep the last characters (decoder prompts lose their oldest tokens first), else
+    the first ones (encoders truncate on the right). The tokens a model sees are the same as
+    without the cut, since truncation to ``max_length`` tokens would drop the rest anyway.
+    """
+    limit = max_length * CHARS_PER_TOKEN
+    if len(text) <= limit:
+        return text
+    return text[-limit:] if keep_end else text[:limit]
 
 
 def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:

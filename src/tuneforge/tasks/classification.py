@@ -21,7 +21,8 @@ from tuneforge.data.validate import Problems, require_field, require_text
 from tuneforge.errors import DataError
 from tuneforge.evaluate.metrics import accuracy, confusion_matrix, macro_f1, per_class
 from tuneforge.tasks.base import (
-    IGNORE, TASKS, Encoded, Example, Task, encode_prompt_answer, end_of_turn, pad_id, prompt_text,
+    IGNORE, TASKS, Encoded, Example, Task, encode_prompt_answer, end_of_turn, fill_placeholders, pad_id,
+    prompt_text,
 )
 from tuneforge.tasks.decoding import answer_logprobs, option_logprobs
 from tuneforge.train.distill import distillation_loss_sum
@@ -56,8 +57,9 @@ class Classification(Task):
                 problems.add(rec, f"field {cfg.label_field!r} must be a non-empty string or integer label")
                 label = None
             if text is not None and label is not None:
-                examples.append(Example(where=rec.where(), text=text, target=str(label).strip()))
+                examples.append(Example(where=rec.where(), text=self.clip(text), target=str(label).strip()))
         problems.raise_if_any(what)
+        self.report_clipped(what)
         return examples
 
     def fit_schema(self, train: list[Example]) -> None:
@@ -78,7 +80,7 @@ class Classification(Task):
     def _messages(self, text: str) -> list[dict[str, str]]:
         instruction = self.recipe.prompt.instruction or DEFAULT_INSTRUCTION
         messages = [] if self.recipe.prompt.system is None else [{"role": "system", "content": self.recipe.prompt.system}]
-        user = instruction.format(labels=", ".join(self.labels)) + "\n\nText: " + text
+        user = fill_placeholders(instruction, labels=", ".join(self.labels)) + "\n\nText: " + text
         return messages + [{"role": "user", "content": user}]
 
     def encode(self, example: Example) -> Encoded:

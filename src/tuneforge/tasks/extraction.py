@@ -19,7 +19,7 @@ from tuneforge.data.readers import Record
 from tuneforge.data.validate import Problems, require_field, require_text
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.evaluate.metrics import exact_match, field_prf, json_valid, parse_json_object
-from tuneforge.tasks.base import TASKS, Encoded, Example, Task, encode_prompt_answer
+from tuneforge.tasks.base import TASKS, Encoded, Example, Task, encode_prompt_answer, fill_placeholders
 from tuneforge.tasks.decoding import generate
 
 DEFAULT_INSTRUCTION = (
@@ -66,8 +66,9 @@ class Extraction(Task):
                 problems.add(rec, f"field {cfg.target_field!r} must be a JSON object, got {type(target).__name__}")
                 continue
             if text is not None and target is not None:
-                examples.append(Example(where=rec.where(), text=text, target=target))
+                examples.append(Example(where=rec.where(), text=self.clip(text), target=target))
         problems.raise_if_any(what)
+        self.report_clipped(what)
         return examples
 
     def fit_schema(self, train: list[Example]) -> None:
@@ -92,7 +93,7 @@ class Extraction(Task):
         instruction = self.recipe.prompt.instruction or DEFAULT_INSTRUCTION
         messages = [] if self.recipe.prompt.system is None else [{"role": "system", "content": self.recipe.prompt.system}]
         absent = ABSENT[self.recipe.prompt.absent_fields]
-        user = instruction.format(fields=", ".join(self.fields), absent=absent) + "\n\nText: " + text
+        user = fill_placeholders(instruction, fields=", ".join(self.fields), absent=absent) + "\n\nText: " + text
         return messages + [{"role": "user", "content": user}]
 
     def prompt_messages(self, example: Example) -> list[dict[str, str]]:

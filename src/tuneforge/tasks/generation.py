@@ -78,6 +78,8 @@ class Generation(Task):
             if parsed is None:
                 return None
             prompt, answer = parsed
+            prompt = [{"role": m["role"], "content": self.clip(m["content"])} for m in prompt]
+            answer = self.clip(answer, keep_end=False)
             if prompt[0]["role"] != "system":
                 prompt = self._system() + prompt
             return Example(where=rec.where(), text=prompt[-1]["content"], target=answer, messages=prompt)
@@ -93,6 +95,7 @@ class Generation(Task):
             answer = require_text(rec, cfg.completion_field, problems)
             if user is None or answer is None:
                 return None
+        user, answer = self.clip(user), self.clip(answer, keep_end=False)
         if self.recipe.prompt.instruction:
             user = self.recipe.prompt.instruction + "\n\n" + user
         messages = self._system() + [{"role": "user", "content": user}]
@@ -110,6 +113,7 @@ class Generation(Task):
         problems = Problems()
         examples = [ex for rec in records if (ex := self._parse_one(rec, fmt, problems)) is not None]
         problems.raise_if_any(what)
+        self.report_clipped(what)
         return examples
 
     def encode(self, example: Example) -> Encoded:
