@@ -391,3 +391,23 @@ def test_optimizer_and_scheduler_state_round_trip_exactly_without_pickle() -> No
         assert all(torch.equal(back["optimizer"]["state"][i][k], v) for k, v in s.items())
     with pytest.raises(TypeError, match="without pickle"):
         checkpoint.split_tensors({"fn": object()}, {})
+
+
+def test_damaged_best_weights_are_refused_with_a_message(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    checkpoint.save_best(run, {"w": torch.arange(64, dtype=torch.float32)})
+    assert torch.equal(checkpoint.load_best(run)["w"], torch.arange(64, dtype=torch.float32))
+    flip_a_byte(run.checkpoints / "best" / checkpoint.TRAINABLE)
+    with pytest.raises(UserError, match="best weights .* cannot be used: trainable.safetensors does not match"):
+        checkpoint.load_best(run)
+
+
+def test_pruning_drops_skipped_checkpoints_past_the_resumed_step(tmp_path: Path) -> None:
+    """Resumed from step 4 past a bad step-6: after step 4 is written again with keep 1, only it is left."""
+    run = RunDir(tmp_path / "run")
+    for step in (2, 4, 6):
+        (run.checkpoints / f"step-{step:06d}").mkdir(parents=True)
+    (run.checkpoints / ".tmp-step-000008").mkdir()
+    checkpoint.prune_checkpoints(run, keep=1, step=4)
+    checkpoint.remove_partial_writes(run)
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["step-000004"]
