@@ -18,6 +18,7 @@ Only the main process writes to the run folder.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,7 +42,16 @@ from tuneforge.train.ewc import EWCPenalty
 from tuneforge.train.modes import training_forms
 from tuneforge.train.preflight import resolve_frozen_dtype
 from tuneforge.train.privacy import PrivacyPlan, private_step
-from tuneforge.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from tuneforge.train.checkpoint import (
+    load_best,
+    load_checkpoint,
+    prune_checkpoints,
+    remove_partial_writes,
+    resume_point,
+    save_best,
+    save_checkpoint,
+    trim_metrics,
+)
 
 #: validation metric (name -> value) computed on the current model
 Validator = Callable[[nn.Module], dict[str, float]]
@@ -193,12 +203,7 @@ def fit(
     scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=warmup_steps(cfg, steps),
                               num_training_steps=steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    state = TrainState()
-    ckpt = latest_checkpoint(run) if resume else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model=accelerator.unwrap_model(model), method=method,
-                                optimizer=optimizer, scheduler=scheduler)
-        accelerator.print(f"resuming from {ckpt.name} (step {state.step} of {steps})")
+    state = _resume(run, resume, accelerator, method, model, optimizer, scheduler, steps)
     if cfg.gradient_checkpointing:
         accelerator.unwrap_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.compile:
@@ -246,6 +251,27 @@ def fit(
                 _checkpoint(model, state, run, accelerator, method, optimizer, scheduler, cfg)
         bar.close()
     _restore_best(model, state, run, accelerator, method)
+    return state
+
+
+def _resume(run: RunDir, resume: bool, accelerator: Accelerator, method: Method[Any], model: nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler: Any, steps: int) -> TrainState:
+    """The state to start from: a fresh one, or the newest checkpoint that verifies.
+
+    On a resume the log is cut back to that checkpoint's step (the steps after it are trained and
+    logged again) and what a killed checkpoint write left is removed.
+    """
+    if not resume:
+        return TrainState()
+    ckpt = resume_point(run, accelerator.print)
+    state = TrainState()
+    if ckpt is not None:
+        state = TrainState(**load_checkpoint(ckpt, model=accelerator.unwrap_model(model), method=method,
+                                             optimizer=optimizer, scheduler=scheduler))
+        accelerator.print(f"resuming from {ckpt.name} (step {state.step} of {steps})")
+    if accelerator.is_main_process:
+        trim_metrics(run, state.step)
+        remove_partial_writes(run)
     return state
 
 
@@ -325,7 +351,7 @@ def _evaluate(model: nn.Module, validate: Validator, state: TrainState, cfg: Tra
     if _improved(value, state.best_metric, lower_is_better, min_delta):
         state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
         if accelerator.is_main_process:
-            run.save_trainable(run.checkpoints / "best", method.trainable_state(accelerator.unwrap_model(model)))
+            save_best(run, method.trainable_state(accelerator.unwrap_model(model)))
     else:
         state.bad_evals += 1
     if cfg.early_stopping and state.bad_evals >= cfg.early_stopping.patience:
@@ -342,14 +368,14 @@ def _evaluate(model: nn.Module, validate: Validator, state: TrainState, cfg: Tra
 def _checkpoint(model: nn.Module, state: TrainState, run: RunDir, accelerator: Accelerator, method: Method[Any],
                 optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig) -> None:
     if accelerator.is_main_process:
-        save_checkpoint(run, state, model=accelerator.unwrap_model(model), method=method,
+        save_checkpoint(run, dataclasses.asdict(state), model=accelerator.unwrap_model(model), method=method,
                         optimizer=optimizer, scheduler=scheduler)
-        prune_checkpoints(run, keep=cfg.keep_checkpoints)
+        prune_checkpoints(run, keep=cfg.keep_checkpoints, step=state.step)
 
 
 def _restore_best(model: nn.Module, state: TrainState, run: RunDir, accelerator: Accelerator, method: Method[Any]) -> None:
     best = run.checkpoints / "best"
     accelerator.wait_for_everyone()  # the main process wrote it
     if state.best_step is not None and state.best_step != state.step and best.is_dir():
-        method.load_trainable(accelerator.unwrap_model(model), run.load_trainable(best))
+        method.load_trainable(accelerator.unwrap_model(model), load_best(run))
         accelerator.print(f"kept the best weights, from step {state.best_step}")
