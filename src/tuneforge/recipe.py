@@ -253,7 +253,9 @@ class TrainConfig(Section):
                           "compiled block serves them all); needs a C++ compiler on CPU")
     loss_chunk: int | None = Field(1024, ge=1, description="decoder tasks: answer positions per chunk of the fused "
                                    "linear + cross-entropy, so the full logits never exist; null computes them at once")
-    keep_checkpoints: int = Field(1, ge=1, description="most recent checkpoints kept (the best one is always kept)")
+    keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept (the best one is always "
+                                  "kept); two, so a resume can fall back to the previous one if the newest does not "
+                                  "verify")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="spread this much target mass over the vocabulary/labels")
     dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout probability of the model")
     privacy: PrivacyConfig | None = Field(None, description="train with differential privacy (DP-SGD)")
