@@ -97,6 +97,17 @@ def test_generated_json_bodies_never_5xx_nor_echo(client: TestClient, body: Any,
 
 
 @FUZZ
+@given(keys=st.dictionaries(st.text(chars, min_size=24, max_size=60), json_values, min_size=1, max_size=3),
+       shape=st.sampled_from([{"texts": ["a fine text"]}, {"prompt": "a prompt"}, {}]),
+       path=st.sampled_from(PATHS[:4]))
+def test_unknown_long_keys_are_never_echoed(client: TestClient, keys: dict[str, Any], shape: dict[str, Any],
+                                            path: str) -> None:
+    body = {**shape, **keys}
+    raw = json.dumps(body, ensure_ascii=True).encode()
+    check(client.post(path, content=raw, headers={"content-type": "application/json", **AUTH}), long_strings(body))
+
+
+@FUZZ
 @given(raw=st.binary(max_size=400), path=st.sampled_from(PATHS), ctype=content_types,
        method=st.sampled_from(["POST", "PUT", "GET", "DELETE", "PATCH"]))
 def test_random_bytes_never_5xx(client: TestClient, raw: bytes, path: str, ctype: str, method: str) -> None:

@@ -82,13 +82,14 @@ def test_validation_errors_name_the_field_and_never_echo_the_input(cls_model: Se
             client.post("/v1/classify", content=secret.encode(), headers={"content-type": "text/plain"}),
             client.post("/v1/chat/completions", json={"messages": [{"role": secret, "content": secret}]}),
             client.post("/v1/completions", json={"prompt": [secret]}),
+            client.post("/v1/classify", json={"texts": ["ok"], secret: 1}),  # an unknown key is input too
         ]
     for resp in answers:
         assert resp.status_code == 422, resp.text
         assert "GB82" not in resp.text and "Jane" not in resp.text and len(resp.content) < 2000
         assert resp.json()["request_id"] == resp.headers["x-request-id"]
     problems = answers[0].json()["detail"]
-    assert {tuple(p["loc"]) for p in problems} == {("body", "texts", 1), ("body", "note")}
+    assert {tuple(p["loc"]) for p in problems} == {("body", "texts", 1), ("body", "note")}  # short names: kept
     assert all(set(p) == {"loc", "msg", "type"} for p in problems)  # no "input", no "ctx"
 
 

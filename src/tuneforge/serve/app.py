@@ -65,6 +65,7 @@ Predict = Callable[[list[Example]], Awaitable[list[dict[str, Any]]]]  # validate
 SSE = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events when stream is true"}}
 KNOWN = {"/health", "/metrics", "/v1/classify", "/v1/extract", "/v1/chat/completions", "/v1/completions"}
 DOCS = {"/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")  # a field name fit to repeat: ours all are
 MAX_ERRORS = 20  # validation errors listed in one answer (a list of 10,000 bad items needs no 10,000 lines)
 
 
@@ -190,7 +191,8 @@ def validation_problems(errors: list[Any]) -> list[dict[str, Any]]:
     """Where each problem is and what it is, never the value that was sent (it may be personal, or 60 MB)."""
     out = []
     for e in errors[:MAX_ERRORS]:
-        loc = [x if isinstance(x, int) else _clean(str(x), 100) for x in e.get("loc", ())]
+        loc = [x if isinstance(x, int) or _FIELD.fullmatch(str(x)) else "<field name not repeated>"
+               for x in e.get("loc", ())]  # an unknown key is the client's text too
         out.append({"loc": loc, "msg": _clean(str(e.get("msg", ""))), "type": _clean(str(e.get("type", "")), 100)})
     if len(errors) > MAX_ERRORS:
         out.append({"loc": [], "msg": f"... and {len(errors) - MAX_ERRORS} more problems", "type": "more"})
