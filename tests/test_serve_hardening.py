@@ -250,3 +250,20 @@ def test_timeout_follows_the_preflights_measured_latency(ext_model: ServedModel,
     assert slow_model.forwards_per_item == forwards
     assert create_app(slow_model).state.timeout.seconds == pytest.approx(0.1 * forwards * 272 * 2)
     assert create_app(slow_model, ServeConfig(timeout=7)).state.timeout.seconds == 7  # the user's flag wins
+
+
+def test_redaction_detectors_mask_cued_secrets_and_names_and_keep_ordinary_text() -> None:
+    from tuneforge.serve.redact import redact, redact_text
+
+    assert redact_text("Dear Mr. Smith, my PIN is 9876; token: abc") == "Dear Mr. [NAME], my PIN is [SECRET]; token: [SECRET]"
+    assert redact_text("send it to DE89370400440532013000") == "send it to [IBAN]"
+    for clean in ("I forgot my password yesterday", "the pin of the map", "this is great", "size 42, pack of 12"):
+        assert redact_text(clean) == clean
+    assert redact({"fields": {"name": "Ann Lee", "password": "x", "colour": "red"}}) == {
+        "fields": {"name": "[NAME]", "password": "[SECRET]", "colour": "red"}}
+
+
+def test_a_content_length_that_is_not_a_number_is_a_400(cls_model: ServedModel) -> None:  # noqa: F811
+    with TestClient(create_app(cls_model)) as client:
+        resp = client.post("/v1/classify", content=b'{"texts": ["a"]}', headers={**JSON, "content-length": "12x"})
+    assert resp.status_code == 400 and resp.json()["request_id"]
