@@ -177,7 +177,7 @@ def offline_answers(run: Path, texts: list[str], tmp: Path) -> dict[str, Any]:
 
 
 def scrape(base: str, key: str) -> dict[str, float]:
-    text = httpx.get(f"{base}/metrics", timeout=10).text
+    text = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=10).text  # behind the key
     values = {}
     for line in text.splitlines():
         for name in ("tuneforge_batch_size_sum", "tuneforge_batch_size_count", "tuneforge_generated_tokens_total"):

@@ -5,15 +5,22 @@ server-sent events), ``/v1/classify`` or ``/v1/extract`` (whichever the run's ta
 ``/health`` and ``/metrics`` (Prometheus). FastAPI writes the OpenAPI document at
 ``/openapi.json`` from the same pydantic models that validate the requests.
 
-Status codes a client can act on: 401 missing or wrong API key, 413 body too large, 422 invalid
-input (the message names the field), 503 queue full (retry later), 504 the answer took longer
-than the server's timeout.
+Status codes a client can act on: 400 unreadable body, 401 missing or wrong API key, 413 body
+too large, 422 invalid input (the message names the field), 503 queue full (retry later), 504 the
+answer took longer than the server's timeout. Every answer carries an ``X-Request-ID`` header and
+every error body a ``request_id``; a 5xx is logged under the same id.
+
+Hardening (see ``guard.py``): the body is counted as it streams in and refused (413) past the cap
+before it is parsed or the key is checked; with a key, everything but ``/health`` needs it
+(``/metrics`` and the OpenAPI document too, unless ``public_metrics``); validation errors name
+the field and never quote the input; ``/health`` says only ``{"status": "ok"}``.
 """
 
 # no ``from __future__ import annotations`` here: FastAPI reads the route signatures at runtime,
 # and the request models are local to ``create_app`` (built for the server's limits)
 import asyncio
 import json
+import os
 import re
 import secrets
 import threading
@@ -26,24 +33,29 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneforge.errors import UserError
 from tuneforge.serve.batching import Batcher, BatchStats, QueueFull
 from tuneforge.serve.config import ServeConfig, resolve_api_key
+from tuneforge.serve.guard import Guard, Scope
 from tuneforge.serve.metrics import Metrics
 from tuneforge.serve.redact import redact
 from tuneforge.serve.schemas import (
-    MAX_BODY_BYTES, ChatChoice, ChatMessage, ChatResponse, Classified, ClassifyResponse, CompletionChoice,
-    CompletionResponse, ErrorBody, Extracted, ExtractResponse, Health, Usage, request_models,
+    ChatChoice, ChatMessage, ChatResponse, Classified, ClassifyResponse, CompletionChoice, CompletionResponse,
+    ErrorBody, Extracted, ExtractResponse, Health, Usage, request_models,
 )
 from tuneforge.serve.served import TASK_ENDPOINT, Answer, ServedModel
+from tuneforge.serve.timeouts import Timeout, derive_timeout, read_preflight
 from tuneforge.tasks.base import Example
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "the body is not readable JSON"},
     401: {"model": ErrorBody, "description": "missing or wrong API key"},
     413: {"model": ErrorBody, "description": "request body too large"},
     503: {"model": ErrorBody, "description": "the queue is full; retry later"},
@@ -51,20 +63,54 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 Predict = Callable[[list[Example]], Awaitable[list[dict[str, Any]]]]  # validated, batched, timed-out prediction
 SSE = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events when stream is true"}}
+KNOWN = {"/health", "/metrics", "/v1/classify", "/v1/extract", "/v1/chat/completions", "/v1/completions"}
+DOCS = {"/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")  # a field name fit to repeat: ours all are
+MAX_ERRORS = 20  # validation errors listed in one answer (a list of 10,000 bad items needs no 10,000 lines)
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that always encodes: a lone surrogate that slipped into an answer is escaped, not a 500."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", "backslashreplace")  # '\\udXXX' is the JSON escape of that surrogate
 
 
 class RequestLog:
-    """Opt-in JSONL log of requests: one line per /v1 request, inputs and outputs redacted."""
+    """Opt-in JSONL log of requests: one line per /v1 request, inputs and outputs redacted (see ``redact``).
+
+    The file holds what users sent, so it is created readable by its owner only (mode 0600, set at
+    creation so there is no moment it is wider) and an existing file is narrowed to 0600; a symbolic
+    link in its place is refused rather than followed.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        try:
+            os.close(self._open())  # fail at start-up, not at the first request
+        except OSError as err:
+            raise UserError(f"--log-requests {path}: cannot write the request log ({err.strerror}); "
+                            "pick a file in a folder you can write") from None
+
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(self.path, flags, 0o600)
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        return fd
 
     def write(self, row: dict[str, Any]) -> None:
         line = json.dumps(redact(row), ensure_ascii=False, default=str) + "\n"
-        with self._lock, self.path.open("a", encoding="utf-8") as fh:  # one whole line per write
-            fh.write(line)
+        data = line.encode("utf-8", "backslashreplace")
+        with self._lock:  # one whole line per write
+            fd = self._open()
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
 
 
 def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
@@ -75,6 +121,7 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
     models = request_models(cfg.max_items, cfg.max_text_chars)
     max_input_tokens = cfg.max_input_tokens or served.task.recipe.train.max_length
     log = RequestLog(cfg.log_requests) if cfg.log_requests else None
+    limit = request_timeout(served, cfg)
 
     def on_batch(stats: BatchStats) -> None:
         metrics.observe_batch(stats, sum(served.generated_tokens(p) for p in stats.outputs))
@@ -89,29 +136,27 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
         yield
         batcher.stop()
 
-    app = FastAPI(title="tuneforge serve", version="1", lifespan=lifespan,
+    app = FastAPI(title="tuneforge serve", version="1", lifespan=lifespan, default_response_class=SafeJSONResponse,
                   description=f"Serves the tuneforge run `{served.name}` ({served.task.name}). " + (__doc__ or ""))
-    app.state.batcher, app.state.metrics, app.state.served = batcher, metrics, served
+    app.state.batcher, app.state.metrics, app.state.served, app.state.timeout = batcher, metrics, served, limit
     auth = [Depends(_auth_dependency(api_key))] if api_key else []
-    _install_observer(app, metrics, log)
+    _install_error_handlers(app)
+    public = frozenset({"/health"} | (DOCS if cfg.public_metrics else set()))
+    app.add_middleware(Guard, max_body=cfg.max_body_bytes, api_key=api_key, public_paths=public,
+                       on_done=_recorder(metrics, log))
 
     async def run(examples: list[Example]) -> list[dict[str, Any]]:
         served.check_prompt_lengths(examples, max_input_tokens)
         try:
-            return await batcher.submit(examples, timeout=cfg.timeout)
+            return await batcher.submit(examples, timeout=limit.seconds)
         except QueueFull as err:
             raise HTTPException(503, f"server busy: {err}; retry later", headers={"Retry-After": "1"}) from None
         except TimeoutError:
-            raise HTTPException(504, f"no answer within {cfg.timeout:g} s") from None
-
-    @app.exception_handler(UserError)
-    async def user_error(_: Request, err: UserError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=422)
+            raise HTTPException(504, f"no answer within {limit.seconds:g} s (the server's --timeout)") from None
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
-        return Health(status="ok", run=served.name, task=served.task.name, model=served.loaded.recipe.model,
-                      queue_depth=batcher.depth, max_batch=cfg.max_batch)
+        return Health(status="ok")
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     async def prometheus() -> Response:
@@ -121,6 +166,70 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
     _task_routes(app, served, run, auth, models.texts)
     _openai_routes(app, served, run, auth, models.chat, models.completion)
     return app
+
+
+def request_timeout(served: ServedModel, cfg: ServeConfig) -> Timeout:
+    """The user's ``--timeout`` when given, else one derived from the run's measured latency (``timeouts``)."""
+    if cfg.timeout is not None:
+        return Timeout(cfg.timeout, "--timeout")
+    return derive_timeout(read_preflight(served.run_dir), forwards_per_item=served.forwards_per_item,
+                          queue_size=cfg.queue_size, max_batch=cfg.max_batch, device=served.device)
+
+
+# ----------------------------------------------------------------------------- errors
+def _rid(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "") or "")
+
+
+def _clean(text: str, limit: int = 500) -> str:
+    """A message fit to send back: bounded, and any surrogate escaped so the answer encodes."""
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def validation_problems(errors: list[Any]) -> list[dict[str, Any]]:
+    """Where each problem is and what it is, never the value that was sent (it may be personal, or 60 MB)."""
+    out = []
+    for e in errors[:MAX_ERRORS]:
+        loc = [x if isinstance(x, int) or _FIELD.fullmatch(str(x)) else "<field name not repeated>"
+               for x in e.get("loc", ())]  # an unknown key is the client's text too
+        out.append({"loc": loc, "msg": _clean(str(e.get("msg", ""))), "type": _clean(str(e.get("type", "")), 100)})
+    if len(errors) > MAX_ERRORS:
+        out.append({"loc": [], "msg": f"... and {len(errors) - MAX_ERRORS} more problems", "type": "more"})
+    return out
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Error bodies ``{"detail", "request_id"}``; FastAPI's own 422 would quote the whole input back."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        return SafeJSONResponse({"detail": validation_problems(list(err.errors())), "request_id": _rid(request)},
+                                status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return SafeJSONResponse({"detail": _clean(str(err.detail)), "request_id": _rid(request)},
+                                status_code=err.status_code, headers=getattr(err, "headers", None))
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, err: UserError) -> JSONResponse:
+        return SafeJSONResponse({"detail": _clean(str(err), 2000), "request_id": _rid(request)}, status_code=422)
+
+
+def _recorder(metrics: Metrics, log: RequestLog | None) -> Callable[[Scope, int, float], None]:
+    """What ``Guard`` calls once per answered request: count and time it, and (opt-in) log /v1 traffic."""
+
+    def record(scope: Scope, status: int, seconds: float) -> None:
+        path = scope.get("path", "")
+        endpoint = path if path in KNOWN else "other"  # bounded label set: no label per random URL
+        metrics.observe_request(endpoint, status, seconds)
+        if log is not None and path.startswith("/v1/"):
+            payload = scope.get("state", {}).get("log", {})
+            log.write({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "endpoint": endpoint,
+                       "status": status, "latency_s": round(seconds, 6), **payload})
+
+    return record
 
 
 # ----------------------------------------------------------------------------- routes and pieces
@@ -187,33 +296,6 @@ def _auth_dependency(key: str) -> Callable[..., None]:
                                 headers={"WWW-Authenticate": "Bearer"})
 
     return require_key
-
-
-def _install_observer(app: FastAPI, metrics: Metrics, log: RequestLog | None) -> None:
-    """Every request: refuse oversized bodies, time it, count it, and (opt-in) log /v1 traffic."""
-    known = {"/health", "/metrics", "/v1/classify", "/v1/extract", "/v1/chat/completions", "/v1/completions"}
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        start = time.perf_counter()
-        path = request.url.path
-        endpoint = path if path in known else "other"  # bounded label set: no label per random URL
-        length = request.headers.get("content-length", "0")
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            response: Response = JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:
-                metrics.observe_request(endpoint, 500, time.perf_counter() - start)
-                raise
-        seconds = time.perf_counter() - start
-        metrics.observe_request(endpoint, response.status_code, seconds)
-        if log is not None and path.startswith("/v1/"):
-            payload = getattr(request.state, "log", {})
-            log.write({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "endpoint": endpoint,
-                       "status": response.status_code, "latency_s": round(seconds, 6), **payload})
-        return response
 
 
 def _usage(prompt_tokens: int, answer: Answer) -> Usage:

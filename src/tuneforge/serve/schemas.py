@@ -4,18 +4,33 @@ The limits are part of the contract (they show in ``/openapi.json``): a request 
 answered 422 naming the field, before it can reach the queue or the model. They are set per
 server (``tuneforge serve --max-items --max-text-chars``), so the request models are built by
 ``request_models`` for the limits in force rather than declared once at import.
+
+Every string a request carries must be valid Unicode: JSON can spell a lone UTF-16 surrogate
+(``"\\ud800"``), which Python accepts as a ``str`` but no tokenizer, log or UTF-8 response can
+hold, so it is refused here with a 422 naming the field instead of failing later with a 500.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from typing import Annotated
-
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 MAX_MESSAGES = 32
-MAX_BODY_BYTES = 1_000_000  # raw request bodies above this are refused (413) before parsing
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` unchanged; a lone surrogate is refused without quoting the text (no echo of the input)."""
+    found = _SURROGATE.search(text)
+    if found:
+        raise ValueError(f"not valid Unicode: a lone surrogate (U+{ord(found.group()):04X}) at character "
+                         f"{found.start()}; send UTF-8 text")
+    return text
+
+
+Text = Annotated[str, AfterValidator(valid_unicode)]
 
 
 class Strict(BaseModel):
@@ -53,14 +68,14 @@ class ExtractResponse(BaseModel):
 # ----------------------------------------------------------------------------- OpenAI-compatible
 class ChatMessage(Lenient):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: Text
 
 
 SAMPLING = ("accepted for compatibility; decoding is greedy, exactly as offline `tuneforge predict`")
 
 
 class _GenerationParams(Lenient):
-    model: str | None = Field(None, max_length=200, description="ignored: the server serves one run")
+    model: Text | None = Field(None, max_length=200, description="ignored: the server serves one run")
     max_tokens: int | None = Field(None, ge=1, le=4096,
                                    description="cut the answer after this many tokens (at most the run's eval.max_new_tokens)")
     temperature: float | None = Field(None, ge=0, le=2, description=SAMPLING)
@@ -105,16 +120,14 @@ class CompletionResponse(BaseModel):
 
 
 class Health(BaseModel):
+    """Liveness only: answered without a key, so it names no run, model or load (those are in /metrics)."""
+
     status: Literal["ok"]
-    run: str
-    task: str
-    model: str
-    queue_depth: int
-    max_batch: int
 
 
 class ErrorBody(BaseModel):
     detail: str
+    request_id: str = Field(description="also in the X-Request-ID header and the server's log line")
 
 
 class RequestModels(BaseModel):
@@ -128,8 +141,8 @@ class RequestModels(BaseModel):
 
 def request_models(max_items: int, max_chars: int) -> RequestModels:
     # at least one non-blank character: a blank text has nothing to classify or extract from
-    text = Annotated[str, StringConstraints(min_length=1, max_length=max_chars, pattern=r"\S")]
-    content = Annotated[str, StringConstraints(max_length=max_chars)]
+    text = Annotated[Text, StringConstraints(min_length=1, max_length=max_chars, pattern=r"\S")]
+    content = Annotated[Text, StringConstraints(max_length=max_chars)]
     message = create_model("ChatRequestMessage", __base__=ChatMessage, content=(content, ...))
     texts = create_model("TextsRequest", __base__=Strict, texts=(
         list[text], Field(min_length=1, max_length=max_items,

@@ -14,7 +14,7 @@ from typing import Any
 from tuneforge.api import Loaded, _parse_for_prediction, load_run
 from tuneforge.data.readers import Record
 from tuneforge.errors import UserError
-from tuneforge.tasks.base import Example
+from tuneforge.tasks.base import Example, prompt_text
 
 TASK_ENDPOINT = {"classification": "/v1/classify", "extraction": "/v1/extract"}
 
@@ -31,9 +31,11 @@ class Answer:
 class ServedModel:
     """One loaded run. ``predict`` is what the batcher calls; everything else is cheap and thread-safe."""
 
-    def __init__(self, loaded: Loaded, name: str) -> None:
+    def __init__(self, loaded: Loaded, name: str, run_dir: Path | None = None, device: str = "cpu") -> None:
         self.loaded = loaded
         self.name = name
+        self.run_dir = run_dir  # where preflight.json is read from (the timeout follows its measured latency)
+        self.device = device
         self.task = loaded.task
         # A fast tokenizer must not be used by two threads at once (padding and truncation settings
         # are mutable Rust state: "Already borrowed"); the worker thread has the task's, the event
@@ -42,7 +44,7 @@ class ServedModel:
 
     @classmethod
     def from_run(cls, run_dir: Path | str, device: str = "cpu") -> ServedModel:
-        return cls(load_run(run_dir, device=device), Path(run_dir).resolve().name)
+        return cls(load_run(run_dir, device=device), Path(run_dir).resolve().name, Path(run_dir), device)
 
     # -- inputs -------------------------------------------------------------------------
     def _examples(self, rows: list[dict[str, Any]]) -> list[Example]:
@@ -118,7 +120,18 @@ class ServedModel:
         return Answer(text, len(ids), "length" if len(ids) >= limit else "stop")
 
     def prompt_tokens(self, example: Example) -> int:
-        return self.count_tokens(example.text)
+        """Tokens the model reads for ``example``: the chat-templated prompt for a decoder (what ``generate``
+        and the label scorer feed it, system prompt and instruction included), an encoder's input with its
+        special tokens, truncated to ``train.max_length`` as the classifier truncates it."""
+        if self.task.model_kind == "encoder":
+            ids = self.tokenizer(example.text, truncation=True, max_length=self.task.recipe.train.max_length)
+            return len(ids["input_ids"])
+        return self.count_tokens(prompt_text(self.tokenizer, self.task.prompt_messages(example)))
+
+    @property
+    def forwards_per_item(self) -> int:
+        """Forward passes one input costs at most: one for an encoder, one per new token for a decoder."""
+        return 1 if self.task.model_kind == "encoder" else 1 + self.task.recipe.eval.max_new_tokens
 
 
 def _last_user(messages: list[dict[str, str]]) -> str:

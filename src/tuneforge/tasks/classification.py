@@ -83,6 +83,9 @@ class Classification(Task):
         user = fill_placeholders(instruction, labels=", ".join(self.labels)) + "\n\nText: " + text
         return messages + [{"role": "user", "content": user}]
 
+    def prompt_messages(self, example: Example) -> list[dict[str, str]]:
+        return self._messages(example.text)
+
     def encode(self, example: Example) -> Encoded:
         max_length = self.recipe.train.max_length
         if self.model_kind == "encoder":
