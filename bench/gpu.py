@@ -110,7 +110,7 @@ def run_one(shape: str, *, method: str, compile_blocks: bool, args: argparse.Nam
     from tuneforge.methods import get_method
     from tuneforge.models.tiny import build_tiny_tokenizer
     from tuneforge.recipe import recipe_from_dict
-    from tuneforge.rundir import RunDir
+    from tuneforge.run.folder import RunDir
     from tuneforge.tasks.base import Encoded, get_task
     from tuneforge.train.preflight import resolve_precision
 

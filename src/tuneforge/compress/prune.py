@@ -33,7 +33,7 @@ from tuneforge.errors import UserError
 from tuneforge.methods import get_method
 from tuneforge.methods.base import transformer_blocks
 from tuneforge.recipe import FullMethod
-from tuneforge.rundir import RunDir
+from tuneforge.run.folder import RunDir
 from tuneforge.train.loop import fit
 
 

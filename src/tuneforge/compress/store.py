@@ -22,11 +22,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from tuneforge.compress.base import CompressConfig, Compressor, get_compressor
-from tuneforge.rundir import RunDir
+from tuneforge.run.folder import RunDir
 
 if TYPE_CHECKING:
     from tuneforge.api import Loaded
-    from tuneforge.models.registry import ResolvedModel
+    from tuneforge.models.resolve import ResolvedModel
     from tuneforge.recipe import Recipe
     from tuneforge.tasks.base import Task
 

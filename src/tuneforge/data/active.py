@@ -29,7 +29,7 @@ import numpy as np
 from tuneforge.data.readers import read_records
 from tuneforge.errors import DataError, UserError
 from tuneforge.registry import Registry
-from tuneforge.rundir import write_jsonl_atomic
+from tuneforge.files import write_jsonl_atomic
 
 Scorer = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 STRATEGIES: Registry[Scorer] = Registry("selection strategy")

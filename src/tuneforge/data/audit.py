@@ -5,7 +5,7 @@ many rows it flags, how bad that is (``error`` must be fixed, ``warning`` should
 ``info`` describes the data), a one-line summary, and every flagged row as ``file:line`` with its
 text and a note. Train/test leakage compares two data sets and is run for every file against
 ``--test``. ``audit_files`` returns an ``AuditReport``; the CLI prints its table and writes
-``audit.json`` and a self-contained ``audit.html`` (see :mod:`tuneforge.data.audit_html`).
+``audit.json`` and a self-contained ``audit.html`` (see :mod:`tuneforge.data.audit_page`).
 
 Rows are read with the project's readers, so a row that does not parse is itself a finding
 rather than a crash. A row's *text* is its ``text_field`` for classification data, or the
@@ -426,7 +426,7 @@ _TOKENIZERS: dict[str, Any] = {}
 def _tokenizer(model: str) -> Any:
     if model not in _TOKENIZERS:
         from tuneforge.models.loading import load_tokenizer
-        from tuneforge.models.registry import resolve_model
+        from tuneforge.models.resolve import resolve_model
 
         _TOKENIZERS[model] = load_tokenizer(resolve_model(model).path)
     return _TOKENIZERS[model]
@@ -487,8 +487,8 @@ def render_table(report: AuditReport) -> str:
 
 def write_report(report: AuditReport, out_dir: Path | str) -> tuple[Path, Path]:
     """``audit.json`` and ``audit.html`` in ``out_dir``, written atomically."""
-    from tuneforge.data.audit_html import render_html
-    from tuneforge.rundir import write_json_atomic, write_text_atomic
+    from tuneforge.data.audit_page import render_html
+    from tuneforge.files import write_json_atomic, write_text_atomic
 
     out = Path(out_dir)
     write_json_atomic(out / "audit.json", report.to_dict())

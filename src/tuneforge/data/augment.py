@@ -37,7 +37,7 @@ from tuneforge.data import dedup
 from tuneforge.data.readers import Record, read_records
 from tuneforge.errors import UserError
 from tuneforge.registry import Registry
-from tuneforge.rundir import write_jsonl_atomic
+from tuneforge.files import write_jsonl_atomic
 
 EdaOp = Callable[[list[str], float, random.Random], list[str]]
 OPS: Registry[EdaOp] = Registry("augmentation")

@@ -34,7 +34,7 @@ from tuneforge.data import dedup, pii
 from tuneforge.data.audit import string_values
 from tuneforge.data.readers import Record, read_records
 from tuneforge.errors import ConfigError, UserError
-from tuneforge.rundir import write_jsonl_atomic
+from tuneforge.files import write_jsonl_atomic
 
 ORDER = ("encoding", "unicode", "whitespace", "pii_redact", "pii_drop", "empty", "duplicates", "near_duplicates")
 DEFAULT_FIXES = ("encoding", "unicode", "whitespace", "empty", "duplicates")

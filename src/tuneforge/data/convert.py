@@ -33,7 +33,7 @@ from typing import Any
 from tuneforge.data.readers import Record, read_records
 from tuneforge.errors import DataError, UserError
 from tuneforge.registry import Registry
-from tuneforge.rundir import write_jsonl_atomic
+from tuneforge.files import write_jsonl_atomic
 
 ROLES = ("system", "user", "assistant", "tool")
 

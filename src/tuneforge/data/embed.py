@@ -40,7 +40,7 @@ def embed_tfidf(texts: Sequence[str]) -> Any:
 @EMBEDDERS.register("minilm")
 def embed_minilm(texts: Sequence[str], model: str = "minilm-l6", batch_size: int = 64) -> np.ndarray:
     from tuneforge.evaluate.embed import get_encoder
-    from tuneforge.models.registry import resolve_model
+    from tuneforge.models.resolve import resolve_model
 
     return get_encoder(str(resolve_model(model).path)).sentence_embeddings(list(texts), batch_size=batch_size)
 

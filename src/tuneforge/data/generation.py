@@ -25,7 +25,7 @@ class ChatModel:
 def chat_model(name: str = "smollm2-135m-instruct") -> ChatModel:
     """The decoder ``name`` (registry name or local folder) with its tokenizer, loaded once per process."""
     from tuneforge.models.loading import load_model, load_tokenizer
-    from tuneforge.models.registry import resolve_model
+    from tuneforge.models.resolve import resolve_model
 
     resolved = resolve_model(name)
     if resolved.kind != "decoder":

@@ -27,7 +27,7 @@ from typing import Any
 from tuneforge.data import dedup
 from tuneforge.data.readers import read_records
 from tuneforge.errors import DataError, UserError
-from tuneforge.rundir import write_jsonl_atomic
+from tuneforge.files import write_jsonl_atomic
 
 PROMPT = ("{task}\n\nHere are examples of requests with the label \"{label}\":\n{examples}\n\n"
           "Write one new request with the label \"{label}\". Make it different from the examples "

@@ -207,7 +207,7 @@ def _prompt_task(ctx: BaselineContext) -> tuple[Any, Any, str]:
     """(decoder classification task, decoder model, its name): the run's base model if a decoder, else ``prompt_model``."""
     if "prompt" not in ctx.cache:
         from tuneforge.models.loading import load_model, load_tokenizer
-        from tuneforge.models.registry import resolve_model
+        from tuneforge.models.resolve import resolve_model
         from tuneforge.tasks.base import get_task
 
         name = ctx.recipe.model

@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 
 from tuneforge.errors import UserError
-from tuneforge.evaluate import html, plots
+from tuneforge.evaluate import plots
+from tuneforge.evaluate import page as html
 from tuneforge.evaluate.baselines import BASELINES, BaselineContext, System, other_run
 from tuneforge.evaluate.metrics import accuracy, bootstrap_ci, macro_f1
 from tuneforge.evaluate.metrics_extra import mcnemar, paired_bootstrap
-from tuneforge.rundir import RunDir, write_json_atomic, write_text_atomic
+from tuneforge.run.folder import RunDir
+from tuneforge.files import write_json_atomic, write_text_atomic
 
 DEFAULT_BASELINES = ("zero-shot", "few-shot", "retrieval", "knn", "tfidf")
 ALPHA = 0.05

@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from tuneforge.errors import UserError
-from tuneforge.evaluate import html, plots
-from tuneforge.rundir import RunDir, write_json_atomic, write_text_atomic
+from tuneforge.evaluate import plots
+from tuneforge.evaluate import page as html
+from tuneforge.run.folder import RunDir
+from tuneforge.files import write_json_atomic, write_text_atomic
 
 
 def fit_power_law(n: list[float], score: list[float], *, higher_is_better: bool = True,
@@ -101,9 +103,9 @@ def learning_curve(recipe_path: Path | str, fractions: list[float], *, metric: s
 
 
 def _train_rows(api: Any, recipe: Any) -> int:
-    from tuneforge.data.splits import parse_splits, read_splits
+    from tuneforge.run.splits import parse_splits, read_splits
     from tuneforge.models.loading import load_tokenizer
-    from tuneforge.models.registry import resolve_model
+    from tuneforge.models.resolve import resolve_model
     from tuneforge.tasks.base import get_task
 
     resolved = resolve_model(recipe.model, allow_hub=recipe.allow_hub)
@@ -157,7 +159,7 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 def _attach(result: dict[str, Any], run_dir: Path) -> None:
     """Put the curve into the largest run's report (report.json figures, report.html) so it shows there too."""
-    from tuneforge.evaluate.report_html import LEARNING_CURVE, render_html
+    from tuneforge.evaluate.report_page import LEARNING_CURVE, render_html
 
     run = RunDir(run_dir)
     write_json_atomic(run.root / LEARNING_CURVE, result)

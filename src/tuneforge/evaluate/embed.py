@@ -19,7 +19,7 @@ from tuneforge.models.loading import load_encoder
 
 def default_encoder_path() -> Path:
     """The embedded MiniLM folder (``minilm-l6`` in the model registry)."""
-    from tuneforge.models.registry import resolve_model
+    from tuneforge.models.resolve import resolve_model
 
     return resolve_model("minilm-l6").path
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from tuneforge.evaluate.metrics_extra import paired_bootstrap
 from tuneforge.registry import Registry
-from tuneforge.rundir import write_json_atomic, write_text_atomic
+from tuneforge.files import write_json_atomic, write_text_atomic
 from tuneforge.tasks.base import Example
 
 Perturbation = Callable[[str, random.Random], str]

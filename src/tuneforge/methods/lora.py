@@ -13,7 +13,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from tuneforge.methods.base import METHODS
-from tuneforge.methods.lora_dropout import fold_lora_dropout
+from tuneforge.accel.lora_dropout import fold_lora_dropout
 from tuneforge.methods.peft_base import PeftMethod, peft_task_type, untrained_pooler
 from tuneforge.recipe import LoraMethod
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from tuneforge.models.registry import MODELS, ModelSpec, ResolvedModel, detect_kind, resolve_model
+from tuneforge.models.resolve import MODELS, ModelSpec, ResolvedModel, detect_kind, resolve_model
 
 if TYPE_CHECKING:
     from tuneforge.models.gguf import cache_dir, dequantise_gguf

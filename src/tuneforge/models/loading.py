@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from tuneforge.errors import ConfigError, UserError
-from tuneforge.models.registry import ResolvedModel, custom_code_refusal, read_json_object
+from tuneforge.models.resolve import ResolvedModel, custom_code_refusal, read_json_object
 
 PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
 #: keyword arguments of every ``from_pretrained`` in tuneforge: no remote code, no network ...

@@ -19,12 +19,12 @@ from typing import Any, ClassVar
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tuneforge.data.packing import collate_packed
+from tuneforge.tasks.packing import collate_packed
 from tuneforge.data.readers import Record
 from tuneforge.errors import ConfigError
 from tuneforge.recipe import Recipe
 from tuneforge.registry import Registry
-from tuneforge.train.fused_loss import linear_cross_entropy_sum
+from tuneforge.accel.fused_loss import linear_cross_entropy_sum
 
 log = logging.getLogger("tuneforge")
 IGNORE = -100  # label id that cross-entropy skips: prompt and padding positions

@@ -39,7 +39,8 @@ from torch import nn
 
 from tuneforge.errors import UserError
 from tuneforge.methods.base import Method
-from tuneforge.rundir import RunDir, write_text_atomic
+from tuneforge.run.folder import RunDir
+from tuneforge.files import fsync_dir, fsync_file, write_text_atomic
 
 TRAINABLE = "trainable.safetensors"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
@@ -93,15 +94,6 @@ def join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 # ----------------------------------------------------------------------------- durable, verified folders
-def _fsync(path: Path) -> None:
-    """Flush a file or folder to the disk: a rename that survives a power loss needs both."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -114,11 +106,11 @@ def _write_manifest(folder: Path) -> None:
     """Record the size and sha256 of every file, as read back from the disk, and flush them all."""
     files = {}
     for f in sorted(p for p in folder.iterdir() if p.is_file()):
-        _fsync(f)
+        fsync_file(f)
         files[f.name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
     (folder / MANIFEST).write_text(json.dumps({"format": 1, "files": files}, indent=2) + "\n", encoding="utf-8")
-    _fsync(folder / MANIFEST)
-    _fsync(folder)
+    fsync_file(folder / MANIFEST)
+    fsync_dir(folder)
 
 
 def _describe(err: OSError) -> str:
@@ -145,7 +137,7 @@ def write_verified(final: Path, write: Callable[[Path], None]) -> Path:
         _write_manifest(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        _fsync(final.parent)
+        fsync_dir(final.parent)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"could not write the checkpoint {final}: {_describe(err)}; nothing half-written was kept. "

@@ -12,10 +12,11 @@ from typing import Any
 
 from torch import nn
 
-from tuneforge.data.encode_cache import encode_cached
+from tuneforge.tasks.encode_cache import encode_cached
 from tuneforge.errors import ConfigError, UserError
 from tuneforge.recipe import Recipe
-from tuneforge.rundir import RunDir, write_json_atomic
+from tuneforge.run.folder import RunDir
+from tuneforge.files import write_json_atomic
 from tuneforge.tasks.base import Encoded, Example, Task
 from tuneforge.train import forgetting
 from tuneforge.train.distill import apply_teacher

@@ -32,14 +32,14 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from tuneforge.data.packing import pack_rows
+from tuneforge.tasks.packing import pack_rows
 from tuneforge.errors import TrainingError
 from tuneforge.methods.base import Method
 from tuneforge.recipe import TrainConfig
-from tuneforge.rundir import RunDir
+from tuneforge.run.folder import RunDir
 from tuneforge.tasks.base import Encoded, Task
 from tuneforge.train.ewc import EWCPenalty
-from tuneforge.train.modes import training_forms
+from tuneforge.accel.modes import training_forms
 from tuneforge.train.preflight import resolve_frozen_dtype
 from tuneforge.train.privacy import PrivacyPlan, private_step
 from tuneforge.train.checkpoint import (

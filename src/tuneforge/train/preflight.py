@@ -22,12 +22,12 @@ import psutil
 import torch
 from torch import nn
 
-from tuneforge.data.packing import pack_rows
+from tuneforge.tasks.packing import pack_rows
 from tuneforge.errors import ConfigError, ResourceError
 from tuneforge.methods.base import count_parameters
 from tuneforge.recipe import TrainConfig
 from tuneforge.tasks.base import Encoded, Task, without_ddp
-from tuneforge.train.modes import training_forms
+from tuneforge.accel.modes import training_forms
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The CPU speed layer: fused kernels, compact activations, heap and allocator."""

@@ -1,0 +1,115 @@
+"""The ``tuneforge`` command: a thin layer over ``tuneforge.api``, one module per command group.
+
+argparse rather than a CLI framework: no extra dependency, ``--help`` on every subcommand, and
+errors mapped to exit codes in one place (2 = bad input, 3 = training failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from tuneforge.accel import allocator
+from tuneforge.cli import data as cli_data
+from tuneforge.cli import run as cli_run
+from tuneforge.cli import deploy as cli_deploy
+from tuneforge.cli import evaluate as cli_evaluate
+from tuneforge.cli import serve as cli_serve
+from tuneforge.errors import TuneforgeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuneforge", description="Fine-tune a language model on your data, "
+                                     "evaluate it honestly against its base, and export it.")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error as well as its message (any position on the line)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cli_run.add_commands(sub)
+    cli_serve.add_commands(sub)
+    cli_deploy.add_commands(sub)
+    cli_evaluate.add_commands(sub)  # compare, curve, sweep
+    cli_data.add_commands(sub)
+    for command in sub.choices.values():  # any command that trains or scores may meet a recipe naming code
+        command.add_argument("--allow-code", action="store_true",
+                             help="let Python code the recipe names run (rl.reward: module:function)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure ends as one line on stderr and an exit code, never a traceback.
+
+    ``--debug`` (anywhere on the line, or ``TUNEFORGE_DEBUG=1``) prints the traceback as well.
+    """
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list or os.environ.get("TUNEFORGE_DEBUG", "") not in ("", "0")
+    args_list = [a for a in args_list if a != "--debug"]  # a global flag: accepted after the command too
+    try:
+        if argv is None:  # the command's own process: start again with a better malloc if there is one
+            allocator.relaunch()
+        args = build_parser().parse_args(args_list)
+        if args.allow_code:  # read by tuneforge.tasks.rewards (ALLOW_CODE_ENV), also in child processes
+            os.environ["TUNEFORGE_ALLOW_CODE"] = "1"
+        args.func(args)
+    except KeyboardInterrupt:
+        print("tuneforge: interrupted; `tuneforge train RECIPE --resume` continues from the last checkpoint",
+              file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the one place every error becomes a message
+        if debug:
+            traceback.print_exc()
+        message, code = describe_error(err)
+        print(message, file=sys.stderr)
+        return code
+    return 0
+
+
+def describe_error(err: BaseException) -> tuple[str, int]:
+    """The line a user sees for ``err`` and the exit code: 2 for anything the input or the system caused.
+
+    Errors tuneforge raises on purpose carry their own message. A file-system failure (permission
+    denied, disk full, a folder where a file was expected) names the path; a RecursionError or a
+    UnicodeError can only come from an input nested too deeply or not valid text. Anything else is
+    a bug: one line, and the traceback behind ``--debug``.
+    """
+    if isinstance(err, TuneforgeError):
+        return f"tuneforge: error: {err}", err.exit_code
+    if isinstance(err, OSError):
+        return f"tuneforge: error: {_os_error(err)}", 2
+    if isinstance(err, RecursionError):
+        return ("tuneforge: error: an input is nested too deeply to read (a recipe, data row or file with "
+                "thousands of levels of brackets); flatten it"), 2
+    if isinstance(err, UnicodeError):
+        return f"tuneforge: error: text that is not valid Unicode ({_one_line(err)}); re-save the input as UTF-8", 2
+    if isinstance(err, MemoryError):
+        return "tuneforge: error: out of memory; use smaller inputs, train.batch_size or train.max_length", 2
+    return (f"tuneforge: internal error: {type(err).__name__}: {_one_line(err)} "
+            "(rerun with --debug for the traceback)"), 1
+
+
+_OS_HINTS = {errno.ENOSPC: "free some disk space and rerun", errno.EDQUOT: "free some disk space and rerun",
+             errno.EACCES: "check the permissions", errno.EPERM: "check the permissions",
+             errno.EROFS: "the file system is read-only; pick another folder",
+             errno.EISDIR: "give a file path, not a folder", errno.ENOTDIR: "a part of the path is a file, not a folder",
+             errno.ENOENT: "check the path"}
+
+
+def _os_error(err: OSError) -> str:
+    """``<what went wrong>: <path>[ -> <path>]; <what to do>`` for a file-system error."""
+    what = err.strerror or _one_line(err) or type(err).__name__
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    hint = _OS_HINTS.get(err.errno or -1)
+    return what + (f": {' -> '.join(paths)}" if paths else "") + (f"; {hint}" if hint else "")
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+if __name__ == "__main__":
+    sys.exit(main())

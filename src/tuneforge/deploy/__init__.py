@@ -1,0 +1,1 @@
+"""After training: export formats and drift monitoring."""
