@@ -95,7 +95,7 @@ def load_compressed(run: RunDir, recipe: Recipe, task: Task, resolved: ResolvedM
     """
     from tuneforge.api import Loaded
     from tuneforge.methods import get_method
-    from tuneforge.recipe import FullMethod
+    from tuneforge.methods.full import FullMethod
 
     cfg = CompressConfig(**read_compression(run.root)["config"])
     model = build_compressed(run.model, task.head, cfg)
