@@ -337,7 +337,8 @@ def _finish(run: RunDir, recipe: Recipe, task: Task, test: list[Example], base: 
                 **(extra or {})}
         if training is not None:
             meta["training"] = training
-        report = build_report(task, test, base, tuned, meta=meta, samples=recipe.eval.samples)
+        report = build_report(task, test, base, tuned, meta=meta, samples=recipe.eval.samples,
+                              metrics=recipe.eval.metrics)
         add_analysis(report, run, task, test, tuned["predictions"])  # error analysis and figure data
         write_text_atomic(run.report_md, render_markdown(report))
         write_text_atomic(run.root / "report.html", render_html(report))

@@ -12,6 +12,7 @@ built-in one, and nothing here lists them.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -236,6 +237,8 @@ class EvalConfig(Section):
     judge: Path | None = Field(None, description="preference: a finished reward_model run folder (trained on other "
                                "data) that judges tuned against reference generations for the win rate")
     judge_prompts: int = Field(32, ge=0, description="preference: held-out prompts generated on for the win rate")
+    metrics: list[str] = Field(default_factory=list, description="registered text metrics (rouge_1, chrf, bertscore "
+                               "...) the report adds for tasks whose predictions are text, on base and tuned")
 
 
 class DistillConfig(Section):
@@ -632,11 +635,27 @@ def json_schema() -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- registered names
-#: (section class, field, registry kind) whose allowed values are the names registered in that registry
-REGISTERED_NAMES: tuple[tuple[type[Section], str, str], ...] = (
-    (PreferenceConfig, "loss", "preference loss"),
-    (RLConfig, "algorithm", "advantage estimator"),
-    (Recipe, "task", "task"),
+@dataclass(frozen=True)
+class NamedField:
+    """A recipe field whose allowed values are the names in one registry (the closed lists they replace)."""
+
+    owner: type[Section]
+    field: str
+    kind: str
+    #: a list of names rather than one
+    many: bool = False
+    #: only names registered with a config (the metrics a report can compute on text)
+    configured: bool = False
+
+    def names(self) -> tuple[str, ...]:
+        reg = registry(self.kind)
+        return tuple(reg.configs()) if self.configured else tuple(reg.names())
+
+
+NAMED_FIELDS = (
+    NamedField(PreferenceConfig, "loss", "preference loss"),
+    NamedField(RLConfig, "algorithm", "advantage estimator"),
+    NamedField(EvalConfig, "metrics", "metric", many=True, configured=True),
 )
 _BUILT: dict[str, Any] = {}
 #: ``Literal`` and ``Union`` used on values known only at run time (the registered names and sections)
@@ -648,24 +667,24 @@ def use_registries() -> None:
     """Load the plug-ins, then make the recipe accept exactly what the registries hold.
 
     The ``method`` field becomes the discriminated union of every registered method's section and the
-    name fields (``task``, ``preference.loss``, ``rl.algorithm``) the literals of their registries' names,
-    so a typo fails with the known names and the key path, as a closed list did. Rebuilt only when a
-    registry changed since the last call (a plug-in registered late, in a test).
+    name fields (``task``, ``preference.loss``, ``rl.algorithm``, ``eval.metrics``) the literals of their
+    registries' names, so a typo fails with the known names and the key path, as a closed list did.
+    Rebuilt only when a registry changed since the last call (a plug-in registered late, in a test).
     """
     load_plugins()
     methods = registry("method").configs()
-    names = {kind: tuple(registry(kind).names()) for _, _, kind in REGISTERED_NAMES}
-    key = (tuple(methods.items()), tuple(names.items()))
+    tasks = tuple(registry("task").names())
+    names = [named.names() for named in NAMED_FIELDS]
+    key = (tuple(methods.items()), tasks, tuple(names))
     if _BUILT.get("key") == key:
         return
     for name, section in methods.items():
         _check_method_section(name, section)
-    for owner, field, kind in REGISTERED_NAMES:
-        if owner is not Recipe:
-            _retype(owner, field, ANY_OF[names[kind]])
+    for named, allowed in zip(NAMED_FIELDS, names):  # the sections first: Recipe's rebuild takes them in
+        _retype(named.owner, named.field, list[ANY_OF[allowed]] if named.many else ANY_OF[allowed])
     sections = tuple(methods.values())
     _retype(Recipe, "method", ONE_OF[sections], discriminator="name" if len(sections) > 1 else None)
-    _retype(Recipe, "task", ANY_OF[names["task"]] | None)
+    _retype(Recipe, "task", ANY_OF[tasks] | None)
     _BUILT["key"] = key
 
 
