@@ -49,7 +49,8 @@ def task_response_model(route: str, result: type[BaseModel]) -> type[BaseModel]:
     """``{model, results}`` around a task's own result model (``Task.serve_result_model``), named after the
     route in the OpenAPI document: ``/v1/classify`` answers a ``ClassifyResponse``."""
     name = route.rstrip("/").rsplit("/", 1)[-1].capitalize() + "Response"
-    return create_model(name, model=(str, ...), results=(GenericAlias(list, (result,)), ...))  # list[result]
+    results: Any = GenericAlias(list, (result,))  # list[result], for a class known only at run time
+    return create_model(name, model=(str, ...), results=(results, ...))
 
 
 # ----------------------------------------------------------------------------- OpenAI-compatible

@@ -33,7 +33,7 @@ DEFAULT_INSTRUCTION = "Classify the text into one of these labels: {labels}. Ans
 
 
 class Classified(BaseModel):
-    """One result of ``/v1/classify``."""
+    """One result of /v1/classify: the label, its probability and every label's."""
 
     label: str
     confidence: float

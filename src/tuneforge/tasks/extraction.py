@@ -32,7 +32,7 @@ ABSENT = {"null": "Use null for a field the text does not state.",
 
 
 class Extracted(BaseModel):
-    """One result of ``/v1/extract``."""
+    """One result of /v1/extract: the parsed object and the answer it was parsed from."""
 
     fields: dict[str, Any] | None = Field(description="the parsed JSON object, null when the answer was not JSON")
     raw: str = Field(description="the model's answer as generated")

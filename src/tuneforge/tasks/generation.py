@@ -136,7 +136,7 @@ class Generation(Task):
         """A prompt in the layout of the training rows: a one-message conversation, an alpaca instruction or
         a prompt field."""
         cfg = self.recipe.data
-        layouts = {"messages": {cfg.messages_field: [{"role": "user", "content": text}]},
+        layouts: dict[str, dict[str, Any]] = {"messages": {cfg.messages_field: [{"role": "user", "content": text}]},
                    "alpaca": {"instruction": text}}
         return layouts.get(self._format(), {cfg.prompt_field: text})
 

@@ -148,7 +148,7 @@ class ReinforcementLearning(Task):
 
     @classmethod
     def answers_task(cls, recipe: dict[str, Any]) -> type[Task]:
-        return TASKS.get((recipe.get("rl") or {}).get("task", RLConfig().task))
+        return TASKS.get((recipe.get("rl") or {}).get("task", RLConfig.model_fields["task"].default))
 
     def encode(self, example: Example) -> Encoded:
         """The prompt's token ids; ``labels`` is the example's index, so ``loss`` can find its reference."""
