@@ -25,7 +25,7 @@ from tuneforge.accel.allocator import loaded_allocator
 from tuneforge.tasks.encode_cache import encode_cached
 from tuneforge.data.readers import read_records
 from tuneforge.run.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits
-from tuneforge.errors import ConfigError, DataError, UserError
+from tuneforge.errors import ConfigError, UserError
 from tuneforge.evaluate.golden import gate, run_cases
 from tuneforge.evaluate.report import build_report, headline_table, model_scores, render_markdown, render_table
 from tuneforge.evaluate.report_page import add_analysis, render_html, slice_fields
@@ -477,44 +477,12 @@ def predict(run_dir: Path | str, input_path: Path | str, output_path: Path | str
     records = read_records(Path(input_path))
     loaded = load_run(run_dir, tuned=not base)
     task = loaded.task
-    examples = _parse_for_prediction(task, records, str(input_path))
+    examples = task.parse_for_prediction(records, str(input_path))
     predictions = task.predict(loaded.model, examples)
     write_jsonl_atomic(out, ({**r.fields, "prediction": p["prediction"],
                               **({"confidence": p["confidence"]} if "confidence" in p else {})}
                              for r, p in zip(records, predictions)))
     return out
-
-
-def _parse_for_prediction(task: Task, records: list[Any], what: str) -> list[Example]:
-    """Inputs need no target: fill a placeholder so the task's own validation of the input runs."""
-    from tuneforge.data.readers import Record
-
-    own = task.parse_inputs(records, what)
-    if own is not None:
-        return own
-    cfg = task.recipe.data
-    placeholder = {"classification": (cfg.label_field, task.schema.get("labels", [""])[0]),
-                   "extraction": (cfg.target_field, {}),
-                   "generation": (cfg.completion_field, "-"),
-                   "language_modeling": (cfg.text_field, "")}[task.data_name]  # the text is the input: no placeholder
-    field, value = placeholder
-    filled = []
-    for r in records:
-        fields = dict(r.fields)
-        if task.data_name == "generation" and cfg.messages_field in fields and isinstance(fields[cfg.messages_field], list):
-            msgs = fields[cfg.messages_field]
-            if not msgs or not isinstance(msgs[-1], dict) or msgs[-1].get("role") != "assistant":
-                fields[cfg.messages_field] = [*msgs, {"role": "assistant", "content": "-"}]
-        elif task.data_name == "generation" and "instruction" in fields:
-            fields.setdefault("output", "-")
-        else:
-            fields.setdefault(field, value)
-        filled.append(Record(source=r.source, line=r.line, fields=fields))
-    try:
-        return task.parse(filled, what)
-    except DataError as err:
-        raise DataError(f"{len(err.problems)} bad row(s) in {what}; fix them and re-run (nothing was predicted)",
-                        err.problems) from None
 
 
 def export(run_dir: Path | str, out_dir: Path | str | None = None, *, overwrite: bool = False,

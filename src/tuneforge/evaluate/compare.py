@@ -94,7 +94,7 @@ def compare(run_or_recipe: Path | str, *, baselines: list[str] | None = None, k:
         BASELINES.get(name)  # fail on a typo before any model loads
     run_dir = resolve_run(run_or_recipe, echo)
     recipe, task, _ = load_task(run_dir)
-    if task.name != "classification":
+    if not task.predicts_labels:
         raise UserError(f"tuneforge compare supports classification runs; {run_dir} is a {task.name} run")
     test = load_split(run_dir, task, "test")
     if not test:

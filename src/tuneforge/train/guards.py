@@ -27,9 +27,7 @@ def training_set(recipe: Recipe, task: Task, examples: list[Example], echo: Any 
     """Encoded training examples with answer tokens, relabelled by a teacher when distilling."""
     soft = None
     if recipe.distill is not None:
-        if task.name == "language_modeling":
-            raise ConfigError("distill: continued pre-training learns from raw text, not from a teacher; "
-                              "remove the distill section")
+        task.check_distill()
         echo(f"asking the teacher {recipe.distill.teacher} about {len(examples)} training examples")
         examples, soft = apply_teacher(recipe.distill, task, examples)
         if soft is not None and task.model_kind != "encoder":
