@@ -223,7 +223,8 @@ def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, t
     lower = metric == "loss" or metric in task.lower_is_better
     steps = total_steps(len(train_enc), recipe.train)
     privacy = recipe.train.privacy
-    dp = DPSGD.planned(privacy, len(train_enc), recipe.train.batch_size * recipe.train.grad_accum, steps) if privacy else None
+    batch = recipe.train.batch_size * recipe.train.grad_accum
+    dp = DPSGD.planned(privacy, len(train_enc), batch, steps) if privacy else None
     hooks += [dp] if dp is not None else []
     hooks += [OnValidation(on_validation)] if on_validation is not None else []
     state = fit(model, train_enc, recipe.train, hooks, task=task, method=method, run=run, accelerator=accelerator,
