@@ -12,6 +12,7 @@ built-in one, and nothing here lists them.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -117,24 +118,13 @@ class PrivacyConfig(Section):
     noise_multiplier: float | None = Field(None, gt=0, description="set it directly instead of target_epsilon")
 
 
-class TrainConfig(Section):
-    epochs: float | None = Field(None, gt=0, le=MAX_EPOCHS)
-    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="optimizer steps; overrides epochs when set")
-    lr: float = Field(1e-4, gt=0, le=10, description="peak learning rate (AdamW)")
-    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
-    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="micro-batches per optimizer step")
-    warmup_steps: int | None = Field(None, ge=0)
-    warmup_fraction: float = Field(0.06, ge=0, lt=1, description="used when warmup_steps is not set")
-    scheduler: Literal["linear", "cosine", "constant"] = "linear"
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    max_length: int = Field(256, ge=8, le=MAX_LENGTH)
-    seed: int = 0
-    eval_every: int | None = Field(None, ge=1, description="validate every N optimizer steps; default once per epoch")
-    early_stopping: EarlyStopping | None = None
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    gradient_checkpointing: bool = False
+class SpeedConfig(Section):
+    """How a step runs, not what it computes: packing, token-capped micro-batches and the CPU speed forms.
+
+    Every key here leaves the update the same (up to float rounding) and changes only time and memory,
+    which is why they live apart from the optimisation keys of ``train``; ``tuneforge.accel`` applies them.
+    """
+
     packing: bool = Field(False, description="decoder tasks: pack each micro-batch's examples into rows of max_length "
                           "tokens, attention kept inside each example (no compute on padding)")
     pack_width: int | None = Field(None, ge=8, description="packing: tokens per packed row (default max_length); "
@@ -156,13 +146,40 @@ class TrainConfig(Section):
         "auto", description="LoRA: dtype of the frozen base weights while training (restored exactly afterwards); "
         "auto is bfloat16 on CPUs with AMX (measured faster, same loss) and unchanged elsewhere; activations, "
         "adapters and the loss stay float32")
-    attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
-        "sdpa", description="attention kernel: sdpa (PyTorch scaled-dot-product, default), eager, or "
-        "flash_attention_2 (CUDA, needs the flash-attn package)")
     compile: bool = Field(False, description="torch.compile each transformer block (regional compilation: one "
                           "compiled block serves them all); needs a C++ compiler on CPU")
     loss_chunk: int | None = Field(1024, ge=1, description="decoder tasks: answer positions per chunk of the fused "
                                    "linear + cross-entropy, so the full logits never exist; null computes them at once")
+
+
+#: the keys that moved from ``train`` into ``train.speed``; the flat form is still read, with a warning
+SPEED_KEYS = ("packing", "pack_width", "micro_batch_tokens", "compact_activations", "fused_lora", "frozen_dtype",
+              "compile", "loss_chunk")
+
+
+class TrainConfig(Section):
+    epochs: float | None = Field(None, gt=0, le=MAX_EPOCHS)
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="optimizer steps; overrides epochs when set")
+    lr: float = Field(1e-4, gt=0, le=10, description="peak learning rate (AdamW)")
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
+    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="micro-batches per optimizer step")
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_fraction: float = Field(0.06, ge=0, lt=1, description="used when warmup_steps is not set")
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_length: int = Field(256, ge=8, le=MAX_LENGTH)
+    seed: int = 0
+    eval_every: int | None = Field(None, ge=1, description="validate every N optimizer steps; default once per epoch")
+    early_stopping: EarlyStopping | None = None
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    gradient_checkpointing: bool = False
+    attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="attention kernel: sdpa (PyTorch scaled-dot-product, default), eager, or "
+        "flash_attention_2 (CUDA, needs the flash-attn package)")
+    speed: SpeedConfig = Field(default_factory=SpeedConfig,
+                               description="packing, micro-batch token cap and the speed forms (tuneforge.accel)")
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept (the best one is always "
                                   "kept); two, so a resume can fall back to the previous one if the newest does not "
                                   "verify")
@@ -170,18 +187,44 @@ class TrainConfig(Section):
     dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout probability of the model")
     privacy: PrivacyConfig | None = Field(None, description="train with differential privacy (DP-SGD)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_speed_keys(cls, data: Any) -> Any:
+        """Move the pre-``speed`` flat keys (``train.packing`` ...) into ``train.speed``, with a warning."""
+        if not isinstance(data, dict):
+            return data
+        flat = [k for k in SPEED_KEYS if k in data]
+        if not flat:
+            return data
+        data = dict(data)
+        speed = data.get("speed")
+        if isinstance(speed, SpeedConfig):
+            speed = speed.model_dump(exclude_unset=True)
+        if not isinstance(speed, dict | None):
+            return data  # let the field's own validation name the bad speed section
+        speed = dict(speed or {})
+        both = [k for k in flat if k in speed]
+        if both:
+            raise ValueError(f"{', '.join(both)} given both in train and in train.speed; keep train.speed only")
+        speed.update({k: data.pop(k) for k in flat})
+        data["speed"] = speed
+        warnings.warn(f"tuneforge: train.{', train.'.join(flat)}: these keys moved into train.speed (the flat "
+                      "form is deprecated)", FutureWarning, stacklevel=2)
+        return data
+
     @model_validator(mode="after")
     def _default_epochs(self) -> "TrainConfig":
         if self.epochs is None and self.max_steps is None:
             self.epochs = 3.0
-        if self.pack_width is not None and self.pack_width < self.max_length:
-            raise ValueError(f"pack_width ({self.pack_width}) must be at least max_length ({self.max_length}): "
+        speed = self.speed
+        if speed.pack_width is not None and speed.pack_width < self.max_length:
+            raise ValueError(f"speed.pack_width ({speed.pack_width}) must be at least max_length ({self.max_length}): "
                              "a packed row has to hold the longest example")
-        if self.compact_activations and self.gradient_checkpointing:
+        if speed.compact_activations and self.gradient_checkpointing:
             raise ValueError("compact_activations and gradient_checkpointing both cut activation memory and do "
                              "not combine (checkpointing saves no block activations to compact); pick one")
-        if self.micro_batch_tokens is not None and self.micro_batch_tokens < self.max_length:
-            raise ValueError(f"micro_batch_tokens ({self.micro_batch_tokens}) must be at least max_length "
+        if speed.micro_batch_tokens is not None and speed.micro_batch_tokens < self.max_length:
+            raise ValueError(f"speed.micro_batch_tokens ({speed.micro_batch_tokens}) must be at least max_length "
                              f"({self.max_length}): a micro-batch has to hold the longest example")
         return self
 

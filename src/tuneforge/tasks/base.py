@@ -84,8 +84,8 @@ class Task(ABC):
         self.model_kind = model_kind
         self.schema: dict[str, Any] = {}
         self._clipped = 0
-        if recipe.train.packing and model_kind != "decoder":
-            raise ConfigError("train.packing applies to decoder models; an encoder classifier has nothing to pack")
+        if recipe.train.speed.packing and model_kind != "decoder":
+            raise ConfigError("train.speed.packing applies to decoder models; an encoder classifier has nothing to pack")
 
     # -- data -------------------------------------------------------------------------
     @abstractmethod
@@ -131,9 +131,9 @@ class Task(ABC):
         return [self.encode(e) for e in examples]
 
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
-        if self.recipe.train.packing:
-            cfg = self.recipe.train
-            width = cfg.pack_width or cfg.micro_batch_tokens or cfg.max_length
+        speed = self.recipe.train.speed
+        if speed.packing:
+            width = speed.pack_width or speed.micro_batch_tokens or self.recipe.train.max_length
             return collate_packed(batch, pad_id=pad_id(self.tokenizer), max_tokens=width)
         return collate_causal(batch, pad_id=pad_id(self.tokenizer))
 
@@ -144,7 +144,7 @@ class Task(ABC):
         ``training`` adds the training-only terms (label smoothing); validation reports the plain loss.
         """
         smoothing = self.recipe.train.label_smoothing if training else 0.0
-        return causal_loss_sum(model, batch, label_smoothing=smoothing, chunk=self.recipe.train.loss_chunk)
+        return causal_loss_sum(model, batch, label_smoothing=smoothing, chunk=self.recipe.train.speed.loss_chunk)
 
     # -- prediction and scoring -------------------------------------------------------
     @abstractmethod
