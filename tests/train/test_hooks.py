@@ -18,7 +18,8 @@ from tuneforge.errors import TrainingError
 from tuneforge.methods import get_method
 from tuneforge.models.loading import load_model, load_tokenizer
 from tuneforge.models.resolve import resolve_model
-from tuneforge.recipe import FullMethod, TrainConfig, recipe_from_dict
+from tuneforge.methods.full import FullMethod
+from tuneforge.recipe import TrainConfig, recipe_from_dict
 from tuneforge.run.folder import RunDir
 from tuneforge.tasks.base import Encoded, Task, get_task
 from tuneforge.train.hooks import OnValidation, TrainHook, check_processes, gradient_hook
