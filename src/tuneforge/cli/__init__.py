@@ -20,6 +20,7 @@ from tuneforge.cli import deploy as cli_deploy
 from tuneforge.cli import evaluate as cli_evaluate
 from tuneforge.cli import serve as cli_serve
 from tuneforge.errors import TuneforgeError
+from tuneforge.extras import EXTRA_OF, missing_extra_message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +79,8 @@ def describe_error(err: BaseException) -> tuple[str, int]:
     """
     if isinstance(err, TuneforgeError):
         return f"tuneforge: error: {err}", err.exit_code
+    if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in EXTRA_OF:
+        return f"tuneforge: error: {missing_extra_message(err.name or '')}", 2  # an optional extra not installed
     if isinstance(err, OSError):
         return f"tuneforge: error: {_os_error(err)}", 2
     if isinstance(err, RecursionError):
