@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase, set_seed
 from tuneforge.accel.allocator import loaded_allocator
 from tuneforge.tasks.encode_cache import encode_cached
 from tuneforge.data.readers import read_records
-from tuneforge.run.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits
+from tuneforge.run.splits import Splits, load_saved_split, parse_splits, read_splits, save_splits, split_sources
 from tuneforge.errors import ConfigError, UserError
 from tuneforge.evaluate.golden import gate, run_cases
 from tuneforge.evaluate.report import build_report, headline_table, model_scores, render_markdown, render_table
@@ -164,7 +164,8 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     steps = total_steps(len(train_enc), recipe.train)
     pre = run_preflight(model=model, task=task, train=train_enc, n_val=len(splits.examples["validation"]),
                         n_test=len(splits.examples["test"]), cfg=recipe.train, device=device, precision=precision,
-                        steps=steps, warnings=warnings + more, autocast=accelerator.autocast)
+                        steps=steps, warnings=warnings + more, autocast=accelerator.autocast,
+                        sources=split_sources(recipe))
     echo("\n".join(["preflight", *("  " + line for line in pre.lines())]))
     if dry_run:
         echo("resolved recipe:\n" + recipe_yaml)
