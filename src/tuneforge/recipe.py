@@ -65,7 +65,7 @@ class DataConfig(Section):
     train: Path
     validation: Path | None = None
     test: Path | None = None
-    format: Literal["auto", "text", "prompt_completion", "messages", "alpaca"] = Field(
+    format: Literal["auto", "text", "prompt_completion", "messages", "sharegpt", "alpaca"] = Field(
         "auto", description="input layout for generation data; 'auto' picks it from the fields of the first row"
     )
     text_field: str = "text"

@@ -21,11 +21,15 @@ from tuneforge.tasks.base import TASKS, Encoded, Example, Task, encode_prompt_an
 from tuneforge.tasks.decoding import answer_logprobs, generate
 
 ROLES = {"system", "user", "assistant"}
+#: ShareGPT's speaker names (``from``) -> chat roles, as LLaMA-Factory's ``sharegpt`` formatting reads them
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
 def detect_format(fields: dict[str, Any], recipe_data: Any) -> str:
     if recipe_data.messages_field in fields:
         return "messages"
+    if "conversations" in fields:
+        return "sharegpt"
     if "instruction" in fields and "output" in fields:
         return "alpaca"
     if recipe_data.prompt_field in fields:
@@ -37,8 +41,39 @@ def detect_format(fields: dict[str, Any], recipe_data: Any) -> str:
     )
 
 
-def _parse_messages(rec: Record, field: str, problems: Problems) -> tuple[list[dict[str, str]], str] | None:
-    msgs = rec.fields.get(field)
+def sharegpt_messages(rec: Record, problems: Problems) -> list[dict[str, Any]] | None:
+    """ShareGPT's ``conversations: [{from, value}]`` as chat messages (``human`` -> user, ``gpt`` -> assistant)."""
+    turns = rec.fields.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        problems.add(rec, "field 'conversations' must be a non-empty list of {from, value} turns")
+        return None
+    messages = []
+    for i, turn in enumerate(turns):
+        role = SHAREGPT_ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
+        if role is None or not isinstance(turn.get("value"), str):
+            problems.add(rec, f"conversations[{i}] must be an object with from in {sorted(SHAREGPT_ROLES)} "
+                              "and string value")
+            return None
+        messages.append({"role": role, "content": turn["value"]})
+    if isinstance(rec.fields.get("system"), str) and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": rec.fields["system"]})
+    return messages
+
+
+def alpaca_history(rec: Record) -> list[dict[str, str]]:
+    """LLaMA-Factory's alpaca ``system`` and ``history: [[instruction, answer], ...]`` as the turns before the prompt."""
+    turns: list[dict[str, str]] = []
+    if isinstance(rec.fields.get("system"), str) and rec.fields["system"].strip():
+        turns.append({"role": "system", "content": rec.fields["system"]})
+    for pair in rec.fields.get("history") or []:
+        if isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) for t in pair):
+            turns += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    return turns
+
+
+def _parse_messages(rec: Record, field: str, problems: Problems,
+                    msgs: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, str]], str] | None:
+    msgs = rec.fields.get(field) if msgs is None else msgs
     if not isinstance(msgs, list) or not msgs:
         problems.add(rec, f"field {field!r} must be a non-empty list of messages")
         return None
@@ -73,8 +108,11 @@ class Generation(Task):
 
     def _parse_one(self, rec: Record, fmt: str, problems: Problems) -> Example | None:
         cfg = self.recipe.data
-        if fmt == "messages":
-            parsed = _parse_messages(rec, cfg.messages_field, problems)
+        if fmt in ("messages", "sharegpt"):
+            turns = sharegpt_messages(rec, problems) if fmt == "sharegpt" else None
+            if fmt == "sharegpt" and turns is None:
+                return None
+            parsed = _parse_messages(rec, cfg.messages_field, problems, turns)
             if parsed is None:
                 return None
             prompt, answer = parsed
@@ -90,6 +128,12 @@ class Generation(Task):
             if instruction is None or answer is None:
                 return None
             user = instruction + (f"\n\n{extra}" if isinstance(extra, str) and extra.strip() else "")
+            history = [{"role": m["role"], "content": self.clip(m["content"])} for m in alpaca_history(rec)]
+            if history:
+                user, answer = self.clip(user), self.clip(answer, keep_end=False)
+                system = [] if history[0]["role"] == "system" else self._system()
+                messages = system + history + [{"role": "user", "content": user}]
+                return Example(where=rec.where(), text=user, target=answer, messages=messages)
         else:
             user = require_text(rec, cfg.prompt_field, problems)
             answer = require_text(rec, cfg.completion_field, problems)
@@ -126,6 +170,10 @@ class Generation(Task):
         if isinstance(msgs, list):  # a conversation: the answer to predict is the assistant turn it lacks
             if not msgs or not isinstance(msgs[-1], dict) or msgs[-1].get("role") != "assistant":
                 fields[cfg.messages_field] = [*msgs, {"role": "assistant", "content": "-"}]
+        elif isinstance(fields.get("conversations"), list):
+            turns = fields["conversations"]
+            if not turns or not isinstance(turns[-1], dict) or SHAREGPT_ROLES.get(turns[-1].get("from")) != "assistant":
+                fields["conversations"] = [*turns, {"from": "gpt", "value": "-"}]
         elif "instruction" in fields:
             fields.setdefault("output", "-")
         else:
@@ -137,6 +185,7 @@ class Generation(Task):
         a prompt field."""
         cfg = self.recipe.data
         layouts: dict[str, dict[str, Any]] = {"messages": {cfg.messages_field: [{"role": "user", "content": text}]},
+                   "sharegpt": {"conversations": [{"from": "human", "value": text}]},
                    "alpaca": {"instruction": text}}
         return layouts.get(self._format(), {cfg.prompt_field: text})
 
