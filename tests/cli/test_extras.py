@@ -13,7 +13,7 @@ import pytest
 from tuneforge.cli import describe_error
 from tuneforge.extras import EXTRA_OF, MissingExtra, install_hint, is_installed, require
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 HEAVY = ("torch", "transformers", "peft", "accelerate", "fastapi", "matplotlib", "optuna", "onnxruntime")
 
 
