@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from conftest import base_recipe, sentiment_rows, write_jsonl
 from tuneforge import api
 from tuneforge.cli import main
-from tuneforge.compress import compress
+from tuneforge.run.compress import compress
 from tuneforge.errors import UserError
 from tuneforge.run.folder import MARKER, RunDir, claim_output, owned_kind, remove_owned
 from tuneforge.files import save_tensors_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic

@@ -30,6 +30,7 @@ from tuneforge.data.readers import read_records
 from tuneforge.errors import DataError, UserError
 from tuneforge.registry import Registry
 from tuneforge.files import write_jsonl_atomic
+from tuneforge.run.loading import load_run
 
 Scorer = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 STRATEGIES: Registry[Scorer] = Registry("selection strategy")
@@ -84,7 +85,6 @@ def select_for_labelling(run_dir: Path | str, pool_file: Path | str, output: Pat
                          strategy: str = "entropy", diversity: str | None = None, embedder: str = "tfidf",
                          seed: int = 0, text_field: str = "text") -> list[dict[str, Any]]:
     """Score the pool with the run's model and write the ``n`` chosen rows for annotation."""
-    from tuneforge.api import load_run
     from tuneforge.data.embed import embed
 
     loaded = load_run(run_dir)

@@ -23,7 +23,6 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,6 +41,7 @@ from tuneforge.train.ewc import EWCPenalty
 from tuneforge.accel.modes import training_forms
 from tuneforge.train.preflight import resolve_frozen_dtype
 from tuneforge.train.privacy import PrivacyPlan, private_step
+from tuneforge.train.state import TrainState
 from tuneforge.train.checkpoint import (
     load_best,
     load_checkpoint,
@@ -58,25 +58,6 @@ Validator = Callable[[nn.Module], dict[str, float]]
 #: called after each validation with (step, total steps, the logged validation record); returning True
 #: stops training there, as early stopping does (used by `tuneforge sweep` to prune and to score partial runs)
 ValidationHook = Callable[[int, int, dict[str, Any]], bool | None]
-
-
-@dataclass
-class TrainState:
-    """Everything needed to continue a run exactly; saved in each checkpoint's state.json."""
-
-    step: int = 0
-    best_metric: float | None = None
-    best_step: int | None = None
-    bad_evals: int = 0
-    stopped_early: bool = False
-    tokens: int = 0
-    seconds: float = 0.0
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        """What a report says about the training: steps, time, tokens and the best validation."""
-        return {"steps": self.step, "seconds": self.seconds, "tokens": self.tokens, "best_step": self.best_step,
-                "best_val": self.best_metric, "stopped_early": self.stopped_early}
 
 
 def steps_per_epoch(n_examples: int, cfg: TrainConfig) -> int:
