@@ -10,7 +10,7 @@ pre-training: every position carries loss, no padding), for two shapes:
 * a ~1.1B Llama (TinyLlama's shape: 22 layers, 2048 wide, 5632 MLP, 32 heads, 4 key/value heads).
 
 Both are randomly initialised: weights do not change the speed, and the GPU machine has no model
-files. Each runs with and without ``train.compile``, full fine-tuning (AdamW) by default. Reported:
+files. Each runs with and without ``train.speed.compile``, full fine-tuning (AdamW) by default. Reported:
 
 * tokens/s over the steps after warm-up, from the run's own metrics log;
 * model FLOPs per token: 6 x the matmul parameters (the vocabulary head included) plus causal
@@ -121,7 +121,7 @@ def run_one(shape: str, *, method: str, compile_blocks: bool, args: argparse.Nam
         "data": {"train": str(out / "unused.jsonl")},
         "method": {"name": method, **({"r": args.lora_r, "alpha": 2.0 * args.lora_r} if method == "lora" else {})},
         "train": {"max_steps": steps, "batch_size": args.batch, "lr": 1e-5, "warmup_steps": 0,
-                  "max_length": args.max_length, "seed": 0, "compile": compile_blocks, "dtype": "auto",
+                  "max_length": args.max_length, "seed": 0, "speed": {"compile": compile_blocks}, "dtype": "auto",
                   "device": args.device},
     }, check_files=False)
     precision, _ = resolve_precision(recipe.train, args.device)

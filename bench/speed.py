@@ -13,7 +13,7 @@ labels (completion-only loss); only the training differs:
 * ``baseline``: transformers ``Trainer`` + peft with their defaults: ``DataCollatorForSeq2Seq`` pads
   each batch to its longest row, the model computes the full (B, T, V) logits and the loss from them.
 * ``tuneforge``: tuneforge's one training loop (``train.loop.fit``) with packing (each micro-batch one
-  row, ``train.pack_width``), LoRA dropout folded into ``lora_A`` (``methods/lora_dropout.py``: the same
+  row, ``train.speed.pack_width``), LoRA dropout folded into ``lora_A`` (``accel/lora_dropout.py``: the same
   Bernoulli dropout, drawn and applied cheaply), answer-only hidden states and the chunked linear +
   cross-entropy, and micro-batches (``--tf-micro`` examples,
   gradient-accumulated to the same ``--batch`` examples per step; the loss is normalised by the
@@ -67,7 +67,7 @@ INSTRUCTION = "Extract the slots of this request as a JSON object mapping each s
 LORA = {"r": 16, "alpha": 32.0, "dropout": 0.05}
 LR = 2e-4
 SEED = 0
-PLAIN = "+unfused-fp32base"  # side-name suffix: train.fused_lora off, train.frozen_dtype float32
+PLAIN = "+unfused-fp32base"  # side-name suffix: train.speed.fused_lora off, train.speed.frozen_dtype float32
 sys.path.insert(0, str(ROOT / "src"))
 
 
@@ -214,12 +214,12 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
         "method": {"name": "lora", **LORA},
         "train": {"epochs": 1, "batch_size": micro, "grad_accum": args.batch // micro, "lr": LR, "warmup_steps": 0,
                   "scheduler": "linear", "max_grad_norm": 1.0, "max_length": args.max_length, "seed": SEED,
-                  "packing": not args.tf_no_packing, "loss_chunk": args.tf_loss_chunk,
-                  "pack_width": args.tf_pack_width or tokens or micro * args.max_length,
-                  "micro_batch_tokens": tokens,
-                  "gradient_checkpointing": args.tf_checkpointing, "compile": args.tf_compile,
-                  "dtype": args.tf_dtype, "compact_activations": args.tf_compact == "yes",
-                  "fused_lora": args.tf_fused == "yes", "frozen_dtype": args.tf_frozen_dtype},
+                  "gradient_checkpointing": args.tf_checkpointing, "dtype": args.tf_dtype,
+                  "speed": {"packing": not args.tf_no_packing, "loss_chunk": args.tf_loss_chunk,
+                            "pack_width": args.tf_pack_width or tokens or micro * args.max_length,
+                            "micro_batch_tokens": tokens, "compile": args.tf_compile,
+                            "compact_activations": args.tf_compact == "yes", "fused_lora": args.tf_fused == "yes",
+                            "frozen_dtype": args.tf_frozen_dtype}},
     }, check_files=False)
     resolved = resolve_model(args.model)
     precision, notes = resolve_precision(recipe.train, "cpu")  # as `tuneforge train` decides
@@ -304,17 +304,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tf-checkpointing", action="store_true", help="tuneforge side: gradient checkpointing")
     parser.add_argument("--tf-compile", action="store_true", help="tuneforge side: torch.compile the blocks")
     parser.add_argument("--tf-compact", choices=["no", "yes", "both"], default="no",
-                        help="tuneforge sides: train.compact_activations (saved activations kept in bf16); "
+                        help="tuneforge sides: train.speed.compact_activations (saved activations kept in bf16); "
                              "both: each tuneforge side without and with it")
     parser.add_argument("--tf-micro-tokens", type=lambda v: [int(x) for x in v.split(",")], default=[],
-                        help="comma list: one more tuneforge side each with train.micro_batch_tokens (each step's "
+                        help="comma list: one more tuneforge side each with train.speed.micro_batch_tokens (each step's "
                              "examples split into micro-batches of at most this many tokens)")
     parser.add_argument("--tf-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                         help="tuneforge side: train.dtype (auto is float32 on a CPU; bfloat16 needs AMX or AVX-512-BF16)")
     parser.add_argument("--tf-fused", choices=["yes", "no"], default="yes",
-                        help="tuneforge side: train.fused_lora (each LoRA layer's forward and backward fused)")
+                        help="tuneforge side: train.speed.fused_lora (each LoRA layer's forward and backward fused)")
     parser.add_argument("--tf-frozen-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                        help="tuneforge side: train.frozen_dtype (auto: bf16 frozen base on AMX CPUs and bf16 GPUs)")
+                        help="tuneforge side: train.speed.frozen_dtype (auto: bf16 frozen base on AMX CPUs and bf16 GPUs)")
     parser.add_argument("--tf-plain-too", action="store_true",
                         help=f"each tuneforge side once more ({PLAIN}): unfused LoRA layers, float32 frozen base")
     parser.add_argument("--tf-allocator", default="auto",

@@ -4,20 +4,25 @@ Why pydantic with ``extra="forbid"``: a typo such as ``learning_rate`` for ``lr`
 with the key path and the file, not be ignored (axolotl's most reported footgun). Defaults live
 here and nowhere else; components receive their section object. The ``method`` section is a
 discriminated union on ``name`` so that method-only keys (``r``, ``alpha``...) live with their
-method; a new method adds its section class to ``MethodConfig`` beside its module in
-``tuneforge.methods``.
+method. The names a recipe may use (``task``, ``method``, ``preference.loss``, ``rl.algorithm``) are those
+in the registries after the plug-ins load (``use_registries``): a plug-in's task or method validates like a
+built-in one, and nothing here lists them.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from tuneforge.errors import ConfigError
+from tuneforge.registry import load_plugins, registry
 
 #: upper bounds that only catch typos and overflows (``1e30`` epochs would loop for ever, an int beyond 64 bits
 #: cannot reach torch); no real run comes near them
@@ -27,9 +32,6 @@ MAX_BATCH = 1_000_000
 MAX_LENGTH = 10_000_000
 MAX_INT = 2**63 - 1
 
-TaskName = Literal["classification", "extraction", "generation", "language_modeling", "preference", "reward_model", "rl"]
-
-
 class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, and so are NaN and infinite numbers."""
 
@@ -37,104 +39,13 @@ class Section(BaseModel):
 
 
 # ----------------------------------------------------------------------------- methods
-class FullMethod(Section):
-    """Every weight trains."""
+class MethodSection(Section):
+    """Base of every method's section. Each method defines its own beside its code (``tuneforge.methods.lora``
+    holds ``LoraMethod``), with ``name: Literal["lora"] = "lora"``, and registers it:
+    ``@METHODS.register("lora", config=LoraMethod)``. The recipe's ``method`` field is the union of the
+    registered sections, told apart by ``name``."""
 
-    name: Literal["full"] = "full"
-
-
-class LoraMethod(Section):
-    """Low-rank adapters through peft (Hu et al. 2021, https://arxiv.org/abs/2106.09685).
-
-    ``use_dora`` splits each update into magnitude and direction (DoRA, Liu et al. 2024,
-    https://arxiv.org/abs/2402.09353); ``use_rslora`` scales by alpha / sqrt(r) instead of alpha / r so
-    higher ranks keep learning (Kalajdzievski 2023, https://arxiv.org/abs/2312.03732).
-    """
-
-    name: Literal["lora"] = "lora"
-    r: int = Field(16, ge=1, description="rank of the update matrices")
-    alpha: float = Field(32.0, gt=0, description="scaling numerator: the update is scaled by alpha / r")
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="module names to adapt, or 'all-linear' for every linear layer but the head"
-    )
-    use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
-    use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
-    rank_pattern: dict[str, int] = Field(default_factory=dict, description="rank per module name pattern, e.g. {v_proj: 32}")
-    alpha_pattern: dict[str, float] = Field(default_factory=dict, description="alpha per module name pattern")
-
-
-class FreezeMethod(Section):
-    """Feature extraction: the body is frozen, the head (and optionally the last k blocks) train."""
-
-    name: Literal["freeze"] = "freeze"
-    trainable_layers: int = Field(0, ge=0, description="how many of the top transformer blocks also train")
-    train_embeddings: bool = False
-
-
-class LayerFreezeMethod(Section):
-    """Freeze the embeddings and the first ``frozen_layers`` blocks (and any named modules); the rest trains."""
-
-    name: Literal["layer_freeze"] = "layer_freeze"
-    frozen_layers: int = Field(2, ge=0, description="how many of the bottom transformer blocks stay frozen")
-    freeze_embeddings: bool = True
-    modules: list[str] = Field(default_factory=list,
-                               description="also freeze parameters whose name contains one of these strings")
-
-
-class GradualUnfreezeMethod(Section):
-    """ULMFiT gradual unfreezing (Howard & Ruder 2018, https://arxiv.org/abs/1801.06146)."""
-
-    name: Literal["gradual_unfreeze"] = "gradual_unfreeze"
-    every_steps: int | None = Field(None, ge=1, description="unfreeze one more block every N optimizer steps")
-    every_epochs: float | None = Field(None, gt=0, description="... or every N epochs (default 1 when neither is set)")
-    start_layers: int = Field(0, ge=0, description="top blocks trainable from the start, besides the head")
-    layer_lr_decay: float = Field(1.0, gt=0, le=1, description="combine with discriminative rates (ULMFiT: 1/2.6)")
-
-    @model_validator(mode="after")
-    def _one_schedule(self) -> "GradualUnfreezeMethod":
-        if self.every_steps is not None and self.every_epochs is not None:
-            raise ValueError("set every_steps or every_epochs, not both")
-        return self
-
-
-class DiscriminativeMethod(Section):
-    """Full fine-tuning with layer-wise learning-rate decay (Howard & Ruder 2018; Clark et al. 2020)."""
-
-    name: Literal["discriminative"] = "discriminative"
-    layer_lr_decay: float = Field(0.8, gt=0, le=1, description="each block's rate = the rate of the block above x this")
-    head_lr: float | None = Field(None, gt=0, le=10, description="the head's own rate; default train.lr")
-
-
-class IA3Method(Section):
-    """(IA)^3 through peft (Liu et al. 2022, https://arxiv.org/abs/2205.05638): learned rescaling vectors."""
-
-    name: Literal["ia3"] = "ia3"
-    target_modules: list[str] | None = Field(None, description="default: peft's choice for the architecture")
-    feedforward_modules: list[str] | None = Field(None, description="subset of target_modules that are feed-forward")
-
-
-class PromptTuningMethod(Section):
-    """Soft prompts through peft (Lester et al. 2021, https://arxiv.org/abs/2104.08691)."""
-
-    name: Literal["prompt_tuning"] = "prompt_tuning"
-    num_virtual_tokens: int = Field(20, ge=1, le=512)
-    init_text: str | None = Field(None, description="initialise the soft prompt from this text's embeddings")
-
-
-class PrefixTuningMethod(Section):
-    """Prefix tuning through peft (Li & Liang 2021, https://arxiv.org/abs/2101.00190); decoders only."""
-
-    name: Literal["prefix_tuning"] = "prefix_tuning"
-    num_virtual_tokens: int = Field(20, ge=1, le=512)
-    projection: bool = Field(False, description="reparameterise the prefix through an MLP, as in the paper")
-
-
-MethodConfig = Annotated[
-    Union[FullMethod, LoraMethod, FreezeMethod, LayerFreezeMethod, GradualUnfreezeMethod, DiscriminativeMethod,
-          IA3Method, PromptTuningMethod, PrefixTuningMethod],
-    Field(discriminator="name"),
-]
+    name: str
 
 
 # ----------------------------------------------------------------------------- data
@@ -207,24 +118,13 @@ class PrivacyConfig(Section):
     noise_multiplier: float | None = Field(None, gt=0, description="set it directly instead of target_epsilon")
 
 
-class TrainConfig(Section):
-    epochs: float | None = Field(None, gt=0, le=MAX_EPOCHS)
-    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="optimizer steps; overrides epochs when set")
-    lr: float = Field(1e-4, gt=0, le=10, description="peak learning rate (AdamW)")
-    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
-    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="micro-batches per optimizer step")
-    warmup_steps: int | None = Field(None, ge=0)
-    warmup_fraction: float = Field(0.06, ge=0, lt=1, description="used when warmup_steps is not set")
-    scheduler: Literal["linear", "cosine", "constant"] = "linear"
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    max_length: int = Field(256, ge=8, le=MAX_LENGTH)
-    seed: int = 0
-    eval_every: int | None = Field(None, ge=1, description="validate every N optimizer steps; default once per epoch")
-    early_stopping: EarlyStopping | None = None
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    gradient_checkpointing: bool = False
+class SpeedConfig(Section):
+    """How a step runs, not what it computes: packing, token-capped micro-batches and the CPU speed forms.
+
+    Every key here leaves the update the same (up to float rounding) and changes only time and memory,
+    which is why they live apart from the optimisation keys of ``train``; ``tuneforge.accel`` applies them.
+    """
+
     packing: bool = Field(False, description="decoder tasks: pack each micro-batch's examples into rows of max_length "
                           "tokens, attention kept inside each example (no compute on padding)")
     pack_width: int | None = Field(None, ge=8, description="packing: tokens per packed row (default max_length); "
@@ -246,13 +146,40 @@ class TrainConfig(Section):
         "auto", description="LoRA: dtype of the frozen base weights while training (restored exactly afterwards); "
         "auto is bfloat16 on CPUs with AMX (measured faster, same loss) and unchanged elsewhere; activations, "
         "adapters and the loss stay float32")
-    attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
-        "sdpa", description="attention kernel: sdpa (PyTorch scaled-dot-product, default), eager, or "
-        "flash_attention_2 (CUDA, needs the flash-attn package)")
     compile: bool = Field(False, description="torch.compile each transformer block (regional compilation: one "
                           "compiled block serves them all); needs a C++ compiler on CPU")
     loss_chunk: int | None = Field(1024, ge=1, description="decoder tasks: answer positions per chunk of the fused "
                                    "linear + cross-entropy, so the full logits never exist; null computes them at once")
+
+
+#: the keys that moved from ``train`` into ``train.speed``; the flat form is still read, with a warning
+SPEED_KEYS = ("packing", "pack_width", "micro_batch_tokens", "compact_activations", "fused_lora", "frozen_dtype",
+              "compile", "loss_chunk")
+
+
+class TrainConfig(Section):
+    epochs: float | None = Field(None, gt=0, le=MAX_EPOCHS)
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="optimizer steps; overrides epochs when set")
+    lr: float = Field(1e-4, gt=0, le=10, description="peak learning rate (AdamW)")
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
+    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="micro-batches per optimizer step")
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_fraction: float = Field(0.06, ge=0, lt=1, description="used when warmup_steps is not set")
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_length: int = Field(256, ge=8, le=MAX_LENGTH)
+    seed: int = 0
+    eval_every: int | None = Field(None, ge=1, description="validate every N optimizer steps; default once per epoch")
+    early_stopping: EarlyStopping | None = None
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    gradient_checkpointing: bool = False
+    attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="attention kernel: sdpa (PyTorch scaled-dot-product, default), eager, or "
+        "flash_attention_2 (CUDA, needs the flash-attn package)")
+    speed: SpeedConfig = Field(default_factory=SpeedConfig,
+                               description="packing, micro-batch token cap and the speed forms (tuneforge.accel)")
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept (the best one is always "
                                   "kept); two, so a resume can fall back to the previous one if the newest does not "
                                   "verify")
@@ -260,18 +187,44 @@ class TrainConfig(Section):
     dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout probability of the model")
     privacy: PrivacyConfig | None = Field(None, description="train with differential privacy (DP-SGD)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_speed_keys(cls, data: Any) -> Any:
+        """Move the pre-``speed`` flat keys (``train.packing`` ...) into ``train.speed``, with a warning."""
+        if not isinstance(data, dict):
+            return data
+        flat = [k for k in SPEED_KEYS if k in data]
+        if not flat:
+            return data
+        data = dict(data)
+        speed = data.get("speed")
+        if isinstance(speed, SpeedConfig):
+            speed = speed.model_dump(exclude_unset=True)
+        if not isinstance(speed, dict | None):
+            return data  # let the field's own validation name the bad speed section
+        speed = dict(speed or {})
+        both = [k for k in flat if k in speed]
+        if both:
+            raise ValueError(f"{', '.join(both)} given both in train and in train.speed; keep train.speed only")
+        speed.update({k: data.pop(k) for k in flat})
+        data["speed"] = speed
+        warnings.warn(f"tuneforge: train.{', train.'.join(flat)}: these keys moved into train.speed (the flat "
+                      "form is deprecated)", FutureWarning, stacklevel=2)
+        return data
+
     @model_validator(mode="after")
     def _default_epochs(self) -> "TrainConfig":
         if self.epochs is None and self.max_steps is None:
             self.epochs = 3.0
-        if self.pack_width is not None and self.pack_width < self.max_length:
-            raise ValueError(f"pack_width ({self.pack_width}) must be at least max_length ({self.max_length}): "
+        speed = self.speed
+        if speed.pack_width is not None and speed.pack_width < self.max_length:
+            raise ValueError(f"speed.pack_width ({speed.pack_width}) must be at least max_length ({self.max_length}): "
                              "a packed row has to hold the longest example")
-        if self.compact_activations and self.gradient_checkpointing:
+        if speed.compact_activations and self.gradient_checkpointing:
             raise ValueError("compact_activations and gradient_checkpointing both cut activation memory and do "
                              "not combine (checkpointing saves no block activations to compact); pick one")
-        if self.micro_batch_tokens is not None and self.micro_batch_tokens < self.max_length:
-            raise ValueError(f"micro_batch_tokens ({self.micro_batch_tokens}) must be at least max_length "
+        if speed.micro_batch_tokens is not None and speed.micro_batch_tokens < self.max_length:
+            raise ValueError(f"speed.micro_batch_tokens ({speed.micro_batch_tokens}) must be at least max_length "
                              f"({self.max_length}): a micro-batch has to hold the longest example")
         return self
 
@@ -327,6 +280,8 @@ class EvalConfig(Section):
     judge: Path | None = Field(None, description="preference: a finished reward_model run folder (trained on other "
                                "data) that judges tuned against reference generations for the win rate")
     judge_prompts: int = Field(32, ge=0, description="preference: held-out prompts generated on for the win rate")
+    metrics: list[str] = Field(default_factory=list, description="registered text metrics (rouge_1, chrf, bertscore "
+                               "...) the report adds for tasks whose predictions are text, on base and tuned")
 
 
 class DistillConfig(Section):
@@ -392,7 +347,7 @@ class PreferenceConfig(Section):
     https://arxiv.org/abs/2405.14734) and ``orpo`` (Hong et al. 2024, https://arxiv.org/abs/2403.07691) need none.
     """
 
-    loss: Literal["dpo", "ipo", "simpo", "orpo", "kto"] = "dpo"
+    loss: str = Field("dpo", description="a registered preference loss (tuneforge.preference.losses.LOSSES)")
     beta: float = Field(0.1, gt=0, description="dpo/kto: KL strength; ipo: tau; simpo: reward scale; orpo: lambda")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo: assumed share of flipped labels (cDPO)")
     simpo_gamma: float = Field(0.5, ge=0, description="simpo: target reward margin gamma")
@@ -414,7 +369,7 @@ class RLConfig(Section):
     task: Literal["extraction", "generation"] = Field("extraction", description="the task whose data and prompts are used")
     reward: str = Field("json_fields", description="a registered reward (see tuneforge.tasks.rewards), "
                         "'module:function', or a finished reward_model run folder")
-    algorithm: Literal["grpo", "rloo"] = "grpo"
+    algorithm: str = Field("grpo", description="a registered advantage estimator (tuneforge.tasks.rl.ADVANTAGES)")
     group_size: int = Field(4, ge=2, le=64, description="completions sampled per prompt")
     beta: float = Field(0.04, ge=0, description="weight of the KL to the reference (adapter off)")
     temperature: float = Field(1.0, gt=0)
@@ -437,12 +392,13 @@ class Recipe(Section):
     tasks. Each entry of either holds a ``name`` and recipe sections that override the top level.
     """
 
-    task: TaskName | None = None
+    task: str | None = Field(None, description="a registered task (see tuneforge.tasks)")
     model: str = Field(description="registry name (see `tuneforge models`) or a local Hugging Face folder")
     allow_hub: bool = Field(False, description="let `model` be a hub id and download it (needs a network)")
     allow_code: bool = Field(False, description="let Python code this recipe names run when training or scoring "
                              "needs it (rl.reward: module:function); the same as --allow-code")
-    method: MethodConfig = FullMethod()
+    method: MethodSection = Field(default_factory=lambda: registry("method").config("full")(),
+                                  description="the fine-tuning method's section, chosen by its name")
     data: DataConfig | None = None
     stages: list[dict[str, Any]] | None = Field(None, description="run these in order, each from the last one's weights")
     tasks: list[dict[str, Any]] | None = Field(None, description="multi-task: train one model on all of these")
@@ -536,6 +492,7 @@ def recipe_from_dict(raw: dict[str, Any], *, source: str = "<recipe>", base_dir:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a recipe must be a mapping of sections, got {type(raw).__name__}")
     _check_values(raw, source)
+    use_registries()
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
@@ -715,5 +672,75 @@ def recipe_to_yaml(recipe: Recipe) -> str:
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema of the recipe, for editors and documentation."""
+    """JSON Schema of the recipe, for editors and documentation: every registered method's section, one of."""
+    use_registries()
     return Recipe.model_json_schema()
+
+
+# ----------------------------------------------------------------------------- registered names
+@dataclass(frozen=True)
+class NamedField:
+    """A recipe field whose allowed values are the names in one registry (the closed lists they replace)."""
+
+    owner: type[Section]
+    field: str
+    kind: str
+    #: a list of names rather than one
+    many: bool = False
+    #: only names registered with a config (the metrics a report can compute on text)
+    configured: bool = False
+
+    def names(self) -> tuple[str, ...]:
+        reg = registry(self.kind)
+        return tuple(reg.configs()) if self.configured else tuple(reg.names())
+
+
+NAMED_FIELDS = (
+    NamedField(PreferenceConfig, "loss", "preference loss"),
+    NamedField(RLConfig, "algorithm", "advantage estimator"),
+    NamedField(EvalConfig, "metrics", "metric", many=True, configured=True),
+)
+_BUILT: dict[str, Any] = {}
+#: ``Literal`` and ``Union`` used on values known only at run time (the registered names and sections)
+ANY_OF: Any = Literal
+ONE_OF: Any = Union
+
+
+def use_registries() -> None:
+    """Load the plug-ins, then make the recipe accept exactly what the registries hold.
+
+    The ``method`` field becomes the discriminated union of every registered method's section and the
+    name fields (``task``, ``preference.loss``, ``rl.algorithm``, ``eval.metrics``) the literals of their
+    registries' names, so a typo fails with the known names and the key path, as a closed list did.
+    Rebuilt only when a registry changed since the last call (a plug-in registered late, in a test).
+    """
+    load_plugins()
+    methods = registry("method").configs()
+    tasks = tuple(registry("task").names())
+    names = [named.names() for named in NAMED_FIELDS]
+    key = (tuple(methods.items()), tasks, tuple(names))
+    if _BUILT.get("key") == key:
+        return
+    for name, section in methods.items():
+        _check_method_section(name, section)
+    for named, allowed in zip(NAMED_FIELDS, names):  # the sections first: Recipe's rebuild takes them in
+        _retype(named.owner, named.field, list[ANY_OF[allowed]] if named.many else ANY_OF[allowed])
+    sections = tuple(methods.values())
+    _retype(Recipe, "method", ONE_OF[sections], discriminator="name" if len(sections) > 1 else None)
+    _retype(Recipe, "task", ANY_OF[tasks] | None)
+    _BUILT["key"] = key
+
+
+def _retype(model: type[Section], field: str, annotation: Any, discriminator: str | None = None) -> None:
+    """Give ``model.field`` a new type, keeping its default and description, and rebuild the validator."""
+    info = FieldInfo.from_annotated_attribute(annotation, model.model_fields[field])
+    info.discriminator = discriminator
+    model.model_fields[field] = info
+    model.model_rebuild(force=True)
+
+
+def _check_method_section(name: str, section: Any) -> None:
+    ok = isinstance(section, type) and issubclass(section, MethodSection)
+    if not ok or section.model_fields["name"].default != name:
+        raise TypeError(f"method {name!r} must register with config=<a MethodSection subclass whose "
+                        f"name is Literal[{name!r}] = {name!r}>, got {section!r}")

@@ -193,7 +193,7 @@ def test_training_on_a_bf16_base_changes_only_the_adapter_and_tracks_float32(
 
 def test_auto_frozen_dtype_is_bf16_on_amx_cpus_only(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = TrainConfig()
-    assert cfg.frozen_dtype == "auto" and cfg.fused_lora
+    assert cfg.speed.frozen_dtype == "auto" and cfg.speed.fused_lora
     monkeypatch.setattr(preflight, "cpu_flags", lambda: {"avx512f", "amx_bf16", "amx_tile"})
     assert preflight.resolve_frozen_dtype(cfg, "cpu") is torch.bfloat16
     assert preflight.resolve_frozen_dtype(cfg, "cuda") is None  # autocast already multiplies in bf16 there

@@ -101,7 +101,7 @@ def test_lora_merge_matches_the_adapted_model(tmp_path: Path, tiny_decoder: Path
     model.eval()
     adapted = model(input_ids=ids).logits
     from tuneforge.methods.lora import Lora
-    from tuneforge.recipe import LoraMethod
+    from tuneforge.methods.lora import LoraMethod
 
     merged = Lora(LoraMethod(r=4, alpha=8)).merge(model)
     assert torch.allclose(merged(input_ids=ids).logits, adapted, atol=1e-5)
@@ -155,7 +155,7 @@ def test_layer_freeze_keeps_the_bottom_blocks_and_embeddings(tmp_path: Path, tin
 
 def test_gradual_unfreezing_follows_its_schedule(tiny_encoder: Path) -> None:
     from tuneforge.methods.gradual import GradualUnfreeze
-    from tuneforge.recipe import GradualUnfreezeMethod
+    from tuneforge.methods.gradual import GradualUnfreezeMethod
 
     model = load_model(resolve_model(str(tiny_encoder)), head="sequence_classification", num_labels=2)
     method = GradualUnfreeze(GradualUnfreezeMethod(every_epochs=1))
@@ -174,7 +174,7 @@ def test_gradual_unfreezing_follows_its_schedule(tiny_encoder: Path) -> None:
 
 def test_discriminative_rates_decay_from_the_top(tiny_encoder: Path) -> None:
     from tuneforge.methods.discriminative import Discriminative
-    from tuneforge.recipe import DiscriminativeMethod
+    from tuneforge.methods.discriminative import DiscriminativeMethod
 
     model = load_model(resolve_model(str(tiny_encoder)), head="sequence_classification", num_labels=2)
     method = Discriminative(DiscriminativeMethod(layer_lr_decay=0.5, head_lr=1.0))

@@ -5,7 +5,8 @@ import pytest
 from tuneforge.errors import ConfigError
 import yaml
 
-from tuneforge.recipe import LoraMethod, load_recipe, parse_overrides, recipe_from_dict
+from tuneforge.methods.lora import LoraMethod
+from tuneforge.recipe import load_recipe, parse_overrides, recipe_from_dict
 
 MINIMAL = """\
 task: classification

@@ -23,7 +23,8 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path: Path, tiny
     from tuneforge.methods import get_method
     from tuneforge.models.loading import load_model, load_tokenizer
     from tuneforge.models.resolve import resolve_model
-    from tuneforge.recipe import FullMethod, recipe_from_dict
+    from tuneforge.methods.full import FullMethod
+    from tuneforge.recipe import recipe_from_dict
     from tuneforge.tasks.base import get_task
 
     train = write_jsonl(tmp_path / "train.jsonl", product_rows(16))

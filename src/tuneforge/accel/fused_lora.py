@@ -8,9 +8,9 @@ matmul itself (profile in ``bench/RESULTS.md``). Here the adapter's product is a
 into the base output (``addmm_``, one pass), the scale rides on the rank-``r`` side, and backward
 computes the four gradients it needs from ``x``, the dropped positions and the ``(tokens, r)``
 intermediate. A gated MLP's ``down_proj`` keeps the product's factors instead of ``x``, and
-recomputes ``x`` in backward (``train/swiglu.py``).
+recomputes ``x`` in backward (``accel/swiglu.py``).
 
-The arithmetic is peft's (the same dropout draws as ``methods/lora_dropout.py``, in the same order;
+The arithmetic is peft's (the same dropout draws as ``accel/lora_dropout.py``, in the same order;
 tested against peft's forward and gradients). Parameters, their names and the adapter files are
 untouched: only the module's class changes, and :func:`unfuse_lora` changes it back. Anything the
 fused path does not cover (DoRA and other variants, several active adapters, merged or disabled

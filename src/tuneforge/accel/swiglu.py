@@ -7,7 +7,7 @@ backward from ``gate(x)`` (one element-wise pass), so a third of that memory is 
 token over SmolLM2-135M's 30 blocks with bf16 saved activations, 184 KB without. The forward is one
 pass shorter too (the product is taken in place).
 
-A fused LoRA ``down_proj`` (``methods/fused_lora.py``) needs its input in backward for ``lora_A``'s
+A fused LoRA ``down_proj`` (``accel/fused_lora.py``) needs its input in backward for ``lora_A``'s
 gradient. The product carries its factors (:data:`FACTORS`), which this function keeps anyway, so the
 layer keeps references to them, not a copy of the product, and recomputes it in backward (one SiLU
 and one product): another 1536-wide tensor a token and block not kept, 184 KB a token for SmolLM2-135M

@@ -32,7 +32,7 @@ from tuneforge.compress.base import COMPRESSORS, Compressor, Context
 from tuneforge.errors import UserError
 from tuneforge.methods import get_method
 from tuneforge.methods.base import transformer_blocks
-from tuneforge.recipe import FullMethod
+from tuneforge.methods.full import FullMethod
 from tuneforge.run.folder import RunDir
 from tuneforge.train.loop import fit
 

@@ -88,7 +88,7 @@ def select_for_labelling(run_dir: Path | str, pool_file: Path | str, output: Pat
     from tuneforge.data.embed import embed
 
     loaded = load_run(run_dir)
-    if loaded.task.name != "classification":
+    if not loaded.task.predicts_labels:
         raise UserError(f"{run_dir} is a {loaded.task.name} run; active learning here ranks classification pools")
     records = read_records(Path(pool_file))
     bad = [f"{r.where()}: missing or empty {text_field!r}" for r in records

@@ -108,7 +108,7 @@ def run_label_check(run_dir: Path | str) -> Any:
     from tuneforge.tasks.base import Example
 
     loaded = load_run(run_dir)
-    if loaded.task.name != "classification":
+    if not loaded.task.predicts_labels:
         raise UserError(f"{run_dir} is a {loaded.task.name} run; the label check needs a classification run")
 
     def check(texts: list[str]) -> list[str]:

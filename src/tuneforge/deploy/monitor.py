@@ -220,7 +220,7 @@ def monitor(run_dir: Path | str, log_path: Path | str, *, out_dir: Path | str | 
         tests = report["tests"]
         tests["embedding"] = embedding_drift(train_texts, log.inputs, embedder, th, seed)
         tests["length"] = length_drift(length(train_texts), length(log.inputs), th)
-        if task.name == "classification":
+        if task.predicts_labels:
             tests["labels"] = label_shift([e.target for e in train], [str(o) for o in log.outputs if o is not None], th)
         tests["oov"] = oov(train_texts, [e.text for e in held], log.inputs, th)
     report["verdict"] = verdict(report, th)

@@ -77,7 +77,7 @@ def compare(run_dir: Path | str, *, baselines: list[str] | None = None, k: int =
     for name in names:
         BASELINES.get(name)  # fail on a typo before any model loads
     recipe, task, _ = load_task(run_dir)
-    if task.name != "classification":
+    if not task.predicts_labels:
         raise UserError(f"tuneforge compare supports classification runs; {run_dir} is a {task.name} run")
     test = load_split(run_dir, task, "test")
     if not test:

@@ -121,13 +121,13 @@ def analyse(task: Task, examples: list[Example], predictions: list[dict[str, Any
     metric = next((m for m in task.per_item_metrics if items.get(m)), None)
     item = items.get(metric) if metric else None
     out: dict[str, Any] = {"metric": metric, "worst": worst_items(examples, predictions, item, top)}
-    if task.name == "classification":
+    if task.predicts_labels:
         scores = task.score(examples, predictions)
         out["confusion_pairs"] = confusion_pairs(scores["confusion_matrix"], top)
         out["calibration"] = calibration([p["prediction"] == e.target for e, p in zip(examples, predictions)],
                                          [p["confidence"] for p in predictions])
     if item is not None:
-        out["slices"] = slices(examples, item, fields or {}, by_label=task.name == "classification")
+        out["slices"] = slices(examples, item, fields or {}, by_label=task.predicts_labels)
     return out
 
 

@@ -62,12 +62,8 @@ def _schema_failures(schema: dict[str, Any], answer: str) -> list[str]:
 
 def answers(task: Task, model: Any, cases: list[GoldenCase]) -> list[str]:
     """The model's answer to each case's input, as text."""
-    from tuneforge.api import _parse_for_prediction
-
-    cfg = task.recipe.data
-    field = cfg.prompt_field if task.name == "generation" else cfg.text_field
-    records = [Record(source="eval.golden", line=i + 1, fields={field: c.input}) for i, c in enumerate(cases)]
-    examples = _parse_for_prediction(task, records, "recipe eval.golden")
+    records = [Record(source="eval.golden", line=i + 1, fields=task.input_fields(c.input)) for i, c in enumerate(cases)]
+    examples = task.parse_for_prediction(records, "recipe eval.golden")
     out = []
     for p in task.predict(model, examples):
         shown = p.get("raw", p["prediction"])

@@ -3,6 +3,9 @@
 Every metric that takes ``(refs, preds)`` is registered in ``METRICS`` so a task or a recipe can name it
 (``METRICS.get("macro_f1")``) and a typo fails with the list of valid names. ``perplexity``,
 ``bootstrap_ci`` and ``parse_json_object`` are helpers with other signatures and are not registered.
+A metric that scores reference text against predicted text registers with a ``TextMetric``
+(``@METRICS.register("chrf", config=TextMetric(value="score"))``): a recipe may then select it for the
+report by name (``eval.metrics: [rouge_1, chrf, bertscore]``).
 
 Each metric is either a thin wrapper over the field's reference implementation (rouge-score, sacrebleu)
 or written out here and tested to equal it (scikit-learn for the classification metrics), so a number
@@ -19,6 +22,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +32,20 @@ from tuneforge.registry import Registry
 METRICS: Registry[Callable[..., Any]] = Registry("metric")
 
 
-def _check(refs: Sequence[object], preds: Sequence[object]) -> int:
+@dataclass(frozen=True)
+class TextMetric:
+    """How a report uses a metric of ``(reference texts, predicted texts)``: the config it registers with.
+
+    ``value``: the key of the number to report when the metric returns a dict (``"score"`` for chrF).
+    ``per_item``: the metric is the mean of one value per item (ROUGE, token F1), so the report bootstraps
+    those values, paired between base and tuned; otherwise it recomputes the metric on resampled test sets.
+    """
+
+    value: str | None = None
+    per_item: bool = False
+
+
+def check_pairs(refs: Sequence[object], preds: Sequence[object]) -> int:
     if len(refs) != len(preds):
         raise ValueError(f"{len(refs)} references but {len(preds)} predictions: they must pair up one to one")
     if not refs:
@@ -36,13 +53,13 @@ def _check(refs: Sequence[object], preds: Sequence[object]) -> int:
     return len(refs)
 
 
-def _f1(tp: int, fp: int, fn: int) -> float:
+def f1_score(tp: int, fp: int, fn: int) -> float:
     """F1 as 2TP / (2TP + FP + FN); 0 when the denominator is 0 (scikit-learn's ``zero_division=0``)."""
     denom = 2 * tp + fp + fn
     return 2 * tp / denom if denom else 0.0
 
 
-def _ratio(num: int, denom: int) -> float:
+def ratio(num: int, denom: int) -> float:
     return num / denom if denom else 0.0
 
 
@@ -59,14 +76,14 @@ def _label_set(refs: Sequence[str], preds: Sequence[str], labels: Sequence[str] 
     return list(labels)
 
 
-@METRICS.register("accuracy")
+@METRICS.register("accuracy", config=TextMetric(per_item=True))
 def accuracy(refs: list[str], preds: list[str]) -> float:
     """Share of predictions equal to their reference (exact string match).
 
     >>> accuracy(["a", "b", "b"], ["a", "b", "a"])
     0.6666666666666666
     """
-    n = _check(refs, preds)
+    n = check_pairs(refs, preds)
     return sum(r == p for r, p in zip(refs, preds)) / n
 
 
@@ -83,7 +100,7 @@ def per_class(refs: list[str], preds: list[str], labels: list[str] | None = None
     >>> per_class(["a", "b"], ["a", "a"])["a"]
     {'precision': 0.5, 'recall': 1.0, 'f1': 0.6666666666666666, 'support': 1}
     """
-    _check(refs, preds)
+    check_pairs(refs, preds)
     tp: Counter[str] = Counter(r for r, p in zip(refs, preds) if r == p)
     n_true = Counter(refs)
     n_pred = Counter(preds)
@@ -91,15 +108,15 @@ def per_class(refs: list[str], preds: list[str], labels: list[str] | None = None
     for label in _label_set(refs, preds, labels):
         t, fp, fn = tp[label], n_pred[label] - tp[label], n_true[label] - tp[label]
         out[label] = {
-            "precision": _ratio(t, t + fp),
-            "recall": _ratio(t, t + fn),
-            "f1": _f1(t, fp, fn),
+            "precision": ratio(t, t + fp),
+            "recall": ratio(t, t + fn),
+            "f1": f1_score(t, fp, fn),
             "support": n_true[label],
         }
     return out
 
 
-@METRICS.register("macro_f1")
+@METRICS.register("macro_f1", config=TextMetric())
 def macro_f1(refs: list[str], preds: list[str], labels: list[str] | None = None) -> float:
     """Unweighted mean of per-label F1 over ``labels`` (default: sorted union of refs and preds).
 
@@ -127,7 +144,7 @@ def confusion_matrix(refs: list[str], preds: list[str], labels: list[str] | None
     >>> confusion_matrix(["a", "b"], ["a", "maybe"], labels=["a", "b"])
     {'labels': ['a', 'b', 'maybe'], 'matrix': [[1, 0, 0], [0, 0, 1], [0, 0, 0]]}
     """
-    _check(refs, preds)
+    check_pairs(refs, preds)
     names = _label_set(refs, preds, labels)
     names += sorted((set(refs) | set(preds)) - set(names))
     index = {name: i for i, name in enumerate(names)}
@@ -200,7 +217,7 @@ def json_valid(refs: list[dict[str, Any]], preds: list[dict[str, Any] | None]) -
     >>> json_valid([{}, {}], [{"a": 1}, None])
     0.5
     """
-    n = _check(refs, preds)
+    n = check_pairs(refs, preds)
     return sum(p is not None for p in preds) / n
 
 
@@ -214,7 +231,7 @@ def exact_match(refs: list[dict[str, Any]], preds: list[dict[str, Any] | None]) 
     >>> exact_match([{"a": 1, "b": None}], [{"a": "1.0"}])
     1.0
     """
-    n = _check(refs, preds)
+    n = check_pairs(refs, preds)
     hits = sum(p is not None and normalise_record(r) == normalise_record(p) for r, p in zip(refs, preds))
     return hits / n
 
@@ -234,7 +251,7 @@ def field_prf(refs: list[dict[str, Any]], preds: list[dict[str, Any] | None]) ->
     >>> field_prf([{"a": 1, "b": "x"}], [{"a": 1, "b": "y"}])["f1"]
     0.5
     """
-    _check(refs, preds)
+    check_pairs(refs, preds)
     tp: Counter[str] = Counter()
     fp: Counter[str] = Counter()
     fn: Counter[str] = Counter()
@@ -250,18 +267,18 @@ def field_prf(refs: list[dict[str, Any]], preds: list[dict[str, Any] | None]) ->
                 fn[field] += 1
     per_field = {
         field: {
-            "precision": _ratio(tp[field], tp[field] + fp[field]),
-            "recall": _ratio(tp[field], tp[field] + fn[field]),
-            "f1": _f1(tp[field], fp[field], fn[field]),
+            "precision": ratio(tp[field], tp[field] + fp[field]),
+            "recall": ratio(tp[field], tp[field] + fn[field]),
+            "f1": f1_score(tp[field], fp[field], fn[field]),
             "support": tp[field] + fn[field],
         }
         for field in sorted(tp.keys() | fp.keys() | fn.keys())
     }
     t, f_p, f_n = sum(tp.values()), sum(fp.values()), sum(fn.values())
     return {
-        "precision": _ratio(t, t + f_p),
-        "recall": _ratio(t, t + f_n),
-        "f1": _f1(t, f_p, f_n),
+        "precision": ratio(t, t + f_p),
+        "recall": ratio(t, t + f_n),
+        "f1": f1_score(t, f_p, f_n),
         "per_field": per_field,
     }
 
@@ -277,7 +294,7 @@ def field_f1(refs: list[dict[str, Any]], preds: list[dict[str, Any] | None]) -> 
 # --------------------------------------------------------------------------------------------------
 
 
-@METRICS.register("rouge_l")
+@METRICS.register("rouge_l", config=TextMetric(per_item=True))
 def rouge_l(refs: list[str], preds: list[str]) -> float:
     """Mean ROUGE-L F-measure (longest common subsequence; Lin, 2004), on a 0-1 scale.
 
@@ -287,13 +304,13 @@ def rouge_l(refs: list[str], preds: list[str]) -> float:
     """
     from rouge_score import rouge_scorer
 
-    _check(refs, preds)
+    check_pairs(refs, preds)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     scores = [scorer.score(r, p)["rougeL"].fmeasure for r, p in zip(refs, preds)]
     return float(sum(scores) / len(scores))
 
 
-@METRICS.register("bleu")
+@METRICS.register("bleu", config=TextMetric(value="score"))
 def bleu(refs: list[str], preds: list[str]) -> dict[str, Any]:
     """Corpus BLEU (Papineni et al., 2002) on a 0-100 scale, with sacrebleu's signature.
 
@@ -302,12 +319,12 @@ def bleu(refs: list[str], preds: list[str]) -> dict[str, Any]:
     """
     from sacrebleu.metrics import BLEU
 
-    _check(refs, preds)
+    check_pairs(refs, preds)
     metric = BLEU()
     return {"score": float(metric.corpus_score(preds, [refs]).score), "signature": str(metric.get_signature())}
 
 
-@METRICS.register("chrf")
+@METRICS.register("chrf", config=TextMetric(value="score"))
 def chrf(refs: list[str], preds: list[str]) -> dict[str, Any]:
     """Corpus chrF (Popović, 2015; character n-gram F-score) on a 0-100 scale, with sacrebleu's signature.
 
@@ -316,7 +333,7 @@ def chrf(refs: list[str], preds: list[str]) -> dict[str, Any]:
     """
     from sacrebleu.metrics import CHRF
 
-    _check(refs, preds)
+    check_pairs(refs, preds)
     metric = CHRF()
     return {"score": float(metric.corpus_score(preds, [refs]).score), "signature": str(metric.get_signature())}
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tuneforge.evaluate.metrics import METRICS, _check, _f1, _ratio, confusion_matrix, per_class
+from tuneforge.evaluate.metrics import METRICS, TextMetric, check_pairs, confusion_matrix, f1_score, per_class, ratio
 
 Average = Literal["macro", "micro", "weighted"]
 
@@ -34,7 +34,7 @@ Average = Literal["macro", "micro", "weighted"]
 
 def _score_matrix(refs: Sequence[str], scores: Sequence[Sequence[float]], labels: Sequence[str]) -> np.ndarray:
     """Check the inputs of a ranking metric and return the scores as an ``(N, K)`` float array."""
-    _check(refs, scores)
+    check_pairs(refs, scores)
     if len(labels) < 2:
         raise ValueError(f"need at least two labels to rank, got {list(labels)}")
     if len(set(labels)) != len(labels):
@@ -153,7 +153,7 @@ def pr_auc(refs: list[str], scores: list[list[float]], labels: list[str]) -> flo
 # --------------------------------------------------------------------------------------------------
 
 
-@METRICS.register("matthews_corrcoef")
+@METRICS.register("matthews_corrcoef", config=TextMetric())
 def matthews_corrcoef(refs: list[str], preds: list[str]) -> float:
     """Matthews correlation coefficient, multi-class (Gorodkin's R_K), in [-1, 1]; 0 is chance level.
 
@@ -223,10 +223,10 @@ def _micro_prf(refs: list[str], preds: list[str], labels: list[str] | None) -> d
     tp = int(np.trace(matrix[:k, :k]))
     fp = int(matrix[:, :k].sum()) - tp
     fn = int(matrix[:k, :].sum()) - tp
-    return {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "f1": _f1(tp, fp, fn)}
+    return {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "f1": f1_score(tp, fp, fn)}
 
 
-@METRICS.register("micro_f1")
+@METRICS.register("micro_f1", config=TextMetric())
 def micro_f1(refs: list[str], preds: list[str], labels: list[str] | None = None) -> float:
     """F1 from TP, FP and FN summed over ``labels``: ``precision_recall_f1(average="micro")["f1"]``.
 
@@ -238,7 +238,7 @@ def micro_f1(refs: list[str], preds: list[str], labels: list[str] | None = None)
     return precision_recall_f1(refs, preds, labels, average="micro")["f1"]
 
 
-@METRICS.register("weighted_f1")
+@METRICS.register("weighted_f1", config=TextMetric())
 def weighted_f1(refs: list[str], preds: list[str], labels: list[str] | None = None) -> float:
     """Per-label F1 weighted by support: ``precision_recall_f1(average="weighted")["f1"]``.
 
@@ -281,10 +281,10 @@ def _token_f1(ref: str, pred: str) -> float:
     if not ref_tokens or not pred_tokens:
         return float(ref_tokens == pred_tokens)  # SQuAD 2.0: "no answer" is right only against "no answer"
     same = sum((Counter(ref_tokens) & Counter(pred_tokens)).values())
-    return _f1(same, len(pred_tokens) - same, len(ref_tokens) - same)
+    return f1_score(same, len(pred_tokens) - same, len(ref_tokens) - same)
 
 
-@METRICS.register("qa_exact_match")
+@METRICS.register("qa_exact_match", config=TextMetric(per_item=True))
 def qa_exact_match(refs: list[str | list[str]], preds: list[str]) -> float:
     """Share of predictions equal to some acceptable answer after ``normalise_answer`` (SQuAD EM, 0-1).
 
@@ -294,11 +294,11 @@ def qa_exact_match(refs: list[str | list[str]], preds: list[str]) -> float:
     >>> qa_exact_match([["Paris", "Paris, France"], "1984"], ["paris!", "in 1984"])
     0.5
     """
-    n = _check(refs, preds)
+    n = check_pairs(refs, preds)
     return sum(max(normalise_answer(a) == normalise_answer(p) for a in _answers(r)) for r, p in zip(refs, preds)) / n
 
 
-@METRICS.register("token_f1")
+@METRICS.register("token_f1", config=TextMetric(per_item=True))
 def token_f1(refs: list[str | list[str]], preds: list[str]) -> float:
     """Mean token-overlap F1 between prediction and best acceptable answer (SQuAD F1, 0-1).
 
@@ -308,7 +308,7 @@ def token_f1(refs: list[str | list[str]], preds: list[str]) -> float:
     >>> token_f1(["the cat sat"], ["a cat sat down"])
     0.8
     """
-    n = _check(refs, preds)
+    n = check_pairs(refs, preds)
     return sum(max(_token_f1(a, p) for a in _answers(r)) for r, p in zip(refs, preds)) / n
 
 
@@ -318,7 +318,7 @@ def token_f1(refs: list[str | list[str]], preds: list[str]) -> float:
 
 
 def _check_ranking(relevant: Sequence[Collection[str]], ranked: Sequence[Sequence[str]]) -> int:
-    n = _check(relevant, ranked)
+    n = check_pairs(relevant, ranked)
     empty = [i for i, r in enumerate(relevant) if not r]
     if empty:
         raise ValueError(f"queries {empty[:10]} have no relevant items, so the metric is undefined; drop them")
@@ -385,7 +385,7 @@ def mcnemar(correct_a: list[bool], correct_b: list[bool]) -> dict[str, Any]:
     >>> mcnemar([True, True, True, False], [False, False, False, False])
     {'b': 3, 'c': 0, 'statistic': 0.0, 'p_value': 0.25, 'method': 'exact'}
     """
-    _check(correct_a, correct_b)
+    check_pairs(correct_a, correct_b)
     b = sum(bool(x) and not bool(y) for x, y in zip(correct_a, correct_b))
     c = sum(bool(y) and not bool(x) for x, y in zip(correct_a, correct_b))
     n = b + c
@@ -421,7 +421,7 @@ def paired_bootstrap(
     >>> {key: round(value, 3) for key, value in result.items()}
     {'mean_diff': 0.5, 'ci_low': 0.125, 'ci_high': 0.875, 'share_b_better': 0.996, 'p_value': 0.006}
     """
-    m = _check(scores_a, scores_b)
+    m = check_pairs(scores_a, scores_b)
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     if not 0.0 < alpha < 1.0:

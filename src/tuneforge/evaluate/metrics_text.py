@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from tuneforge.evaluate.metrics import METRICS, _check
+from tuneforge.evaluate.metrics import METRICS, TextMetric, check_pairs
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -28,7 +28,7 @@ def rouge(refs: list[str], preds: list[str]) -> dict[str, float]:
     """
     from rouge_score import rouge_scorer
 
-    n = _check(refs, preds)
+    n = check_pairs(refs, preds)
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     for r, p in zip(refs, preds):
@@ -36,6 +36,24 @@ def rouge(refs: list[str], preds: list[str]) -> dict[str, float]:
         for name in ROUGE_TYPES:
             totals[name] += scores[name].fmeasure
     return {name: totals[name] / n for name in ROUGE_TYPES}
+
+
+@METRICS.register("rouge_1", config=TextMetric(per_item=True))
+def rouge_1(refs: list[str], preds: list[str]) -> float:
+    """Mean ROUGE-1 F-measure (unigram overlap), the first of ``rouge``'s values, for selecting by name."""
+    return rouge(refs, preds)["rouge1"]
+
+
+@METRICS.register("rouge_2", config=TextMetric(per_item=True))
+def rouge_2(refs: list[str], preds: list[str]) -> float:
+    """Mean ROUGE-2 F-measure (bigram overlap), for selecting by name."""
+    return rouge(refs, preds)["rouge2"]
+
+
+@METRICS.register("rouge_lsum", config=TextMetric(per_item=True))
+def rouge_lsum(refs: list[str], preds: list[str]) -> float:
+    """Mean summary-level ROUGE-L F-measure (sentences = lines), for selecting by name."""
+    return rouge(refs, preds)["rougeLsum"]
 
 
 class _NoSynonyms:
@@ -67,7 +85,7 @@ def _wordnet() -> tuple[Any, bool]:
     return wordnet, True
 
 
-@METRICS.register("meteor")
+@METRICS.register("meteor", config=TextMetric(value="score", per_item=True))
 def meteor(refs: list[str | list[str]], preds: list[str]) -> dict[str, Any]:
     """Mean METEOR (Banerjee and Lavie, 2005) on a 0-1 scale, by NLTK, with the settings it reports in.
 
@@ -79,7 +97,7 @@ def meteor(refs: list[str | list[str]], preds: list[str]) -> dict[str, Any]:
     from nltk.tokenize import wordpunct_tokenize
     from nltk.translate.meteor_score import meteor_score
 
-    n = _check(refs, preds)
+    n = check_pairs(refs, preds)
     wordnet, real = _wordnet()
     total = 0.0
     for ref, pred in zip(refs, preds):
@@ -111,7 +129,7 @@ def bertscore_items(refs: list[str], preds: list[str], *, encoder_path: str | No
     """
     from tuneforge.evaluate.embed import get_encoder
 
-    _check(refs, preds)
+    check_pairs(refs, preds)
     enc = get_encoder(encoder_path)
     layer = enc.n_layers if layer is None else layer
     tok = enc.tokenizer
@@ -134,7 +152,7 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=True, max_length=tokenizer.model_max_length, truncation=True)
 
 
-@METRICS.register("bertscore")
+@METRICS.register("bertscore", config=TextMetric(value="f1", per_item=True))
 def bertscore(refs: list[str], preds: list[str], *, encoder_path: str | None = None,
               layer: int | None = None) -> dict[str, Any]:
     """Mean BERTScore precision, recall and F1 with the embedded MiniLM encoder (or ``encoder_path``)."""

@@ -5,17 +5,22 @@ A gain on 200 test items can be noise. Every headline metric computed from predi
 interval (resampling the same items for both models); the report calls a difference real only
 when that interval excludes zero. Means of per-item scores (accuracy, exact match) resample the
 item scores; corpus-level metrics (macro-F1, field F1, BLEU) are recomputed on each resample.
+
+Besides the task's own metrics, a recipe may select registered text metrics by name
+(``eval.metrics: [rouge_1, chrf, bertscore]``); for a task whose references and predictions are text the
+report adds them for both models, with the same paired intervals.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from tuneforge.evaluate.metrics import bootstrap_ci
+from tuneforge.evaluate.metrics import METRICS, TextMetric, bootstrap_ci
 from tuneforge.tasks.base import Example, Task
 
 
@@ -25,20 +30,75 @@ def model_scores(task: Task, examples: list[Example], predictions: list[dict[str
 
 
 def build_report(task: Task, examples: list[Example], base: dict[str, Any] | None, tuned: dict[str, Any],
-                 *, meta: dict[str, Any], samples: int) -> dict[str, Any]:
-    """``base``/``tuned`` are ``{"scores": ..., "items": per-item scores, "predictions": [...]}``."""
+                 *, meta: dict[str, Any], samples: int, metrics: Sequence[str] = ()) -> dict[str, Any]:
+    """``base``/``tuned`` are ``{"scores": ..., "items": per-item scores, "predictions": [...]}``;
+    ``metrics`` names registered text metrics to add (``eval.metrics``)."""
     report: dict[str, Any] = {**meta, "headline": list(task.headline), "n_test": len(examples),
-                              "tuned": tuned["scores"]}
+                              "tuned": dict(tuned["scores"])}
     if base is not None:
-        report["base"] = base["scores"]
+        report["base"] = dict(base["scores"])
         report["delta"] = {m: _delta(base["scores"].get(m), tuned["scores"].get(m)) for m in task.headline}
     report["intervals"] = _intervals(task, base, tuned)
     from_predictions = task.score(examples, tuned["predictions"])  # not perplexity, which needs the model
     for metric in task.headline:  # corpus-level metrics (macro-F1, field F1, BLEU): resample whole test sets
         if metric not in report["intervals"] and isinstance(from_predictions.get(metric), float):
-            report["intervals"][metric] = _resampled_interval(task, examples, base, tuned, metric)
+            report["intervals"][metric] = _resampled_interval(
+                len(examples), _task_metric(task, examples, tuned, metric),
+                None if base is None else _task_metric(task, examples, base, metric))
+    if metrics:
+        _add_text_metrics(report, list(metrics), examples, base, tuned)
     report["samples"] = _samples(examples, base, tuned, samples)
     return report
+
+
+def text_pairs(examples: list[Example], predictions: list[dict[str, Any]]) -> tuple[list[str], list[str]] | None:
+    """References and predictions as text, or ``None`` when the task's are not text (labels are text)."""
+    refs = [e.target for e in examples]
+    preds = [p["prediction"] for p in predictions]
+    if all(isinstance(x, str) for x in refs + preds):
+        return refs, preds
+    return None
+
+
+def text_metric(name: str, refs: list[str], preds: list[str]) -> float:
+    """The number the registered text metric ``name`` gives (its ``TextMetric.value`` entry for a dict)."""
+    info: TextMetric = METRICS.config(name)
+    out = METRICS.get(name)(refs, preds)
+    return float(out[info.value] if info.value is not None else out)
+
+
+def _add_text_metrics(report: dict[str, Any], names: list[str], examples: list[Example],
+                      base: dict[str, Any] | None, tuned: dict[str, Any]) -> None:
+    """Score the selected text metrics on both models; per-item ones get paired bootstrap intervals."""
+    after = text_pairs(examples, tuned["predictions"])
+    before = None if base is None else text_pairs(examples, base["predictions"])
+    if after is None:
+        report["metrics_skipped"] = f"{', '.join(names)}: this task's references and predictions are not text"
+        return
+    report["metrics"] = names
+    for name in names:
+        report["tuned"][name] = text_metric(name, *after)
+        if before is not None:
+            report["base"][name] = text_metric(name, *before)
+            report["delta"][name] = report["tuned"][name] - report["base"][name]
+        if METRICS.config(name).per_item:
+            items_after = [text_metric(name, [r], [p]) for r, p in zip(*after)]
+            items_before = None if before is None else [text_metric(name, [r], [p]) for r, p in zip(*before)]
+            report["intervals"][name] = _paired_interval(items_after, items_before)
+        else:
+            report["intervals"][name] = _resampled_interval(
+                len(examples), _resampled_text(name, after), None if before is None else _resampled_text(name, before))
+
+
+def _resampled_text(name: str, pairs: tuple[list[str], list[str]]) -> Callable[[list[int]], float]:
+    refs, preds = pairs
+    return lambda idx: text_metric(name, [refs[i] for i in idx], [preds[i] for i in idx])
+
+
+def _task_metric(task: Task, examples: list[Example], scored: dict[str, Any],
+                 metric: str) -> Callable[[list[int]], float]:
+    predictions = scored["predictions"]
+    return lambda idx: float(task.score([examples[i] for i in idx], [predictions[i] for i in idx])[metric])
 
 
 def _delta(before: Any, after: Any) -> float | None:
@@ -53,32 +113,36 @@ def _intervals(task: Task, base: dict[str, Any] | None, tuned: dict[str, Any]) -
         after = tuned["items"].get(metric)
         if not after:
             continue
-        entry: dict[str, Any] = {"tuned": list(bootstrap_ci(after))}
-        if base is not None and base["items"].get(metric):
-            before = base["items"][metric]
-            entry["base"] = list(bootstrap_ci(before))
-            lo, hi = bootstrap_ci([a - b for a, b in zip(after, before)])
-            entry["delta"] = [lo, hi]
-            entry["significant"] = lo > 0 or hi < 0
-        out[metric] = entry
+        before = base["items"].get(metric) if base is not None else None
+        out[metric] = _paired_interval(after, before or None)
     return out
 
 
-def _resampled_interval(task: Task, examples: list[Example], base: dict[str, Any] | None, tuned: dict[str, Any],
-                        metric: str, n: int = 200, seed: int = 0) -> dict[str, Any]:
+def _paired_interval(after: list[float], before: list[float] | None) -> dict[str, Any]:
+    """Bootstrap intervals of a mean of per-item values, and of its paired change when ``before`` is given."""
+    entry: dict[str, Any] = {"tuned": list(bootstrap_ci(after))}
+    if before is not None:
+        entry["base"] = list(bootstrap_ci(before))
+        lo, hi = bootstrap_ci([a - b for a, b in zip(after, before)])
+        entry["delta"] = [lo, hi]
+        entry["significant"] = lo > 0 or hi < 0
+    return entry
+
+
+def _resampled_interval(n_items: int, tuned: Callable[[list[int]], float],
+                        base: Callable[[list[int]], float] | None, n: int = 200, seed: int = 0) -> dict[str, Any]:
     """Paired percentile bootstrap of a metric that is not a mean of per-item scores.
 
     Each resample draws the same item indices for both models and recomputes the metric from
-    scratch (``task.score``), so the interval of the change accounts for the pairing.
+    scratch (``tuned(idx)``, ``base(idx)``), so the interval of the change accounts for the pairing.
     """
     rng = np.random.default_rng(seed)
     after, before = [], []
     for _ in range(n):
-        idx = rng.integers(0, len(examples), size=len(examples)).tolist()
-        sub = [examples[i] for i in idx]
-        after.append(float(task.score(sub, [tuned["predictions"][i] for i in idx])[metric]))
+        idx = rng.integers(0, n_items, size=n_items).tolist()
+        after.append(tuned(idx))
         if base is not None:
-            before.append(float(task.score(sub, [base["predictions"][i] for i in idx])[metric]))
+            before.append(base(idx))
     q = [0.025, 0.975]
     entry: dict[str, Any] = {"tuned": np.quantile(after, q).tolist()}
     if base is not None:
@@ -111,7 +175,7 @@ def _fmt(value: Any) -> str:
 
 def headline_table(report: dict[str, Any]) -> list[list[str]]:
     rows = [["metric", "base", "tuned", "change", "95% CI of change"]]
-    for metric in report["headline"]:
+    for metric in report["headline"] + report.get("metrics", []):
         ci = report["intervals"].get(metric, {}).get("delta")
         sig = report["intervals"].get(metric, {}).get("significant")
         ci_text = "-" if ci is None else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" + (" real" if sig else " not significant")

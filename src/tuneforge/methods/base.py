@@ -17,9 +17,10 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from tuneforge.errors import TuneforgeError
+from tuneforge.recipe import MethodSection
 from tuneforge.registry import Registry
 
-C = TypeVar("C")
+C = TypeVar("C", bound=MethodSection)
 
 
 class Method(ABC, Generic[C]):

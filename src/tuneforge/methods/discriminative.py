@@ -8,17 +8,26 @@ than the body (``head_lr``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
 from torch import nn
 from transformers import PreTrainedModel
 
 from tuneforge.methods.base import METHODS, Method, decay_groups
 from tuneforge.methods.layers import decayed_rates
-from tuneforge.recipe import DiscriminativeMethod
+from tuneforge.recipe import MethodSection
 
 
-@METHODS.register("discriminative")
+class DiscriminativeMethod(MethodSection):
+    """Full fine-tuning with layer-wise learning-rate decay (Howard & Ruder 2018; Clark et al. 2020)."""
+
+    name: Literal["discriminative"] = "discriminative"
+    layer_lr_decay: float = Field(0.8, gt=0, le=1, description="each block's rate = the rate of the block above x this")
+    head_lr: float | None = Field(None, gt=0, le=10, description="the head's own rate; default train.lr")
+
+
+@METHODS.register("discriminative", config=DiscriminativeMethod)
 class Discriminative(Method[DiscriminativeMethod]):
     def prepare(self, model: PreTrainedModel, head: str) -> nn.Module:
         for p in model.parameters():

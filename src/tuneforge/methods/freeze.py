@@ -8,15 +8,26 @@ the embedding matrix, so it stays frozen unless ``train_embeddings`` is set.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
 from torch import nn
 from transformers import PreTrainedModel
 
 from tuneforge.methods.base import METHODS, Method
 from tuneforge.methods.layers import is_head, layer_depths
-from tuneforge.recipe import FreezeMethod
+from tuneforge.recipe import MethodSection
 
 
-@METHODS.register("freeze")
+class FreezeMethod(MethodSection):
+    """Feature extraction: the body is frozen, the head (and optionally the last k blocks) train."""
+
+    name: Literal["freeze"] = "freeze"
+    trainable_layers: int = Field(0, ge=0, description="how many of the top transformer blocks also train")
+    train_embeddings: bool = False
+
+
+@METHODS.register("freeze", config=FreezeMethod)
 class Freeze(Method[FreezeMethod]):
     def prepare(self, model: PreTrainedModel, head: str) -> nn.Module:
         depths, n_blocks = layer_depths(model)

@@ -11,17 +11,34 @@ a resumed run picks the same stage from the step number alone.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, model_validator
 from torch import nn
 from transformers import PreTrainedModel
 
 from tuneforge.methods.base import METHODS, Method, decay_groups
 from tuneforge.methods.layers import decayed_rates, layer_depths
-from tuneforge.recipe import GradualUnfreezeMethod
+from tuneforge.recipe import MethodSection
 
 
-@METHODS.register("gradual_unfreeze")
+class GradualUnfreezeMethod(MethodSection):
+    """ULMFiT gradual unfreezing (Howard & Ruder 2018, https://arxiv.org/abs/1801.06146)."""
+
+    name: Literal["gradual_unfreeze"] = "gradual_unfreeze"
+    every_steps: int | None = Field(None, ge=1, description="unfreeze one more block every N optimizer steps")
+    every_epochs: float | None = Field(None, gt=0, description="... or every N epochs (default 1 when neither is set)")
+    start_layers: int = Field(0, ge=0, description="top blocks trainable from the start, besides the head")
+    layer_lr_decay: float = Field(1.0, gt=0, le=1, description="combine with discriminative rates (ULMFiT: 1/2.6)")
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> "GradualUnfreezeMethod":
+        if self.every_steps is not None and self.every_epochs is not None:
+            raise ValueError("set every_steps or every_epochs, not both")
+        return self
+
+
+@METHODS.register("gradual_unfreeze", config=GradualUnfreezeMethod)
 class GradualUnfreeze(Method[GradualUnfreezeMethod]):
     def prepare(self, model: PreTrainedModel, head: str) -> nn.Module:
         self._depths, self._n_blocks = layer_depths(model)

@@ -7,16 +7,29 @@ upper blocks and the head fit the task. ``modules`` freezes any further paramete
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
 from torch import nn
 from transformers import PreTrainedModel
 
 from tuneforge.errors import ConfigError
 from tuneforge.methods.base import METHODS, Method
 from tuneforge.methods.layers import layer_depths
-from tuneforge.recipe import LayerFreezeMethod
+from tuneforge.recipe import MethodSection
 
 
-@METHODS.register("layer_freeze")
+class LayerFreezeMethod(MethodSection):
+    """Freeze the embeddings and the first ``frozen_layers`` blocks (and any named modules); the rest trains."""
+
+    name: Literal["layer_freeze"] = "layer_freeze"
+    frozen_layers: int = Field(2, ge=0, description="how many of the bottom transformer blocks stay frozen")
+    freeze_embeddings: bool = True
+    modules: list[str] = Field(default_factory=list,
+                               description="also freeze parameters whose name contains one of these strings")
+
+
+@METHODS.register("layer_freeze", config=LayerFreezeMethod)
 class LayerFreeze(Method[LayerFreezeMethod]):
     def prepare(self, model: PreTrainedModel, head: str) -> nn.Module:
         depths, n_blocks = layer_depths(model)

@@ -8,17 +8,41 @@ higher rank still learns. ``rank_pattern`` / ``alpha_pattern`` give chosen modul
 
 from __future__ import annotations
 
+from typing import Literal
+
 from peft import LoraConfig
+from pydantic import Field
 from torch import nn
 from transformers import PreTrainedModel
 
 from tuneforge.methods.base import METHODS
 from tuneforge.accel.lora_dropout import fold_lora_dropout
 from tuneforge.methods.peft_base import PeftMethod, peft_task_type, untrained_pooler
-from tuneforge.recipe import LoraMethod
+from tuneforge.recipe import MethodSection
 
 
-@METHODS.register("lora")
+class LoraMethod(MethodSection):
+    """Low-rank adapters through peft (Hu et al. 2021, https://arxiv.org/abs/2106.09685).
+
+    ``use_dora`` splits each update into magnitude and direction (DoRA, Liu et al. 2024,
+    https://arxiv.org/abs/2402.09353); ``use_rslora`` scales by alpha / sqrt(r) instead of alpha / r so
+    higher ranks keep learning (Kalajdzievski 2023, https://arxiv.org/abs/2312.03732).
+    """
+
+    name: Literal["lora"] = "lora"
+    r: int = Field(16, ge=1, description="rank of the update matrices")
+    alpha: float = Field(32.0, gt=0, description="scaling numerator: the update is scaled by alpha / r")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="module names to adapt, or 'all-linear' for every linear layer but the head"
+    )
+    use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
+    use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
+    rank_pattern: dict[str, int] = Field(default_factory=dict, description="rank per module name pattern, e.g. {v_proj: 32}")
+    alpha_pattern: dict[str, float] = Field(default_factory=dict, description="alpha per module name pattern")
+
+
+@METHODS.register("lora", config=LoraMethod)
 class Lora(PeftMethod[LoraMethod]):
     def prepare(self, model: PreTrainedModel, head: str) -> nn.Module:
         wrapped = super().prepare(model, head)

@@ -45,7 +45,7 @@ class PeftMethod(Method[C]):
     def merge(self, model: nn.Module) -> PreTrainedModel:
         assert isinstance(model, PeftModel)
         if not self.mergeable:
-            raise UserError(f"a {self.cfg.name} adapter cannot be folded into the weights (it adds virtual tokens); "  # type: ignore[attr-defined]
+            raise UserError(f"a {self.cfg.name} adapter cannot be folded into the weights (it adds virtual tokens); "
                             "use the run's model/adapter folder with peft's PeftModel.from_pretrained instead")
         return model.merge_and_unload()
 

@@ -9,16 +9,35 @@ cache. Both keep the whole model frozen and cannot be merged into the weights.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit
+from pydantic import Field
 from transformers import PreTrainedModel
 
 from tuneforge.errors import ConfigError
 from tuneforge.methods.base import METHODS
 from tuneforge.methods.peft_base import PeftMethod, peft_task_type
-from tuneforge.recipe import PrefixTuningMethod, PromptTuningMethod
+from tuneforge.recipe import MethodSection
 
 
-@METHODS.register("prompt_tuning")
+class PromptTuningMethod(MethodSection):
+    """Soft prompts through peft (Lester et al. 2021, https://arxiv.org/abs/2104.08691)."""
+
+    name: Literal["prompt_tuning"] = "prompt_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, le=512)
+    init_text: str | None = Field(None, description="initialise the soft prompt from this text's embeddings")
+
+
+class PrefixTuningMethod(MethodSection):
+    """Prefix tuning through peft (Li & Liang 2021, https://arxiv.org/abs/2101.00190); decoders only."""
+
+    name: Literal["prefix_tuning"] = "prefix_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, le=512)
+    projection: bool = Field(False, description="reparameterise the prefix through an MLP, as in the paper")
+
+
+@METHODS.register("prompt_tuning", config=PromptTuningMethod)
 class PromptTuning(PeftMethod[PromptTuningMethod]):
     mergeable = False
 
@@ -33,7 +52,7 @@ class PromptTuning(PeftMethod[PromptTuningMethod]):
         )
 
 
-@METHODS.register("prefix_tuning")
+@METHODS.register("prefix_tuning", config=PrefixTuningMethod)
 class PrefixTuning(PeftMethod[PrefixTuningMethod]):
     mergeable = False
 

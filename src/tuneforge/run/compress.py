@@ -106,7 +106,8 @@ def _compress_into(tmp: Path, out: Path, source: RunDir, cfg: CompressConfig, lo
                                       "compressed": compressed["ms_per_item_runs"]}}}
     meta = {"task": task.name, "model": loaded.recipe.model, "method": loaded.recipe.method.name,
             "base_is": "the uncompressed tuned model", "compression": facts}
-    report = build_report(task, test, reference, compressed, meta=meta, samples=loaded.recipe.eval.samples)
+    report = build_report(task, test, reference, compressed, meta=meta, samples=loaded.recipe.eval.samples,
+                          metrics=loaded.recipe.eval.metrics)
     quality = {"headline": report["headline"], "uncompressed": report["base"], "compressed": report["tuned"],
                "delta": report["delta"], "intervals": report["intervals"]}
     _write_folder(source, tmp, out, {**facts, "quality": quality}, report, compressed["predictions"])

@@ -26,7 +26,8 @@ from tuneforge.models.loading import load_model, load_tokenizer
 from tuneforge.models.resolve import ResolvedModel, resolve_model
 from tuneforge.models.surgery import keep_layers, set_dropout
 from tuneforge.preference.judge import Judge
-from tuneforge.recipe import FullMethod, Recipe, load_yaml, read_utf8, recipe_from_dict
+from tuneforge.methods.full import FullMethod
+from tuneforge.recipe import Recipe, load_yaml, read_utf8, recipe_from_dict
 from tuneforge.run.folder import RunDir
 from tuneforge.run.splits import load_saved_split
 from tuneforge.tasks.base import Example, JudgeFn, Task, get_task

@@ -17,9 +17,10 @@ from typing import Any
 
 import yaml
 
-from tuneforge.evaluate.metrics import normalise_record
 from tuneforge.run.folder import RunDir
 from tuneforge.files import write_text_atomic
+from tuneforge.tasks import TASKS
+from tuneforge.tasks.base import Task
 
 CARD_FILE = "MODEL_CARD.md"
 FAILURES_SHOWN = 5
@@ -81,17 +82,13 @@ def _base_model(recipe: dict[str, Any]) -> str:
             "tuneforge**; check the model's own card before you share the tuned weights\n")
 
 
+def answers_task(recipe: dict[str, Any]) -> type[Task]:
+    """The task class that speaks for the run's answers (an RL run's are its ``rl.task``'s)."""
+    return TASKS.get(recipe["task"]).answers_task(recipe)
+
+
 def _intended_use(recipe: dict[str, Any], schema: dict[str, Any]) -> str:
-    task = recipe["task"]
-    if task == "classification":
-        labels = schema.get("labels", [])
-        does = f"assigns one of {len(labels)} labels ({', '.join(f'`{x}`' for x in labels)}) to a text"
-    elif task == "extraction":
-        fields = schema.get("fields", [])
-        does = "turns a text into a JSON object" + (f" with the fields {', '.join(f'`{x}`' for x in fields)}"
-                                                     if fields else "")
-    else:
-        does = "answers prompts with free text in the style of its training answers"
+    does = answers_task(recipe).card_purpose(schema)
     return (f"## Intended use\n\nThis model {does}. It is meant for inputs like its training data (see Data) and "
             "was evaluated only on a held-out split of that data. Out of scope: inputs from another domain, "
             "language or format; decisions about people without human review; any use the base model's licence "
@@ -172,20 +169,19 @@ def worst_slices(report: dict[str, Any]) -> list[tuple[str, float, int]]:
 
 
 def failures(run: RunDir, recipe: dict[str, Any], limit: int = FAILURES_SHOWN) -> list[dict[str, Any]]:
-    """Test items whose saved tuned prediction differs from the reference (classification, extraction)."""
-    task, data = recipe["task"], recipe["data"]
+    """Test items whose saved tuned prediction differs from the reference, for tasks whose answers are right
+    or wrong (``Task.reference_field``: classification, extraction)."""
+    task, data = answers_task(recipe), recipe["data"]
     test_file, pred_file = run.data / "test.jsonl", run.predictions / "tuned.jsonl"
-    if task == "generation" or not test_file.is_file() or not pred_file.is_file():
+    field = task.reference_field(data)
+    if field is None or not test_file.is_file() or not pred_file.is_file():
         return []
-    field = data["label_field"] if task == "classification" else data["target_field"]
     tests = [json.loads(x) for x in test_file.read_text(encoding="utf-8").split("\n") if x.strip()]
     preds = [json.loads(x) for x in pred_file.read_text(encoding="utf-8").split("\n") if x.strip()]
     out = []
     for row, pred in zip(tests, preds):
         ref, got = row["fields"].get(field), pred.get("prediction")
-        wrong = str(ref) != str(got) if task == "classification" else \
-            not isinstance(got, dict) or normalise_record(ref) != normalise_record(got)
-        if wrong:
+        if task.is_wrong(ref, got):
             out.append({"where": f"{Path(row['source']).name}:{row['line']}",
                         "input": row["fields"].get(data["text_field"]), "reference": ref, "prediction": got})
         if len(out) >= limit:
@@ -198,8 +194,7 @@ def _limitations(run: RunDir, recipe: dict[str, Any], report: dict[str, Any] | N
     if report:
         worst = worst_slices(report)
         if worst:
-            kind = "classes" if recipe["task"] == "classification" else "fields"
-            lines.append(f"Weakest {kind} on the test split (F1, support):")
+            lines.append(f"Weakest {answers_task(recipe).slice_noun} on the test split (F1, support):")
             lines += [f"- `{name}`: F1 {f1:.3f} on {n} items" for name, f1, n in worst]
             lines.append("")
     bad = failures(run, recipe)
@@ -210,7 +205,8 @@ def _limitations(run: RunDir, recipe: dict[str, Any], report: dict[str, Any] | N
                          f"`{json.dumps(b['reference'], ensure_ascii=False)}`, "
                          f"got `{json.dumps(b['prediction'], ensure_ascii=False)}`")
         lines.append("")
-    elif recipe["task"] != "generation" and (run.predictions / "tuned.jsonl").is_file():
+    elif (answers_task(recipe).reference_field(recipe["data"]) is not None
+          and (run.predictions / "tuned.jsonl").is_file()):
         lines += ["No test item was answered wrongly; the test split may be too easy or too small to show "
                   "this model's failures.", ""]
     lines.append("The figures hold for data like the test split only; they say nothing about other domains.")

@@ -47,10 +47,11 @@ from tuneforge.run.splits import Splits, parse_splits, read_splits, save_splits
 from tuneforge.tasks.base import Encoded, Example, Task, mean_loss
 from tuneforge.tasks.encode_cache import encode_cached
 from tuneforge.train.guards import ForgettingCheck, training_set
+from tuneforge.train.forgetting import ForgettingHook
+from tuneforge.train.hooks import OnValidation
 from tuneforge.train.loop import ValidationHook, fit, total_steps
 from tuneforge.train.preflight import Preflight, resolve_device, resolve_precision, run_preflight
-from tuneforge.train.privacy import plan_privacy
-from tuneforge.train.privacy import spent as privacy_spent
+from tuneforge.train.privacy import DPSGD
 
 __all__ = ["RecipeLike", "TrainResult", "as_recipe", "base_scores", "check_early_stopping_metric", "check_same_data",
            "document_and_register", "environment", "evaluate", "finish", "folder_bytes", "model_for",
@@ -177,17 +178,18 @@ def train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, tr
                       on_validation: ValidationHook | None = None) -> dict[str, Any] | None:
     test = splits.examples["test"]
     base = base_scores(run, recipe, task, model, test, echo) if accelerator.is_main_process else None
-    general_before = check.before(model, run, echo) if check is not None else None
+    hooks = check.hooks(run, echo, main=accelerator.is_main_process) if check is not None else []
     validate = validator(task, recipe, splits) if splits.examples["validation"] else None
     metric = recipe.train.early_stopping.metric if recipe.train.early_stopping else "loss"
     lower = metric == "loss" or metric in task.lower_is_better
     steps = total_steps(len(train_enc), recipe.train)
     privacy = recipe.train.privacy
-    plan = plan_privacy(privacy, len(train_enc), recipe.train.batch_size * recipe.train.grad_accum, steps) if privacy else None
-    state = fit(model=model, task=task, method=method, train=train_enc, validate=validate, cfg=recipe.train,
-                run=run, accelerator=accelerator, resume=resume, lower_is_better=lower,
-                penalty=check.penalty(model) if check is not None else None, privacy=plan,
-                on_validation=on_validation)
+    batch = recipe.train.batch_size * recipe.train.grad_accum
+    dp = DPSGD.planned(privacy, len(train_enc), batch, steps) if privacy else None
+    hooks += [dp] if dp is not None else []
+    hooks += [OnValidation(on_validation)] if on_validation is not None else []
+    state = fit(model, train_enc, recipe.train, hooks, task=task, method=method, run=run, accelerator=accelerator,
+                resume=resume, validate=validate, lower_is_better=lower)
     if not accelerator.is_main_process:
         return None  # the main process saves and scores the model
     model = accelerator.unwrap_model(model)
@@ -196,11 +198,11 @@ def train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, tr
     tuned = score(task, model, test) if test else None
     training = state.summary()
     extra: dict[str, Any] = {"adapter_bytes": folder_bytes(run.model)}
-    if plan is not None:
-        extra["privacy"] = privacy_spent(plan, state.step)
-    if check is not None and general_before is not None:
-        echo("measuring general ability after training")
-        extra["forgetting"] = check.after(model, general_before)
+    if dp is not None:
+        extra["privacy"] = dp.spent(state.step)
+    forgetting = [h.result for h in hooks if isinstance(h, ForgettingHook) and h.result is not None]
+    if forgetting:
+        extra["forgetting"] = forgetting[0]
     report = finish(run, recipe, task, test, base, tuned, count_parameters(model), training, extra)
     echo(render_table(headline_table(report)) if report else "no test split: nothing to report")
     echo(f"run folder: {run.root}")
@@ -298,7 +300,8 @@ def finish(run: RunDir, recipe: Recipe, task: Task, test: list[Example], base: d
                 **(extra or {})}
         if training is not None:
             meta["training"] = training
-        report = build_report(task, test, base, tuned, meta=meta, samples=recipe.eval.samples)
+        report = build_report(task, test, base, tuned, meta=meta, samples=recipe.eval.samples,
+                              metrics=recipe.eval.metrics)
         add_analysis(report, run, task, test, tuned["predictions"])  # error analysis and figure data
         write_text_atomic(run.report_md, render_markdown(report))
         write_text_atomic(run.root / "report.html", render_html(report))

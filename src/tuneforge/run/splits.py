@@ -44,9 +44,7 @@ def read_splits(recipe: Recipe, task: Task, problems: list[str]) -> dict[str, li
     val_share = 0.0 if "validation" in given else data.split.validation
     test_share = 0.0 if "test" in given else data.split.test
     if val_share or test_share:
-        stratify = None
-        if task.name == "classification" and data.split.stratify:
-            stratify = lambda r: str(r.fields.get(data.label_field))  # noqa: E731
+        stratify = task.stratify_key() if data.split.stratify else None
         train, val, test = split_records(train, validation=val_share, test=test_share, seed=data.split.seed,
                                          stratify_by=stratify)
         given.setdefault("validation", val)

@@ -47,10 +47,10 @@ from tuneforge.serve.guard import Guard, Scope
 from tuneforge.serve.metrics import Metrics
 from tuneforge.serve.redact import redact
 from tuneforge.serve.schemas import (
-    ChatChoice, ChatMessage, ChatResponse, Classified, ClassifyResponse, CompletionChoice, CompletionResponse,
-    ErrorBody, Extracted, ExtractResponse, Health, Usage, request_models,
+    ChatChoice, ChatMessage, ChatResponse, CompletionChoice, CompletionResponse, ErrorBody, Health, Usage,
+    request_models, task_response_model,
 )
-from tuneforge.serve.served import TASK_ENDPOINT, Answer, ServedModel
+from tuneforge.serve.served import Answer, ServedModel
 from tuneforge.serve.timeouts import Timeout, derive_timeout, read_preflight
 from tuneforge.tasks.base import Example
 
@@ -63,7 +63,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 Predict = Callable[[list[Example]], Awaitable[list[dict[str, Any]]]]  # validated, batched, timed-out prediction
 SSE = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events when stream is true"}}
-KNOWN = {"/health", "/metrics", "/v1/classify", "/v1/extract", "/v1/chat/completions", "/v1/completions"}
+KNOWN = {"/health", "/metrics", "/v1/chat/completions", "/v1/completions"}  # and the task's own route
 DOCS = {"/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")  # a field name fit to repeat: ours all are
 MAX_ERRORS = 20  # validation errors listed in one answer (a list of 10,000 bad items needs no 10,000 lines)
@@ -143,7 +143,7 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
     _install_error_handlers(app)
     public = frozenset({"/health"} | (DOCS if cfg.public_metrics else set()))
     app.add_middleware(Guard, max_body=cfg.max_body_bytes, api_key=api_key, public_paths=public,
-                       on_done=_recorder(metrics, log))
+                       on_done=_recorder(metrics, log, KNOWN | _own_route(served)))
 
     async def run(examples: list[Example]) -> list[dict[str, Any]]:
         served.check_prompt_lengths(examples, max_input_tokens)
@@ -217,12 +217,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return SafeJSONResponse({"detail": _clean(str(err), 2000), "request_id": _rid(request)}, status_code=422)
 
 
-def _recorder(metrics: Metrics, log: RequestLog | None) -> Callable[[Scope, int, float], None]:
+def _recorder(metrics: Metrics, log: RequestLog | None, known: set[str]) -> Callable[[Scope, int, float], None]:
     """What ``Guard`` calls once per answered request: count and time it, and (opt-in) log /v1 traffic."""
 
     def record(scope: Scope, status: int, seconds: float) -> None:
         path = scope.get("path", "")
-        endpoint = path if path in KNOWN else "other"  # bounded label set: no label per random URL
+        endpoint = path if path in known else "other"  # bounded label set: no label per random URL
         metrics.observe_request(endpoint, status, seconds)
         if log is not None and path.startswith("/v1/"):
             payload = scope.get("state", {}).get("log", {})
@@ -233,25 +233,27 @@ def _recorder(metrics: Metrics, log: RequestLog | None) -> Callable[[Scope, int,
 
 
 # ----------------------------------------------------------------------------- routes and pieces
+def _own_route(served: ServedModel) -> set[str]:
+    route = served.task.serve_route
+    return {route} if route else set()
+
+
 def _task_routes(app: FastAPI, served: ServedModel, run: Predict, auth: list[Any],
                  TextsRequest: type[BaseModel]) -> None:  # noqa: N803 (a class, used as an annotation)
-    """``/v1/classify`` or ``/v1/extract``, whichever the run's task is."""
-    if served.task.name == "classification":
-        @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, dependencies=auth)
-        async def classify(body: TextsRequest, request: Request) -> ClassifyResponse:
-            preds = await run(served.from_texts(body.texts))
-            request.state.log = {"inputs": body.texts, "outputs": [p["prediction"] for p in preds]}
-            return ClassifyResponse(model=served.name, results=[
-                Classified(label=p["prediction"], confidence=p["confidence"], probabilities=p["probabilities"])
-                for p in preds])
+    """The task's own endpoint (``/v1/classify``, ``/v1/extract``), where it has one: texts in, its results out."""
+    task = served.task
+    route = task.serve_route
+    if route is None or task.serve_result_model is None:
+        return
+    response_model = task_response_model(route, task.serve_result_model)
 
-    if served.task.name == "extraction":
-        @app.post("/v1/extract", response_model=ExtractResponse, responses=ERRORS, dependencies=auth)
-        async def extract(body: TextsRequest, request: Request) -> ExtractResponse:
-            preds = await run(served.from_texts(body.texts))
-            request.state.log = {"inputs": body.texts, "outputs": [p["prediction"] for p in preds]}
-            return ExtractResponse(model=served.name,
-                                   results=[Extracted(fields=p["prediction"], raw=p["raw"]) for p in preds])
+    async def answer_texts(body: TextsRequest, request: Request) -> Any:
+        preds = await run(served.from_texts(body.texts))
+        request.state.log = {"inputs": body.texts, "outputs": [p["prediction"] for p in preds]}
+        return response_model(model=served.name, results=[task.serve_result(p) for p in preds])
+
+    app.post(route, response_model=response_model, responses=ERRORS, dependencies=auth,
+             name=route.rsplit("/", 1)[-1])(answer_texts)
 
 
 def _openai_routes(app: FastAPI, served: ServedModel, run: Predict, auth: list[Any],

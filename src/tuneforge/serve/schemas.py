@@ -13,6 +13,7 @@ hold, so it is refused here with a 422 naming the field instead of failing later
 from __future__ import annotations
 
 import re
+from types import GenericAlias
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
@@ -44,25 +45,12 @@ class Lenient(BaseModel):
 
 
 # ----------------------------------------------------------------------------- task endpoints
-class Classified(BaseModel):
-    label: str
-    confidence: float
-    probabilities: dict[str, float]
-
-
-class ClassifyResponse(BaseModel):
-    model: str
-    results: list[Classified]
-
-
-class Extracted(BaseModel):
-    fields: dict[str, Any] | None = Field(description="the parsed JSON object, null when the answer was not JSON")
-    raw: str = Field(description="the model's answer as generated")
-
-
-class ExtractResponse(BaseModel):
-    model: str
-    results: list[Extracted]
+def task_response_model(route: str, result: type[BaseModel]) -> type[BaseModel]:
+    """``{model, results}`` around a task's own result model (``Task.serve_result_model``), named after the
+    route in the OpenAPI document: ``/v1/classify`` answers a ``ClassifyResponse``."""
+    name = route.rstrip("/").rsplit("/", 1)[-1].capitalize() + "Response"
+    results: Any = GenericAlias(list, (result,))  # list[result], for a class known only at run time
+    return create_model(name, model=(str, ...), results=(results, ...))
 
 
 # ----------------------------------------------------------------------------- OpenAI-compatible

@@ -1,7 +1,8 @@
 """The served model: turns request inputs into the task's own examples and predictions into answers.
 
-Every input goes through the same path as offline ``tuneforge predict`` (the task's parser via
-``api._parse_for_prediction``, then ``task.predict``), so a served answer is the offline answer.
+Every input goes through the same path as offline ``tuneforge predict`` (``task.parse_for_prediction``,
+then ``task.predict``), so a served answer is the offline answer. The task decides what a request's
+text or conversation stands for and how its prediction reads as an answer.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.api import Loaded, _parse_for_prediction, load_run
+from tuneforge.api import Loaded, load_run
 from tuneforge.data.readers import Record
 from tuneforge.errors import UserError
 from tuneforge.tasks.base import Example, prompt_text
-
-TASK_ENDPOINT = {"classification": "/v1/classify", "extraction": "/v1/extract"}
 
 
 @dataclass
@@ -49,33 +48,21 @@ class ServedModel:
     # -- inputs -------------------------------------------------------------------------
     def _examples(self, rows: list[dict[str, Any]]) -> list[Example]:
         records = [Record(source="request", line=i + 1, fields=f) for i, f in enumerate(rows)]
-        return _parse_for_prediction(self.task, records, "the request")
+        return self.task.parse_for_prediction(records, "the request")
 
     def from_texts(self, texts: list[str]) -> list[Example]:
-        """Inputs of /v1/classify and /v1/extract (and the text of an OpenAI request for those tasks)."""
-        return self._examples([{self.task.recipe.data.text_field: t} for t in texts])
+        """Inputs of the task's own endpoint (``/v1/classify``), each a row as the task lays a bare text out."""
+        return self._examples([self.task.input_fields(t) for t in texts])
 
     def from_messages(self, messages: list[dict[str, str]]) -> Example:
-        """A chat request: the conversation for a generation run, the last user message otherwise."""
+        """A chat request: the conversation, or its last user message, as the task reads chats."""
         if messages[-1]["role"] == "assistant":
             raise UserError("messages: the last message must be from the user (the model answers it)")
-        if self.task.name != "generation":
-            return self.from_texts([_last_user(messages)])[0]
-        cfg = self.task.recipe.data
-        fmt = self.task.schema.get("format", cfg.format)
-        if fmt == "messages":
-            return self._examples([{cfg.messages_field: messages}])[0]
-        return self.from_prompt(_last_user(messages))
+        return self._examples([self.task.chat_fields(messages)])[0]
 
     def from_prompt(self, prompt: str) -> Example:
         """A completion request; a generation run formats it the way its training rows were laid out."""
-        if self.task.name != "generation":
-            return self.from_texts([prompt])[0]
-        cfg = self.task.recipe.data
-        fmt = self.task.schema.get("format", cfg.format)
-        fields = {"messages": {cfg.messages_field: [{"role": "user", "content": prompt}]},
-                  "alpaca": {"instruction": prompt}}.get(fmt, {cfg.prompt_field: prompt})
-        return self._examples([fields])[0]
+        return self.from_texts([prompt])[0]
 
     def check_prompt_lengths(self, examples: list[Example], max_tokens: int) -> None:
         """Refuse inputs (the text, or the messages' contents) longer than ``max_tokens`` for a generating task.
@@ -84,7 +71,7 @@ class ServedModel:
         long prompt would hold the batch for every other caller; a classifier truncates to
         ``train.max_length`` itself and needs no check.
         """
-        if self.task.name == "classification":
+        if self.task.predicts_labels:
             return
         for i, e in enumerate(examples):
             n = self.count_tokens("\n".join(m["content"] for m in e.messages) if e.messages else e.text)
@@ -102,16 +89,16 @@ class ServedModel:
 
     def generated_tokens(self, prediction: dict[str, Any]) -> int:
         """Tokens the model generated for one prediction (0 for a classifier); worker thread only."""
-        raw = prediction.get("raw", prediction["prediction"]) if self.task.name != "classification" else ""
+        raw = "" if self.task.predicts_labels else self.task.answer_text(prediction)
         if not isinstance(raw, str) or not raw:
             return 0
         return len(self.task.tokenizer(raw, add_special_tokens=False)["input_ids"])
 
     def answer(self, prediction: dict[str, Any], max_tokens: int | None) -> Answer:
         """The prediction as chat/completion text: the label, the extracted JSON, or the generated text."""
-        if self.task.name == "classification":
-            return Answer(prediction["prediction"], 1, "stop")
-        text = prediction["raw"] if self.task.name == "extraction" else prediction["prediction"]
+        text = self.task.answer_text(prediction)
+        if self.task.predicts_labels:
+            return Answer(text, 1, "stop")
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         limit = self.task.recipe.eval.max_new_tokens
         if max_tokens is not None and len(ids) > max_tokens:
@@ -133,9 +120,3 @@ class ServedModel:
         """Forward passes one input costs at most: one for an encoder, one per new token for a decoder."""
         return 1 if self.task.model_kind == "encoder" else 1 + self.task.recipe.eval.max_new_tokens
 
-
-def _last_user(messages: list[dict[str, str]]) -> str:
-    users = [m["content"] for m in messages if m["role"] == "user" and m["content"].strip()]
-    if not users:
-        raise UserError("messages: send at least one non-empty user message")
-    return users[-1]

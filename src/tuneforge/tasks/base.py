@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tuneforge.tasks.packing import collate_packed
 from tuneforge.data.readers import Record
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, DataError, UserError
 from tuneforge.recipe import Recipe
 from tuneforge.registry import Registry
 from tuneforge.accel.fused_loss import linear_cross_entropy_sum
@@ -75,6 +76,16 @@ class Task(ABC):
     #: whether ``encode_many`` gives plain rows the on-disk cache can hold (ids, labels, flags); a task whose
     #: encodings carry more (answer groups) or whose encoding keeps state (prompt indices) says no
     cacheable: ClassVar[bool] = True
+    #: whether a prediction is one label of a fixed set, with its confidence and per-label probabilities: what
+    #: label baselines, active learning, label drift, calibration and confusion tables need; a served answer is
+    #: then that label (one token, never cut), and the input needs no length check (scoring truncates it)
+    predicts_labels: ClassVar[bool] = False
+    #: the task's own endpoint beside the OpenAI-compatible ones (``/v1/classify``), or None for none
+    serve_route: ClassVar[str | None] = None
+    #: the pydantic model of one result on ``serve_route`` (what ``serve_result`` returns)
+    serve_result_model: ClassVar[type[BaseModel] | None] = None
+    #: what the report's per-slice table (``per_class`` / ``per_field``) lists, named in the model card
+    slice_noun: ClassVar[str] = "fields"
 
     def judge(self, run_dir: Path) -> JudgeFn:
         """The reward-model run ``run_dir`` as a judge, opened by the run layer that built this task."""
@@ -89,8 +100,8 @@ class Task(ABC):
         self.model_kind = model_kind
         self.schema: dict[str, Any] = {}
         self._clipped = 0
-        if recipe.train.packing and model_kind != "decoder":
-            raise ConfigError("train.packing applies to decoder models; an encoder classifier has nothing to pack")
+        if recipe.train.speed.packing and model_kind != "decoder":
+            raise ConfigError("train.speed.packing applies to decoder models; an encoder classifier has nothing to pack")
 
     # -- data -------------------------------------------------------------------------
     @abstractmethod
@@ -136,9 +147,9 @@ class Task(ABC):
         return [self.encode(e) for e in examples]
 
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
-        if self.recipe.train.packing:
-            cfg = self.recipe.train
-            width = cfg.pack_width or cfg.micro_batch_tokens or cfg.max_length
+        speed = self.recipe.train.speed
+        if speed.packing:
+            width = speed.pack_width or speed.micro_batch_tokens or self.recipe.train.max_length
             return collate_packed(batch, pad_id=pad_id(self.tokenizer), max_tokens=width)
         return collate_causal(batch, pad_id=pad_id(self.tokenizer))
 
@@ -149,7 +160,7 @@ class Task(ABC):
         ``training`` adds the training-only terms (label smoothing); validation reports the plain loss.
         """
         smoothing = self.recipe.train.label_smoothing if training else 0.0
-        return causal_loss_sum(model, batch, label_smoothing=smoothing, chunk=self.recipe.train.loss_chunk)
+        return causal_loss_sum(model, batch, label_smoothing=smoothing, chunk=self.recipe.train.speed.loss_chunk)
 
     # -- prediction and scoring -------------------------------------------------------
     @abstractmethod
@@ -184,12 +195,96 @@ class Task(ABC):
         """The chat prompt a decoder answers for ``example`` (on-policy RL samples from it)."""
         return example.messages
 
-    def parse_inputs(self, records: list[Record], what: str) -> list[Example] | None:
-        """Rows to predict on, without targets; ``None``: fill a placeholder target and use ``parse``."""
+    # -- inputs to predict on (``tuneforge predict``, the server, golden cases) ---------------
+    def parse_for_prediction(self, records: list[Record], what: str) -> list[Example]:
+        """Rows to predict on, which need no target: each gets a stand-in target (``with_placeholder``) so that
+        the task's own validation of the input runs, and one ``DataError`` lists every bad row."""
+        filled = [Record(source=r.source, line=r.line, fields=self.with_placeholder(dict(r.fields))) for r in records]
+        try:
+            return self.parse(filled, what)
+        except DataError as err:
+            raise DataError(f"{len(err.problems)} bad row(s) in {what}; fix them and re-run (nothing was predicted)",
+                            err.problems) from None
+
+    def with_placeholder(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` with a stand-in target where the row has none; a task whose rows hold no target keeps them."""
+        return fields
+
+    def input_fields(self, text: str) -> dict[str, Any]:
+        """The row that a bare input text stands for (a served text or prompt, a golden case's input)."""
+        return {self.recipe.data.text_field: text}
+
+    def chat_fields(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """The row that a chat request stands for: by default its last user message as the input text."""
+        return self.input_fields(last_user_message(messages))
+
+    # -- answers as served ------------------------------------------------------------
+    def answer_text(self, prediction: dict[str, Any]) -> Any:
+        """The answer as the model wrote it (an OpenAI-style reply's text): the raw generation where the
+        prediction was parsed from one, else the prediction itself."""
+        return prediction.get("raw", prediction["prediction"])
+
+    def serve_result(self, prediction: dict[str, Any]) -> dict[str, Any]:
+        """One prediction as a result of ``serve_route``, in the fields of ``serve_result_model``."""
+        raise NotImplementedError(f"task {self.name} has no endpoint of its own")
+
+    # -- distillation -----------------------------------------------------------------
+    def check_distill(self) -> None:
+        """Refuse a ``distill`` section before the teacher is asked, where the task has nothing it could teach."""
+
+    def check_teacher(self, teacher: Task) -> None:
+        """Refuse a teacher whose answers this student could not learn from (the task itself is checked already)."""
+
+    def distill_targets(self, examples: list[Example],
+                        outputs: list[dict[str, Any]]) -> tuple[list[Example], list[list[float]] | None]:
+        """Examples to train on given the teacher's predictions ``outputs``, and soft labels where the task has them.
+
+        By default the student learns the teacher's answers (sequence-level distillation, Kim and Rush 2016,
+        https://arxiv.org/abs/1606.07947); an unparseable answer (``None``) teaches nothing, so that row keeps
+        its reference.
+        """
+        relabelled = [Example(where=e.where, text=e.text, messages=e.messages,
+                              target=e.target if o["prediction"] is None else o["prediction"])
+                      for e, o in zip(examples, outputs)]
+        return relabelled, None
+
+    # -- splitting and the model card (read from a run folder: no model, no instance) ---
+    def stratify_key(self) -> Callable[[Record], str] | None:
+        """What a stratified split (``data.split.stratify``) keeps in the same proportion in every split, as a
+        function of a row; None: the task's rows have no such key, and the split is a plain shuffle."""
         return None
+
+    @classmethod
+    def answers_task(cls, recipe: dict[str, Any]) -> type[Task]:
+        """The task whose rows and answers a run of this task holds (RL: its ``rl.task``'s)."""
+        return cls
+
+    @classmethod
+    def card_purpose(cls, schema: dict[str, Any]) -> str:
+        """What the model does, for the model card's "Intended use" ("This model ...")."""
+        return "answers prompts with free text in the style of its training answers"
+
+    @classmethod
+    def reference_field(cls, data: dict[str, Any]) -> str | None:
+        """The row field whose value a correct prediction equals, for the model card's failure examples;
+        None where an answer is not simply right or wrong (free text, perplexity, rewards)."""
+        return None
+
+    @classmethod
+    def is_wrong(cls, reference: Any, prediction: Any) -> bool:
+        """Whether a saved prediction misses its reference (``reference_field``'s value)."""
+        return bool(reference != prediction)
 
 
 TASKS: Registry[type[Task]] = Registry("task")
+
+
+def last_user_message(messages: list[dict[str, str]]) -> str:
+    """The last non-blank user message of a chat: what a task that reads one text answers."""
+    users = [m["content"] for m in messages if m["role"] == "user" and m["content"].strip()]
+    if not users:
+        raise UserError("messages: send at least one non-empty user message")
+    return users[-1]
 
 
 # ----------------------------------------------------------------------------- decoder formatting

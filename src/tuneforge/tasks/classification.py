@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from tuneforge.data.readers import Record
 from tuneforge.data.validate import Problems, require_field, require_text
-from tuneforge.errors import DataError
+from tuneforge.errors import ConfigError, DataError
 from tuneforge.evaluate.metrics import accuracy, confusion_matrix, macro_f1, per_class
 from tuneforge.tasks.base import (
     IGNORE, TASKS, Encoded, Example, Task, encode_prompt_answer, end_of_turn, fill_placeholders, pad_id,
@@ -30,6 +32,14 @@ from tuneforge.tasks.distillation import distillation_loss_sum
 DEFAULT_INSTRUCTION = "Classify the text into one of these labels: {labels}. Answer with the label only."
 
 
+class Classified(BaseModel):
+    """One result of /v1/classify: the label, its probability and every label's."""
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
 @TASKS.register("classification")
 class Classification(Task):
     name = "classification"
@@ -37,6 +47,10 @@ class Classification(Task):
     per_item_metrics = ("accuracy",)
     validation_metrics = ("accuracy", "macro_f1", "log_loss")
     lower_is_better = ("log_loss",)
+    predicts_labels = True
+    serve_route = "/v1/classify"
+    serve_result_model = Classified
+    slice_noun = "classes"
 
     @property
     def head(self) -> str:
@@ -69,6 +83,14 @@ class Classification(Task):
         if len(labels) < 2:
             raise DataError(f"classification needs at least 2 labels; the training data has {labels}")
         self.schema = {"labels": labels, "train_counts": dict(Counter(e.target for e in train))}
+
+    def with_placeholder(self, fields: dict[str, Any]) -> dict[str, Any]:
+        fields.setdefault(self.recipe.data.label_field, self.schema.get("labels", [""])[0])
+        return fields
+
+    def stratify_key(self) -> Callable[[Record], str] | None:
+        field = self.recipe.data.label_field
+        return lambda record: str(record.fields.get(field))
 
     def check_against_schema(self, examples: list[Example], what: str) -> None:
         known = set(self.labels)
@@ -190,3 +212,33 @@ class Classification(Task):
 
     def item_scores(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
         return {"accuracy": [float(e.target == p["prediction"]) for e, p in zip(examples, predictions)]}
+
+    # -- serving, distillation and the model card -------------------------------------
+    def serve_result(self, prediction: dict[str, Any]) -> dict[str, Any]:
+        return {"label": prediction["prediction"], "confidence": prediction["confidence"],
+                "probabilities": prediction["probabilities"]}
+
+    def check_teacher(self, teacher: Task) -> None:
+        if teacher.schema.get("labels") != self.schema.get("labels"):
+            raise ConfigError(f"distill.teacher: the teacher's labels {teacher.schema.get('labels')} differ from "
+                              f"the student's {self.schema.get('labels')}")
+
+    def distill_targets(self, examples: list[Example],
+                        outputs: list[dict[str, Any]]) -> tuple[list[Example], list[list[float]] | None]:
+        """The true labels stay (mixed in by ``1 - distill.alpha``); the teacher adds its label distribution."""
+        soft = [[float(o["probabilities"][label]) for label in self.labels] for o in outputs]
+        assert all(math.isclose(sum(s), 1.0, abs_tol=1e-3) for s in soft)
+        return examples, soft
+
+    @classmethod
+    def card_purpose(cls, schema: dict[str, Any]) -> str:
+        labels = schema.get("labels", [])
+        return f"assigns one of {len(labels)} labels ({', '.join(f'`{x}`' for x in labels)}) to a text"
+
+    @classmethod
+    def reference_field(cls, data: dict[str, Any]) -> str | None:
+        return str(data["label_field"])
+
+    @classmethod
+    def is_wrong(cls, reference: Any, prediction: Any) -> bool:
+        return str(reference) != str(prediction)

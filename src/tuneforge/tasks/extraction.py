@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import BaseModel, Field
 from transformers import PreTrainedModel
 
 from tuneforge.data.readers import Record
 from tuneforge.data.validate import Problems, require_field, require_text
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.evaluate.metrics import exact_match, field_prf, json_valid, parse_json_object
+from tuneforge.evaluate.metrics import exact_match, field_prf, json_valid, normalise_record, parse_json_object
 from tuneforge.tasks.base import TASKS, Encoded, Example, Task, encode_prompt_answer, fill_placeholders
 from tuneforge.tasks.decoding import generate
 
@@ -30,12 +31,21 @@ ABSENT = {"null": "Use null for a field the text does not state.",
           "omit": "Leave out a field the text does not state."}
 
 
+class Extracted(BaseModel):
+    """One result of /v1/extract: the parsed object and the answer it was parsed from."""
+
+    fields: dict[str, Any] | None = Field(description="the parsed JSON object, null when the answer was not JSON")
+    raw: str = Field(description="the model's answer as generated")
+
+
 @TASKS.register("extraction")
 class Extraction(Task):
     name = "extraction"
     headline = ("json_valid", "exact_match", "field_f1")
     per_item_metrics = ("json_valid", "exact_match")
     validation_metrics = ("json_valid", "exact_match", "field_f1", "field_precision", "field_recall")
+    serve_route = "/v1/extract"
+    serve_result_model = Extracted
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -70,6 +80,10 @@ class Extraction(Task):
         problems.raise_if_any(what)
         self.report_clipped(what)
         return examples
+
+    def with_placeholder(self, fields: dict[str, Any]) -> dict[str, Any]:
+        fields.setdefault(self.recipe.data.target_field, {})
+        return fields
 
     def fit_schema(self, train: list[Example]) -> None:
         fields = list(self.recipe.data.fields or [])
@@ -137,3 +151,21 @@ class Extraction(Task):
             "json_valid": [float(p["prediction"] is not None) for p in predictions],
             "exact_match": [exact_match([r], [p]) for r, p in zip(refs, preds)],
         }
+
+    # -- serving and the model card ---------------------------------------------------
+    def serve_result(self, prediction: dict[str, Any]) -> dict[str, Any]:
+        return {"fields": prediction["prediction"], "raw": prediction["raw"]}
+
+    @classmethod
+    def card_purpose(cls, schema: dict[str, Any]) -> str:
+        fields = schema.get("fields", [])
+        return "turns a text into a JSON object" + (f" with the fields {', '.join(f'`{x}`' for x in fields)}"
+                                                    if fields else "")
+
+    @classmethod
+    def reference_field(cls, data: dict[str, Any]) -> str | None:
+        return str(data["target_field"])
+
+    @classmethod
+    def is_wrong(cls, reference: Any, prediction: Any) -> bool:
+        return not isinstance(prediction, dict) or normalise_record(reference) != normalise_record(prediction)

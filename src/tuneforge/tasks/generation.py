@@ -116,6 +116,36 @@ class Generation(Task):
         self.report_clipped(what)
         return examples
 
+    # -- inputs to predict on: laid out as the training rows were -----------------------
+    def _format(self) -> str:
+        return str(self.schema.get("format", self.recipe.data.format))
+
+    def with_placeholder(self, fields: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.recipe.data
+        msgs = fields.get(cfg.messages_field)
+        if isinstance(msgs, list):  # a conversation: the answer to predict is the assistant turn it lacks
+            if not msgs or not isinstance(msgs[-1], dict) or msgs[-1].get("role") != "assistant":
+                fields[cfg.messages_field] = [*msgs, {"role": "assistant", "content": "-"}]
+        elif "instruction" in fields:
+            fields.setdefault("output", "-")
+        else:
+            fields.setdefault(cfg.completion_field, "-")
+        return fields
+
+    def input_fields(self, text: str) -> dict[str, Any]:
+        """A prompt in the layout of the training rows: a one-message conversation, an alpaca instruction or
+        a prompt field."""
+        cfg = self.recipe.data
+        layouts: dict[str, dict[str, Any]] = {"messages": {cfg.messages_field: [{"role": "user", "content": text}]},
+                   "alpaca": {"instruction": text}}
+        return layouts.get(self._format(), {cfg.prompt_field: text})
+
+    def chat_fields(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """The whole conversation for a run trained on conversations; else the last user message as the prompt."""
+        if self._format() == "messages":
+            return {self.recipe.data.messages_field: messages}
+        return super().chat_fields(messages)
+
     def encode(self, example: Example) -> Encoded:
         return encode_prompt_answer(self.tokenizer, example.messages, example.target, self.recipe.train.max_length)
 

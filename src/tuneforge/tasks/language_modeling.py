@@ -44,6 +44,14 @@ class LanguageModeling(Task):
         problems.raise_if_any(what)
         return examples
 
+    def with_placeholder(self, fields: dict[str, Any]) -> dict[str, Any]:
+        fields.setdefault(self.recipe.data.text_field, "")  # the text is the input: no placeholder
+        return fields
+
+    def check_distill(self) -> None:
+        raise ConfigError("distill: continued pre-training learns from raw text, not from a teacher; "
+                          "remove the distill section")
+
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 

@@ -75,7 +75,7 @@ class FeedbackTask(Task):
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         return collate_groups(batch, pad_id(self.tokenizer))  # type: ignore[arg-type]
 
-    def parse_inputs(self, records: list[Record], what: str) -> list[Example]:
+    def parse_for_prediction(self, records: list[Record], what: str) -> list[Example]:
         """Rows to score (``tuneforge predict``): ``prompt`` + ``completion``, or any feedback row."""
         cfg = self.recipe.data
         problems = Problems()

@@ -137,6 +137,19 @@ class ReinforcementLearning(Task):
     def data_name(self) -> str:
         return self.inner.name
 
+    def parse_for_prediction(self, records: list[Record], what: str) -> list[Example]:
+        return self.inner.parse_for_prediction(records, what)
+
+    def input_fields(self, text: str) -> dict[str, Any]:
+        return self.inner.input_fields(text)
+
+    def chat_fields(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        return self.inner.chat_fields(messages)
+
+    @classmethod
+    def answers_task(cls, recipe: dict[str, Any]) -> type[Task]:
+        return TASKS.get((recipe.get("rl") or {}).get("task", RLConfig.model_fields["task"].default))
+
     def encode(self, example: Example) -> Encoded:
         """The prompt's token ids; ``labels`` is the example's index, so ``loss`` can find its reference."""
         self._prompts.append(example)

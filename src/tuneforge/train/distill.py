@@ -9,7 +9,6 @@ soft labels is :func:`tuneforge.tasks.distillation.distillation_loss_sum`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,26 +37,12 @@ def teacher_outputs(cfg: DistillConfig, student: Task, examples: list[Example],
     if teacher.task.name != student.name:
         raise ConfigError(f"distill.teacher: {cfg.teacher} is a {teacher.task.name} run; the student's task is "
                           f"{student.name}")
-    if student.name == "classification" and teacher.task.schema.get("labels") != student.schema.get("labels"):
-        raise ConfigError(f"distill.teacher: the teacher's labels {teacher.task.schema.get('labels')} differ from "
-                          f"the student's {student.schema.get('labels')}")
+    student.check_teacher(teacher.task)
     return teacher.task.predict(teacher.model, examples)
 
 
 def apply_teacher(cfg: DistillConfig, task: Task, examples: list[Example],
                   teacher: Teacher) -> tuple[list[Example], list[list[float]] | None]:
-    """Examples to train on and, for classification, each one's soft labels.
-
-    Classification keeps the true labels (mixed in by ``1 - alpha``) and adds the teacher's
-    distribution; extraction and generation train on the teacher's answers (sequence-level KD).
-    """
-    outputs = teacher_outputs(cfg, task, examples, teacher)
-    if task.name == "classification":
-        labels = task.schema["labels"]
-        soft = [[float(o["probabilities"][label]) for label in labels] for o in outputs]
-        assert all(math.isclose(sum(s), 1.0, abs_tol=1e-3) for s in soft)
-        return examples, soft
-    # an extraction teacher's unparseable answer teaches nothing: keep the reference there
-    relabelled = [Example(where=e.where, text=e.text, target=e.target if o["prediction"] is None else o["prediction"],
-                          messages=e.messages) for e, o in zip(examples, outputs)]
-    return relabelled, None
+    """Examples to train on and, where the task has them, each one's soft labels (``Task.distill_targets``:
+    classification adds the teacher's distribution, extraction and generation learn its answers)."""
+    return task.distill_targets(examples, teacher_outputs(cfg, task, examples, teacher))

@@ -32,6 +32,7 @@ from torch import nn
 
 from tuneforge.recipe import EWCConfig
 from tuneforge.tasks.base import Encoded, Task, collate_causal, pad_id
+from tuneforge.train.hooks import TrainHook
 
 
 @dataclass
@@ -144,3 +145,27 @@ def ewc_penalty(model: nn.Module, task: Task, chunks: list[Encoded], cfg: EWCCon
         params={n: (fisher[("param", n)], p.detach().clone()) for n, p in plain.items()},
         adapted={n: _adapted(m, fisher[("lora", n)]) for n, m in lora.items()},
     )
+
+
+class EWCHook(TrainHook):
+    """EWC as a step hook: the Fisher from the untouched model, the penalty's gradient added every step.
+
+    The penalty is built in ``on_start``, before a resume loads a checkpoint, so a resumed run pulls
+    back to the same anchor as the straight one.
+    """
+
+    label = "the EWC penalty"
+    one_process = True  # the layer-by-layer backward bypasses DDP's gradient averaging
+
+    def __init__(self, task: Task, chunks: list[Encoded], cfg: EWCConfig, batch_size: int) -> None:
+        self.task, self.chunks, self.cfg, self.batch_size = task, chunks, cfg, batch_size
+        self.penalty = EWCPenalty(weight=cfg.weight)
+
+    def on_start(self, model: nn.Module) -> None:
+        self.penalty = ewc_penalty(model, self.task, self.chunks, self.cfg, self.batch_size)
+
+    def on_backward(self, model: nn.Module, backward: Callable[[torch.Tensor], None]) -> float:
+        return self.penalty.backward(model, backward)
+
+    def on_step_end(self, step: int) -> dict[str, float]:
+        return {"ewc_penalty": self.penalty.last}

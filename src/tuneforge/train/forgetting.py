@@ -7,12 +7,16 @@ general-text sample and accuracy on a small general-knowledge probe, before and 
 - EWC (https://arxiv.org/abs/1612.00796, in ``train/ewc.py``): a pull back to the pre-trained weights,
   strongest where the Fisher information on general text says a weight matters.
 - Rehearsal (experience replay) mixes a share of general-text sequences into the training set.
+
+``ForgettingHook`` measures as a hook of the loop: before training on the untouched model, after
+training on the model with its best weights back.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,9 +27,12 @@ from transformers import PreTrainedTokenizerBase
 
 from tuneforge.data.readers import read_records
 from tuneforge.errors import ConfigError
+from tuneforge.files import write_json_atomic
 from tuneforge.recipe import ForgettingConfig
 from tuneforge.tasks.base import Encoded, Task, end_of_turn, mean_loss, pad_id, prompt_text
 from tuneforge.tasks.decoding import option_logprobs
+from tuneforge.train.hooks import TrainHook
+
 
 def _builtin(name: str) -> Path:
     return Path(str(resources.files("tuneforge") / "resources" / "general" / name))
@@ -97,3 +104,35 @@ def rehearsal_examples(chunks: list[Encoded], n_train: int, fraction: float) -> 
     """``fraction`` of the final training set, drawn (cycling) from the general-text chunks."""
     n = max(1, round(fraction / (1 - fraction) * n_train))
     return [chunks[i % len(chunks)] for i in range(n)]
+
+
+class ForgettingHook(TrainHook):
+    """General-text perplexity and probe accuracy before (``on_start``) and after (``on_end``) training.
+
+    ``saved`` keeps the first measurement, so a resumed run compares against the untouched model
+    rather than against its checkpoint. ``after``: measure after training too (the process that
+    writes the report). ``result`` is the comparison once training has ended.
+    """
+
+    def __init__(self, task: Task, chunks: list[Encoded], probe: list[dict[str, Any]], batch_size: int,
+                 saved: Path, echo: Callable[[str], object] = print, after: bool = True) -> None:
+        self.task, self.chunks, self.probe, self.batch_size = task, chunks, probe, batch_size
+        self.saved, self.echo, self.after = saved, echo, after
+        self.before: dict[str, float] | None = None
+        self.result: dict[str, Any] | None = None
+
+    def on_start(self, model: nn.Module) -> None:
+        if self.saved.is_file():
+            self.before = json.loads(self.saved.read_text(encoding="utf-8"))
+            return
+        self.echo(f"measuring general ability before training ({len(self.chunks)} text chunks, "
+                  f"{len(self.probe)} probe questions)")
+        self.before = measure(model, self.task, self.chunks, self.probe, self.batch_size)
+        write_json_atomic(self.saved, self.before)
+
+    def on_end(self, model: nn.Module) -> None:
+        if not self.after or self.before is None:
+            return
+        self.echo("measuring general ability after training")
+        after = measure(model, self.task, self.chunks, self.probe, self.batch_size)
+        self.result = compare(self.before, after, len(self.probe))

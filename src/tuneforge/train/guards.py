@@ -1,26 +1,23 @@
 """What a run adds around the loop: the training set as the recipe shapes it, and the forgetting check.
 
 Kept out of ``tuneforge.run.pipeline.train`` so that the order of a run stays readable there: distillation relabels the
-training examples, rehearsal mixes general text in, and the forgetting check measures the base model
-before training, builds the EWC penalty from it, and measures again after.
+training examples, rehearsal mixes general text in, and the forgetting check gives the loop its hooks:
+the measurement of the base model before training and of the tuned one after, and the EWC penalty.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-from torch import nn
 
 from tuneforge.tasks.encode_cache import encode_cached
 from tuneforge.errors import ConfigError, UserError
 from tuneforge.recipe import Recipe
 from tuneforge.run.folder import RunDir
-from tuneforge.files import write_json_atomic
 from tuneforge.tasks.base import Encoded, Example, Task
 from tuneforge.train import forgetting
 from tuneforge.train.distill import TeacherOpener, apply_teacher
-from tuneforge.train.ewc import EWCPenalty, ewc_penalty
+from tuneforge.train.ewc import EWCHook
+from tuneforge.train.hooks import TrainHook
 
 
 def training_set(recipe: Recipe, task: Task, examples: list[Example], echo: Any = print,
@@ -31,9 +28,7 @@ def training_set(recipe: Recipe, task: Task, examples: list[Example], echo: Any 
     """
     soft = None
     if recipe.distill is not None:
-        if task.name == "language_modeling":
-            raise ConfigError("distill: continued pre-training learns from raw text, not from a teacher; "
-                              "remove the distill section")
+        task.check_distill()
         echo(f"asking the teacher {recipe.distill.teacher} about {len(examples)} training examples")
         if open_teacher is None:
             raise ConfigError("distill: this caller cannot open a teacher run; train through tuneforge.api.train")
@@ -75,25 +70,12 @@ class ForgettingCheck:
             return []
         return forgetting.rehearsal_examples(self.guard_chunks, n_train, self.cfg.rehearsal.fraction)
 
-    def before(self, model: nn.Module, run: RunDir, echo: Any = print) -> dict[str, float] | None:
-        """Scores of the untouched model; a resumed run reuses the saved ones."""
-        if not self.cfg.measure:
-            return None
-        saved = run.root / "forgetting_before.json"
-        if saved.is_file():
-            return json.loads(saved.read_text(encoding="utf-8"))
-        echo(f"measuring general ability before training ({len(self.chunks)} text chunks, {len(self.probe)} probe questions)")
-        scores = forgetting.measure(model, self.task, self.chunks, self.probe, self.batch_size)
-        write_json_atomic(saved, scores)
-        return scores
-
-    def penalty(self, model: nn.Module) -> EWCPenalty | None:
-        if self.cfg.ewc is None:
-            return None
-        return ewc_penalty(model, self.task, self.guard_chunks, self.cfg.ewc, self.batch_size)
-
-    def after(self, model: nn.Module, before: dict[str, float] | None) -> dict[str, Any] | None:
-        if before is None:
-            return None
-        after = forgetting.measure(model, self.task, self.chunks, self.probe, self.batch_size)
-        return forgetting.compare(before, after, len(self.probe))
+    def hooks(self, run: RunDir, echo: Any = print, *, main: bool = True) -> list[TrainHook]:
+        """The loop's hooks: the measurement before and after (``main``: this process reports) and EWC."""
+        hooks: list[TrainHook] = []
+        if self.cfg.measure:
+            hooks.append(forgetting.ForgettingHook(self.task, self.chunks, self.probe, self.batch_size,
+                                                   run.root / "forgetting_before.json", echo, after=main))
+        if self.cfg.ewc is not None:
+            hooks.append(EWCHook(self.task, self.guard_chunks, self.cfg.ewc, self.batch_size))
+        return hooks

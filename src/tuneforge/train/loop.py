@@ -1,10 +1,11 @@
 """THE training loop: one, readable, on accelerate.
 
 Why our own loop on ``accelerate`` rather than ``transformers.Trainer``: every method, task and
-loss plugs in through two calls (``task.loss`` and ``method.prepare``; ``task.step_metrics`` lets a task
-add its own per-step figures to metrics.jsonl, e.g. RL's reward, KL and response length), the loss is normalised by
-the number of answer tokens in the whole accumulated step (Trainer's per-micro-batch mean weights
-short answers wrongly under gradient accumulation), a NaN stops the run with a message instead
+loss plugs in through two calls (``task.loss`` and ``method.prepare``), and what a run adds to a step
+(EWC, DP-SGD, the forgetting check, a task's per-step figures such as RL's reward, KL and response
+length, a sweep's pruning) is a step hook (``train/hooks.py``), never a copy of the loop. The loss is
+normalised by the number of answer tokens in the whole accumulated step (Trainer's per-micro-batch
+mean weights short answers wrongly under gradient accumulation), a NaN stops the run with a message instead
 of silently saving garbage, and resume is exact: batches come from a seeded per-epoch
 permutation, so the step number alone says where to continue. accelerate gives device
 placement, mixed precision and DDP/FSDP from configuration (``accelerate launch``, ``torchrun``).
@@ -31,16 +32,16 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from tuneforge.tasks.packing import pack_rows
+from tuneforge.accel import compile_blocks, training_forms
 from tuneforge.errors import TrainingError
 from tuneforge.methods.base import Method
 from tuneforge.recipe import TrainConfig
 from tuneforge.run.folder import RunDir
 from tuneforge.tasks.base import Encoded, Task
-from tuneforge.train.ewc import EWCPenalty
-from tuneforge.accel.modes import training_forms
+from tuneforge.tasks.packing import pack_rows
+from tuneforge.train.hooks import TaskMetrics, TrainHook, check_processes, gradient_hook
+from tuneforge.train.hooks import ValidationHook as ValidationHook  # re-exported: what api.train(on_validation=) takes
 from tuneforge.train.preflight import resolve_frozen_dtype
-from tuneforge.train.privacy import PrivacyPlan, private_step
 from tuneforge.train.state import TrainState
 from tuneforge.train.checkpoint import (
     load_best,
@@ -55,9 +56,6 @@ from tuneforge.train.checkpoint import (
 
 #: validation metric (name -> value) computed on the current model
 Validator = Callable[[nn.Module], dict[str, float]]
-#: called after each validation with (step, total steps, the logged validation record); returning True
-#: stops training there, as early stopping does (used by `tuneforge sweep` to prune and to score partial runs)
-ValidationHook = Callable[[int, int, dict[str, Any]], bool | None]
 
 
 def steps_per_epoch(n_examples: int, cfg: TrainConfig) -> int:
@@ -79,7 +77,7 @@ def epoch_batches(lengths: list[int], cfg: TrainConfig, epoch: int) -> list[list
     examples are sorted by length, so a batch pads to a similar length instead of to the longest
     random neighbour; the batch order is then shuffled again so training still sees a random mix.
     With packing there is no padding to save, so batches are plain random draws: grouped, whole
-    steps of one length (``micro_batch_tokens``) reached 0.08 higher validation loss on SNIPS slots
+    steps of one length (``speed.micro_batch_tokens``) reached 0.08 higher validation loss on SNIPS slots
     than random steps (docs/scale.md), likely because the loss is normalised per step.
     The epoch is padded to a whole number of optimizer steps by wrapping to its own start.
     """
@@ -88,7 +86,7 @@ def epoch_batches(lengths: list[int], cfg: TrainConfig, epoch: int) -> list[list
     order = torch.randperm(n, generator=gen).tolist()
     micro_per_epoch = steps_per_epoch(n, cfg) * cfg.grad_accum
     order = order + order[: max(0, micro_per_epoch * cfg.batch_size - n)]
-    if cfg.packing:  # packed rows carry no padding to save, and grouping would make whole steps one length
+    if cfg.speed.packing:  # packed rows carry no padding to save, and grouping would make whole steps one length
         grouped = order
     else:
         window = cfg.batch_size * 32
@@ -125,20 +123,6 @@ def split_by_tokens(indices: list[int], lengths: Sequence[int] | Mapping[int, in
     return [[indices[j] for j in row] for row in rows]
 
 
-def compile_blocks(model: nn.Module) -> None:
-    """``torch.compile`` every transformer block in place (regional compilation).
-
-    Why blocks and not the whole model: the blocks are where the FLOPs are and they share one code
-    object, so one compilation serves all of them (the whole-model graph would take minutes to build
-    and recompile whenever the chunked loss swaps the output head, or generation changes shapes).
-    """
-    from tuneforge.methods.base import transformer_blocks
-
-    _, blocks = transformer_blocks(model)
-    for block in blocks:
-        block.compile(dynamic=True)
-
-
 def build_optimizer(model: nn.Module, method: Method[Any], cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over the method's parameter groups (per-layer rates for discriminative fine-tuning)."""
     return torch.optim.AdamW(method.param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr)
@@ -155,28 +139,30 @@ def _improved(value: float, best: float | None, lower_is_better: bool, min_delta
 
 
 def fit(
-    *,
     model: nn.Module,
+    train: list[Encoded],
+    cfg: TrainConfig,
+    hooks: Sequence[TrainHook] = (),
+    *,
     task: Task,
     method: Method[Any],
-    train: list[Encoded],
-    validate: Validator | None,
-    cfg: TrainConfig,
     run: RunDir,
     accelerator: Accelerator,
-    resume: bool,
+    resume: bool = False,
+    validate: Validator | None = None,
     lower_is_better: bool = True,
-    penalty: EWCPenalty | None = None,
-    privacy: PrivacyPlan | None = None,
-    on_validation: ValidationHook | None = None,
 ) -> TrainState:
     """Train ``model`` in place and leave the best weights in it (when there was validation).
 
-    ``penalty`` is a loss term on the weights added once per step (EWC); ``privacy`` switches the step
-    to DP-SGD (per-example clipping and noise).
+    ``hooks`` add to the step (``train/hooks.py``): EWC's penalty, DP-SGD's private gradients, the
+    forgetting measurement, a sweep's pruning; the task's own per-step figures always come along.
+    ``validate`` scores the model every ``eval_every`` steps, for early stopping and the best weights.
     """
-    if accelerator.num_processes > 1 and (privacy is not None or penalty is not None):
-        raise TrainingError("DP-SGD and the EWC penalty run in one process only; launch without accelerate/torchrun")
+    hooks = [*hooks, TaskMetrics(task)]
+    check_processes(hooks, accelerator.num_processes)
+    private = gradient_hook(hooks)
+    for hook in hooks:
+        hook.on_start(model)
     steps = total_steps(len(train), cfg)
     per_epoch = steps_per_epoch(len(train), cfg)
     eval_every = cfg.eval_every or per_epoch
@@ -187,22 +173,20 @@ def fit(
     state = _resume(run, resume, accelerator, method, model, optimizer, scheduler, steps)
     if cfg.gradient_checkpointing:
         accelerator.unwrap_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.compile:
+    if cfg.speed.compile:
         compile_blocks(accelerator.unwrap_model(model))
     model.train()
     frozen_dtype = resolve_frozen_dtype(cfg, accelerator.device.type)
-    with training_forms(accelerator.unwrap_model(model), cfg, frozen_dtype=frozen_dtype, spill_to=run.root,
-                        sharded=accelerator.distributed_type.value == "FSDP", private=privacy is not None):
+    with training_forms(accelerator.unwrap_model(model), cfg.speed, frozen_dtype=frozen_dtype, spill_to=run.root,
+                        sharded=accelerator.distributed_type.value == "FSDP", per_example=private is not None):
         batches = micro_batches([len(e.input_ids) for e in train], cfg, state.step)
         bar = tqdm(total=steps, initial=state.step, desc="train", dynamic_ncols=True,
                    disable=not accelerator.is_main_process)
-        task.step_metrics()  # hook: forget what the preflight's probe recorded
         while state.step < steps and not state.stopped_early:
             started = time.perf_counter()
             torch.manual_seed(cfg.seed + state.step)  # dropout masks of step k are the same after a resume
             method.on_step(accelerator.unwrap_model(model), state.step, per_epoch)
-            loss_value, n_tokens = _one_step(model, task, train, batches, optimizer, cfg, accelerator, penalty,
-                                             privacy)
+            loss_value, n_tokens = _one_step(model, task, train, batches, optimizer, cfg, accelerator, hooks)
             if not math.isfinite(loss_value):
                 if accelerator.is_main_process:
                     run.log({"step": state.step + 1, "event": "nan", "loss": loss_value})
@@ -217,9 +201,9 @@ def fit(
             state.seconds += time.perf_counter() - started
             entry = {"step": state.step, "epoch": state.step / per_epoch, "loss": loss_value,
                      "lr": scheduler.get_last_lr()[0], "tokens": state.tokens,
-                     "tokens_per_s": state.tokens / max(state.seconds, 1e-9), **task.step_metrics()}
-            if penalty is not None:
-                entry["ewc_penalty"] = penalty.last
+                     "tokens_per_s": state.tokens / max(state.seconds, 1e-9)}
+            for hook in hooks:
+                entry.update(hook.on_step_end(state.step))
             if accelerator.is_main_process:
                 run.log(entry)
             bar.update(1)
@@ -227,11 +211,13 @@ def fit(
             if state.step % eval_every == 0 or state.step == steps:
                 if validate is not None:
                     _evaluate(model, validate, state, cfg, run, accelerator, method, lower_is_better)
-                    if on_validation is not None and on_validation(state.step, steps, state.history[-1]):
-                        state.stopped_early = True
+                    stops = [hook.on_validation(state.step, steps, state.history[-1]) for hook in hooks]
+                    state.stopped_early = state.stopped_early or any(stops)
                 _checkpoint(model, state, run, accelerator, method, optimizer, scheduler, cfg)
         bar.close()
     _restore_best(model, state, run, accelerator, method)
+    for hook in hooks:
+        hook.on_end(accelerator.unwrap_model(model))
     return state
 
 
@@ -258,21 +244,27 @@ def _resume(run: RunDir, resume: bool, accelerator: Accelerator, method: Method[
 
 def _one_step(model: nn.Module, task: Task, train: list[Encoded], batches: Iterator[list[int]],
               optimizer: torch.optim.Optimizer, cfg: TrainConfig, accelerator: Accelerator,
-              penalty: EWCPenalty | None, privacy: PrivacyPlan | None) -> tuple[float, int]:
-    """One optimizer step over ``grad_accum`` micro-batches, loss averaged over all their answer tokens."""
+              hooks: Sequence[TrainHook]) -> tuple[float, int]:
+    """One optimizer step over ``grad_accum`` micro-batches, loss averaged over all their answer tokens.
+
+    A hook that computes the gradients itself (DP-SGD) takes the step's examples instead; every hook
+    may then add an extra term's gradient (EWC) before clipping.
+    """
     micro_idx = [shard(next(batches), accelerator) for _ in range(cfg.grad_accum)]
-    if cfg.micro_batch_tokens is not None:
+    budget = cfg.speed.micro_batch_tokens
+    if budget is not None:
         step = [i for idx in micro_idx for i in idx]
-        micro_idx = split_by_tokens(step, {i: len(train[i].input_ids) for i in step}, cfg.micro_batch_tokens)
-    if privacy is not None:
+        micro_idx = split_by_tokens(step, {i: len(train[i].input_ids) for i in step}, budget)
+    private = gradient_hook(hooks)
+    if private is not None:
         examples = [train[i] for idx in micro_idx for i in idx]
-        total = private_step(model, task, examples, privacy, accelerator)
+        total = private.gradients(model, task, examples, accelerator)
         n_total = sum(e.n_answer for e in examples)
     else:
         total, n_total = _accumulate(model, task, [task.collate([train[i] for i in idx]) for idx in micro_idx],
                                      accelerator)
-    if penalty is not None:
-        total += penalty.backward(model, accelerator.backward)
+    for hook in hooks:
+        total += hook.on_backward(model, accelerator.backward)
     if cfg.max_grad_norm is not None:
         accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
     if math.isfinite(total):

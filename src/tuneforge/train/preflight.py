@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from tuneforge.tasks.packing import pack_rows
+from tuneforge.accel import training_forms
 from tuneforge.errors import ConfigError, ResourceError
 from tuneforge.methods.base import count_parameters
 from tuneforge.recipe import TrainConfig
 from tuneforge.tasks.base import Encoded, Task, without_ddp
-from tuneforge.accel.modes import training_forms
 
 
 @dataclass
@@ -124,12 +124,13 @@ def resolve_frozen_dtype(cfg: TrainConfig, device: str) -> torch.dtype | None:
     matmuls are slower than float32 on a CPU. A GPU already multiplies in bf16 under autocast
     (``train.dtype`` auto), so "auto" leaves its weights alone; ``bfloat16`` there also halves them.
     """
-    if cfg.frozen_dtype == "float32":
+    if cfg.speed.frozen_dtype == "float32":
         return None
-    if cfg.frozen_dtype == "bfloat16":
+    if cfg.speed.frozen_dtype == "bfloat16":
         if device == "cpu" and cpu_has_fast_bf16() is False:
-            raise ConfigError("train.frozen_dtype bfloat16 on this CPU: it has no AVX-512-BF16 or AMX, so bfloat16 "
-                              "matmuls run about 25x slower than float32 here; use train.frozen_dtype auto or float32")
+            raise ConfigError("train.speed.frozen_dtype bfloat16 on this CPU: it has no AVX-512-BF16 or AMX, so "
+                              "bfloat16 matmuls run about 25x slower than float32 here; use train.speed.frozen_dtype "
+                              "auto or float32")
         return torch.bfloat16
     return torch.bfloat16 if device == "cpu" and "amx_bf16" in cpu_flags() else None
 
@@ -184,7 +185,7 @@ def probe(model: nn.Module, task: Task, train: list[Encoded], cfg: TrainConfig, 
           autocast: Any) -> tuple[float, float]:
     """Forward+backward on the longest batch, twice; returns (tokens/s of the 2nd, peak bytes).
 
-    The model is in the forms training puts it in (``train/modes.py``: fused LoRA layers, the frozen
+    The model is in the forms training puts it in (``tuneforge.accel``: fused LoRA layers, the frozen
     base's dtype, packed attention, compact activations), so the figures describe the run. Gradients
     are dropped afterwards and no optimizer step is taken: the weights are unchanged.
     """
@@ -193,9 +194,9 @@ def probe(model: nn.Module, task: Task, train: list[Encoded], cfg: TrainConfig, 
     tokens = sum(len(e.input_ids) for e in longest)
     model.train()
     seconds = math.inf
-    forms = {"frozen_dtype": resolve_frozen_dtype(cfg, device), "private": cfg.privacy is not None}
+    forms = {"frozen_dtype": resolve_frozen_dtype(cfg, device), "per_example": cfg.privacy is not None}
     with tempfile.TemporaryDirectory(prefix="tuneforge-probe-") as spill, \
-            training_forms(without_ddp(model), cfg, spill_to=Path(spill), **forms):
+            training_forms(without_ddp(model), cfg.speed, spill_to=Path(spill), **forms):
         for _ in range(2):
             start = time.perf_counter()
             with autocast():
@@ -211,13 +212,14 @@ def worst_micro_batch(train: list[Encoded], cfg: TrainConfig) -> list[Encoded]:
     """The largest micro-batch training can meet: the longest examples, capped as the loop caps them.
 
     With ``micro_batch_tokens`` this is the first micro-batch the loop's split (first-fit decreasing,
-    ``data.packing.pack_rows``) makes of the longest possible step.
+    ``tasks.packing.pack_rows``) makes of the longest possible step.
     """
     ranked = sorted(train, key=lambda e: len(e.input_ids), reverse=True)
-    if cfg.micro_batch_tokens is None:
+    budget = cfg.speed.micro_batch_tokens
+    if budget is None:
         return ranked[: cfg.batch_size]
     step = ranked[: cfg.batch_size * cfg.grad_accum]
-    return [step[i] for i in pack_rows([len(e.input_ids) for e in step], cfg.micro_batch_tokens)[0]]
+    return [step[i] for i in pack_rows([len(e.input_ids) for e in step], budget)[0]]
 
 
 def run_preflight(*, model: nn.Module, task: Task, train: list[Encoded], n_val: int, n_test: int,

@@ -23,6 +23,7 @@ from torch import nn
 
 from tuneforge.recipe import PrivacyConfig
 from tuneforge.tasks.base import Encoded, Task
+from tuneforge.train.hooks import TrainHook
 
 
 @dataclass
@@ -86,3 +87,26 @@ def private_step(model: nn.Module, task: Task, examples: list[Encoded], plan: Pr
     for p, acc in zip(params, summed):
         p.grad = (acc + torch.randn_like(acc) * std) / len(examples)
     return total / len(examples)
+
+
+class DPSGD(TrainHook):
+    """DP-SGD as a step hook: each step's gradients are the noised mean of clipped per-example gradients."""
+
+    label = "DP-SGD"
+    one_process = True  # the noise is drawn once per step; several processes would each add their own
+    computes_gradients = True
+
+    def __init__(self, plan: PrivacyPlan) -> None:
+        self.plan = plan
+
+    @classmethod
+    def planned(cls, cfg: PrivacyConfig, n_examples: int, batch: int, steps: int) -> DPSGD:
+        """The hook for ``cfg``, its noise set for ``steps`` steps of ``batch`` out of ``n_examples``."""
+        return cls(plan_privacy(cfg, n_examples, batch, steps))
+
+    def gradients(self, model: nn.Module, task: Task, examples: list[Encoded], accelerator: Accelerator) -> float:
+        return private_step(model, task, examples, self.plan, accelerator)
+
+    def spent(self, steps: int) -> dict[str, float | str]:
+        """The privacy budget spent by ``steps`` steps, for the report."""
+        return spent(self.plan, steps)
