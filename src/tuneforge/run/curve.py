@@ -40,6 +40,7 @@ def learning_curve(recipe_path: Path | str, fractions: list[float], *, metric: s
         if n_full is None:  # the size of the training split, from a dry run (reads and splits, trains nothing)
             n_full = train_rows(base)
         rows = max(1, round(fraction * n_full))
+        assert recipe.data is not None  # a run made of runs has no data section of its own
         recipe.data.max_train_rows = rows
         echo(f"curve: fraction {fraction:g} = {rows} training rows -> {run_dir}")
         if not RunDir(run_dir).is_complete():
