@@ -205,7 +205,7 @@ class HeavyLock:
     def __init__(self, enabled: bool) -> None:
         self.enabled, self.waited = enabled, 0.0
 
-    def __enter__(self) -> "HeavyLock":
+    def __enter__(self) -> HeavyLock:
         if self.enabled:
             self.fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o666)
             started = time.perf_counter()

@@ -27,7 +27,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from methods import HeavyLock, _error_line, _wait, machine  # noqa: E402  (same lock, same measurements)
@@ -48,7 +47,8 @@ def split_hh(out: Path) -> dict[str, Path]:
     dropped = [i + 1 for i, ok in enumerate(keep) if not ok]
     if dropped:
         print(f"dropped {len(dropped)} training pair(s) with an empty prompt or answer: lines {dropped}", flush=True)
-    first, second = [l for l, ok in zip(lines[:half], keep[:half]) if ok], [l for l, ok in zip(lines[half:], keep[half:]) if ok]
+    first = [line for line, ok in zip(lines[:half], keep[:half]) if ok]
+    second = [line for line, ok in zip(lines[half:], keep[half:]) if ok]
     paths = {"rm": out / "data" / "hh_train_first_half.jsonl", "dpo": out / "data" / "hh_train_second_half.jsonl"}
     paths["rm"].parent.mkdir(parents=True, exist_ok=True)
     paths["rm"].write_text("\n".join(first) + "\n", encoding="utf-8")

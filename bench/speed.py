@@ -390,7 +390,7 @@ def _measure(args: argparse.Namespace, threads: int, raw: list[str]) -> dict[str
         sides[name] = s
         print(json.dumps({k: v for k, v in s.items() if k != "losses"}, indent=1), flush=True)
     peak_after = matmul_peak(threads)  # the cores are shared: did the machine change during the run?
-    result = {"machine": _machine(), "command": "OMP_NUM_THREADS=%s python bench/speed.py %s" % (threads, shlex.join(raw)),
+    result = {"machine": _machine(), "command": f"OMP_NUM_THREADS={threads} python bench/speed.py {shlex.join(raw)}",
               "matmul_peak": peak, "matmul_peak_bf16": peak_bf16, "matmul_peak_after": peak_after, "started": started.isoformat(timespec="seconds"),
               "load_during_run": os.getloadavg(), "model": args.model, "examples": len(train), "useful_tokens": useful,
               "real_tokens": sum(len(e.input_ids) for e in train), "required_flops": flops, "sides": sides}

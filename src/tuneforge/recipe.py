@@ -216,7 +216,7 @@ class TrainConfig(Section):
         return data
 
     @model_validator(mode="after")
-    def _default_epochs(self) -> "TrainConfig":
+    def _default_epochs(self) -> TrainConfig:
         if self.epochs is None and self.max_steps is None:
             self.epochs = 3.0
         speed = self.speed
@@ -249,7 +249,7 @@ class GoldenCase(Section):
     must_refuse: bool = False
 
     @model_validator(mode="after")
-    def _has_a_check(self) -> "GoldenCase":
+    def _has_a_check(self) -> GoldenCase:
         if self.exact is None and self.regex is None and self.json_schema is None and not self.must_contain \
                 and not self.must_refuse:
             raise ValueError("give at least one of exact, regex, json_schema, must_contain, must_refuse")
@@ -417,7 +417,7 @@ class Recipe(Section):
     output: Path = Path("runs/run")
 
     @model_validator(mode="after")
-    def _task_and_data_unless_composed(self) -> "Recipe":
+    def _task_and_data_unless_composed(self) -> Recipe:
         if self.stages is not None and self.tasks is not None:
             raise ValueError("a recipe has stages or tasks, not both (a stage may itself be a multi-task run "
                              "in a later version)")

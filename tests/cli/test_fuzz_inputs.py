@@ -155,8 +155,8 @@ def test_rows_that_read_also_parse_and_tokenise(tmp_path: Path, encoder_task: An
         encoder_task.check_against_schema(examples, "the fuzz rows")
     except DataError:
         return
-    for example in examples:
-        assert len(encoder_task.encode(example).input_ids) <= 16
+    for row in examples:
+        assert len(encoder_task.encode(row).input_ids) <= 16
 
 
 def test_a_surrogate_row_is_refused_by_name() -> None:

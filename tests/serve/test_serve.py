@@ -18,7 +18,7 @@ from conftest import base_recipe, product_rows, sentiment_rows, write_jsonl
 from tuneforge import api
 from tuneforge.errors import ConfigError
 from tuneforge.serve.app import create_app
-from tuneforge.serve.batching import Batcher, QueueFull
+from tuneforge.serve.batching import Batcher
 from tuneforge.serve.config import ServeConfig
 from tuneforge.serve.redact import luhn_ok, redact, redact_text
 from tuneforge.serve.served import ServedModel

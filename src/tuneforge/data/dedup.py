@@ -108,7 +108,7 @@ def near_groups(texts: Sequence[str], *, threshold: float = 0.8) -> list[Duplica
         parent[find(j)] = find(i)
     groups: dict[int, list[int]] = {}
     lowest: dict[int, float] = {}
-    for i, j, sim in pairs:
+    for i, _, sim in pairs:
         root = find(i)
         lowest[root] = min(lowest.get(root, 1.0), sim)
     for i in {x for p in pairs for x in p[:2]}:

@@ -32,7 +32,7 @@ class GradualUnfreezeMethod(MethodSection):
     layer_lr_decay: float = Field(1.0, gt=0, le=1, description="combine with discriminative rates (ULMFiT: 1/2.6)")
 
     @model_validator(mode="after")
-    def _one_schedule(self) -> "GradualUnfreezeMethod":
+    def _one_schedule(self) -> GradualUnfreezeMethod:
         if self.every_steps is not None and self.every_epochs is not None:
             raise ValueError("set every_steps or every_epochs, not both")
         return self

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from tuneforge.models.resolve import MODELS, ModelSpec, ResolvedModel, detect_kind, resolve_model
 
 if TYPE_CHECKING:
-    from tuneforge.models.gguf import cache_dir, dequantise_gguf
-    from tuneforge.models.loading import HEADS, load_model, load_tokenizer
+    from tuneforge.models.gguf import cache_dir as cache_dir, dequantise_gguf as dequantise_gguf
+    from tuneforge.models.loading import HEADS as HEADS, load_model as load_model, load_tokenizer as load_tokenizer
 
 _LAZY = {
     "cache_dir": "tuneforge.models.gguf",

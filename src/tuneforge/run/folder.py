@@ -31,17 +31,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from tuneforge.errors import UserError
-from tuneforge.files import fsync_dir, fsync_file, save_tensors_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from tuneforge.files import save_tensors_atomic, write_json_atomic
 
 
 # ----------------------------------------------------------------------------- ownership of folders

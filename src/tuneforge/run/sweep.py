@@ -60,7 +60,7 @@ class ParamSpec(BaseModel):
     choices: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _complete(self) -> "ParamSpec":
+    def _complete(self) -> ParamSpec:
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError("a categorical parameter needs a non-empty 'choices' list")

@@ -118,7 +118,7 @@ class Group(Encoded):
     desirable: bool = True
 
     @classmethod
-    def of(cls, sequences: list[Encoded], desirable: bool = True) -> "Group":
+    def of(cls, sequences: list[Encoded], desirable: bool = True) -> Group:
         first = sequences[0]
         return cls(input_ids=first.input_ids, labels=first.labels, n_answer=int(all(s.n_answer > 0 for s in sequences)),
                    truncated=any(s.truncated for s in sequences), sequences=sequences, desirable=desirable)

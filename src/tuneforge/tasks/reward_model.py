@@ -21,7 +21,7 @@ from tuneforge.errors import ConfigError, DataError
 from tuneforge.tasks.answers import Group, collate_groups, trim_messages
 from tuneforge.preference.losses import bradley_terry_loss, plackett_luce_loss
 from tuneforge.recipe import RewardConfig
-from tuneforge.tasks.base import TASKS, Encoded, Example, Task, end_of_turn, pad_id
+from tuneforge.tasks.base import TASKS, Encoded, Example, end_of_turn, pad_id
 from tuneforge.tasks.preference import FeedbackTask, feedback_examples, implied_pairs, ranked
 
 Messages = list[dict[str, str]]
@@ -72,7 +72,7 @@ class RewardModel(FeedbackTask):
         if encoder:
             cls, sep = tok.cls_token_id, tok.sep_token_id
             if cls is None or sep is None:
-                raise ConfigError(f"the encoder's tokenizer has no [CLS]/[SEP] tokens to frame prompt and answer")
+                raise ConfigError("the encoder's tokenizer has no [CLS]/[SEP] tokens to frame prompt and answer")
             ids = [cls, *prompt_ids, sep, *answer_ids, sep]
         else:
             ids = prompt_ids + answer_ids
