@@ -116,17 +116,21 @@ def main() -> None:
     if args.seeds > 0:
         active_vs_random(0)
     if "eda" not in args.skip:
-        new, added, dropped = augment_records(seed_rows, ["synonym", "insert", "swap", "delete"], seed=0, test=test_texts)
-        notes["eda"] = {"added": added, "dropped": dropped, "examples": [r["text"] for r in new[:: max(1, len(new) // 8)]]}
+        new, added, dropped = augment_records(seed_rows, ["synonym", "insert", "swap", "delete"], seed=0,
+                                              test=test_texts)
+        notes["eda"] = {"added": added, "dropped": dropped,
+                        "examples": [r["text"] for r in new[:: max(1, len(new) // 8)]]}
         results.append(train_arm("+eda", base_rows + new, test, args.out, args))
         save(results, notes, args)
     if "synthetic" not in args.skip:
         seeds_file = write(args.out / "data" / "seeds.jsonl", base_rows)
         start = time.perf_counter()
         report = synthesize(seeds_file, args.out / "data" / "synthetic.jsonl", task=TASK,
-                            per_label=args.synthetic_per_label, real_file=SNIPS / "intent_train.jsonl", run_dir=base_run,
+                            per_label=args.synthetic_per_label, real_file=SNIPS / "intent_train.jsonl",
+                            run_dir=base_run,
                             model=args.generator)
-        notes["synthetic"] = {"generated": report.generated, "survivors": report.survivors, "per_label": report.per_label,
+        notes["synthetic"] = {"generated": report.generated, "survivors": report.survivors,
+                              "per_label": report.per_label,
                               "seconds": round(time.perf_counter() - start),
                               "examples": [r["text"] + " -> " + r["label"] for r in report.rows[:8]],
                               "rejected_examples": {k: v[:4] for k, v in report.rejected.items()}}
@@ -164,7 +168,8 @@ def table(results: list[dict[str, Any]]) -> str:
     for r in results:
         d = paired_bootstrap(base, r["correct"]) if r is not results[0] else None
         diff = "-" if d is None else f"{d['mean_diff']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
-        lines.append(f"| {r['arm']} | {r['rows']} | {r['accuracy']:.4f} | [{r['ci'][0]:.4f}, {r['ci'][1]:.4f}] | {diff} |")
+        ci = f"[{r['ci'][0]:.4f}, {r['ci'][1]:.4f}]"
+        lines.append(f"| {r['arm']} | {r['rows']} | {r['accuracy']:.4f} | {ci} | {diff} |")
     return "\n".join(lines)
 
 

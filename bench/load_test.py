@@ -134,14 +134,17 @@ def probes(base: str, key: str, task: str) -> dict[str, dict[str, Any]]:
     json_h = {**good, "content-type": "application/json"}
     cases = {
         "no API key": (401, lambda c: c.post(path, json={"texts": ["hello"]})),
-        "wrong API key": (401, lambda c: c.post(path, json={"texts": ["hello"]}, headers={"Authorization": "Bearer x"})),
+        "wrong API key": (401,
+                          lambda c: c.post(path, json={"texts": ["hello"]}, headers={"Authorization": "Bearer x"})),
         "malformed JSON": (422, lambda c: c.post(path, content=b'{"texts": [', headers=json_h)),
-        "oversized body (2 MB)": (413, lambda c: c.post(path, content=json.dumps({"texts": ["a" * 2_000_000]}).encode(), headers=json_h)),
+        "oversized body (2 MB)": (413, lambda c: c.post(path, content=json.dumps({"texts": ["a" * 2_000_000]}).encode(),
+                                                        headers=json_h)),
         "too many texts": (422, lambda c: c.post(path, json={"texts": ["a"] * 10_000}, headers=good)),
         "text too long": (422, lambda c: c.post(path, json={"texts": ["a" * 100_000]}, headers=good)),
         "wrong type": (422, lambda c: c.post(path, json={"texts": [1, None]}, headers=good)),
         "unknown field": (422, lambda c: c.post(path, json={"texts": ["a"], "x": 1}, headers=good)),
-        "bad chat role": (422, lambda c: c.post("/v1/chat/completions", json={"messages": [{"role": "x", "content": "a"}]}, headers=good)),
+        "bad chat role": (422, lambda c: c.post("/v1/chat/completions",
+                                                json={"messages": [{"role": "x", "content": "a"}]}, headers=good)),
         "not JSON at all": (422, lambda c: c.post(path, content=b"\x00\xff garbage", headers=json_h)),
     }
     out = {}
@@ -245,10 +248,12 @@ def main() -> int:
         "throughput_rps": round(len(ok) / elapsed, 2),
         "latency_ms": {q: round(float(np.percentile(lat, int(q[1:]))) * 1000, 1) for q in ("p50", "p90", "p99")},
         "latency_max_ms": round(float(lat.max()) * 1000, 1),
-        "mean_batch_size": round(metrics.get("tuneforge_batch_size_sum", 0) / max(1, metrics.get("tuneforge_batch_size_count", 0)), 2),
+        "mean_batch_size": round(metrics.get("tuneforge_batch_size_sum", 0)
+                                 / max(1, metrics.get("tuneforge_batch_size_count", 0)), 2),
         "generated_tokens": metrics.get("tuneforge_generated_tokens_total", 0),
         "parity": {"compared": len(ok), "unique_inputs": len({r["text"] for r in ok}), "mismatches": len(mismatches),
-                   "examples": [{"text": r["text"], "kind": r["kind"], "served": r["answer"], "offline": offline[r["text"]]}
+                   "examples": [{"text": r["text"], "kind": r["kind"], "served": r["answer"],
+                                 "offline": offline[r["text"]]}
                                 for r in mismatches[:5]]},
         "probes": probe, "schemathesis": fuzzed, "alive_after_fuzzing": alive,
         "monitor_load_phase": mon["verdict"]["line"], "monitor_with_fuzz_traffic": mon_fuzz["verdict"]["line"],
@@ -259,7 +264,8 @@ def main() -> int:
     summary["passed"] = passed
     out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps({k: summary[k] for k in ("requests", "errors", "throughput_rps", "latency_ms", "mean_batch_size",
-                                              "parity", "alive_after_fuzzing", "passed")}, indent=2, ensure_ascii=False))
+                                              "parity", "alive_after_fuzzing", "passed")}, indent=2,
+                     ensure_ascii=False))
     print("probes:", {k: v["got"] for k, v in probe.items()})
     print("schemathesis:", fuzzed["exit_code"], *fuzzed["summary"][-8:], sep="\n  ")
     print("monitor, load-phase log (test-split inputs):", summary["monitor_load_phase"])

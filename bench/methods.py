@@ -139,8 +139,9 @@ SUITES: dict[str, dict[str, Any]] = {
                          ("JSON valid", "json_valid", False)],
               "prepare": lambda: prepare_slots(),
               "task_line": f"SNIPS slot extraction (JSON), {SLOTS_INTENT} requests only (9 slot types), "
-                           "smollm2-135m-instruct, first 120 train rows, first 40 test rows, 2 epochs x batch 4 (60 steps), "
-                           "max_length 192, answers leave absent slots out, greedy 80 new tokens, no validation split; the general-text perplexity "
+                           "smollm2-135m-instruct, first 120 train rows, first 40 test rows, "
+                           "2 epochs x batch 4 (60 steps), max_length 192, answers leave absent slots out, "
+                           "greedy 80 new tokens, no validation split; the general-text perplexity "
                            "is tuneforge's built-in forgetting check (16 chunks)"},
 }
 

@@ -90,7 +90,8 @@ def run(name: str, sets: list[str], timeout: float, lock: bool) -> dict[str, Any
         if final is not None:  # a staged run: the last stage's report, plus the stage summary
             report_dir = sorted(p for p in final.iterdir() if p.is_dir())[-1]
         row["report"] = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
-        row["metrics_tail"] = [json.loads(line) for line in (report_dir / "metrics.jsonl").read_text().splitlines()][-3:]
+        row["metrics_tail"] = [json.loads(line)
+                               for line in (report_dir / "metrics.jsonl").read_text().splitlines()][-3:]
     print(f"[{name}] rc={rc} in {wall:.0f} s, peak RSS {peak_kb / 1024:.0f} MB", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"preference-{name}.json").write_text(json.dumps(row, indent=2, default=str) + "\n", encoding="utf-8")
@@ -124,7 +125,8 @@ def _section(row: dict[str, Any]) -> list[str]:
     extra = {k: v for k, v in rep["tuned"].items() if k in ("judge_reward_tuned", "judge_reward_reference", "pairs")}
     if extra:
         md.append("")
-        md.append("Also: " + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in extra.items()))
+        md.append("Also: " + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}"
+                                       for k, v in extra.items()))
     return md + [""]
 
 

@@ -24,9 +24,12 @@ unauthorised requests are sent on purpose, and schemathesis fuzzes the server's 
 
 def row(s: dict) -> str:
     lat = s["latency_ms"]
-    return (f"| {Path(s['run']).name} ({s['model']}, {s['method']}, {s['task']}) | {s['clients']} x {s['duration_s']:g} s "
-            f"| {s['requests']} | {s['errors']} | {s['throughput_rps']:g} | {lat['p50']:g} / {lat['p90']:g} / {lat['p99']:g} "
-            f"| {s['mean_batch_size']:g} | {s['parity']['compared'] - s['parity']['mismatches']} of {s['parity']['compared']} "
+    same = s['parity']['compared'] - s['parity']['mismatches']
+    return (f"| {Path(s['run']).name} ({s['model']}, {s['method']}, {s['task']}) "
+            f"| {s['clients']} x {s['duration_s']:g} s "
+            f"| {s['requests']} | {s['errors']} | {s['throughput_rps']:g} "
+            f"| {lat['p50']:g} / {lat['p90']:g} / {lat['p99']:g} "
+            f"| {s['mean_batch_size']:g} | {same} of {s['parity']['compared']} "
             f"({s['parity']['unique_inputs']} distinct) |")
 
 
@@ -44,7 +47,8 @@ def details(s: dict) -> str:
              f"- monitor on the whole log (schemathesis' random strings included): {s['monitor_with_fuzz_traffic']}",
              f"- all checks passed: **{s['passed']}**"]
     if s["parity"]["mismatches"]:
-        lines.append(f"- answers that differ from offline predict: {json.dumps(s['parity']['examples'], ensure_ascii=False)}")
+        differ = json.dumps(s['parity']['examples'], ensure_ascii=False)
+        lines.append(f"- answers that differ from offline predict: {differ}")
     if s["errors"]:
         lines.append(f"- error examples: {s['error_examples']}")
     return "\n".join(lines) + "\n"
@@ -52,7 +56,8 @@ def details(s: dict) -> str:
 
 def main(paths: list[str]) -> None:
     runs = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
-    table = ["| run | clients x seconds | requests | errors | requests/s | latency p50 / p90 / p99 ms | mean batch | same as offline |",
+    table = ["| run | clients x seconds | requests | errors | requests/s | latency p50 / p90 / p99 ms | mean batch "
+             "| same as offline |",
              "|---|---|---|---|---|---|---|---|", *map(row, runs)]
     text = HEADER + "\n".join(table) + "\n\n" + "\n".join(map(details, runs))
     out = Path(__file__).parent / "SERVE_RESULTS.md"

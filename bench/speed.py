@@ -124,7 +124,8 @@ def required_flops(config: Any, encoded: list[Any], r: int) -> dict[str, float]:
     parts = {
         "base_forward": 2.0 * base * tokens,
         "base_input_grad": 2.0 * (base - first_qkv) * tokens,
-        "lora": 2.0 * (3 * lora - r * (3 * d + d + 2 * kv)) * tokens,  # fwd, weight grad, input grad (not layer 0 q/k/v)
+        # fwd, weight grad, input grad (not layer 0 q/k/v)
+        "lora": 2.0 * (3 * lora - r * (3 * d + d + 2 * kv)) * tokens,
         "attention": 3 * layers * 4.0 * d * attn_pairs,
         "head": 2 * 2.0 * d * vocab * answers,
     }
@@ -172,7 +173,8 @@ def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
     model = get_peft_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                                              target_modules="all-linear", task_type="CAUSAL_LM"))
     rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in train]
-    targs = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="speed-baseline-"), per_device_train_batch_size=args.batch,
+    targs = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="speed-baseline-"),
+                              per_device_train_batch_size=args.batch,
                               num_train_epochs=1, learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0,
                               max_grad_norm=1.0, weight_decay=0.0, seed=SEED, save_strategy="no", report_to=[],
                               logging_steps=10, use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False,
@@ -185,7 +187,8 @@ def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
     padded = sum(max(len(train[i].input_ids) for i in range(s, min(s + args.batch, len(train)))) *
                  len(range(s, min(s + args.batch, len(train)))) for s in range(0, len(train), args.batch))
     return {"train_seconds": seconds, "val_loss": validation_loss(model, val), "steps": trainer.state.global_step,
-            "precision": "bf16" if targs.bf16 else "no", "tokens_processed_approx": padded, "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
+            "precision": "bf16" if targs.bf16 else "no", "tokens_processed_approx": padded,
+            "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
 
 
 def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
@@ -233,7 +236,8 @@ def run_tuneforge(args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     frozen = resolve_frozen_dtype(recipe.train, "cpu")
     return {"train_seconds": seconds, "val_loss": validation_loss(model, val), "steps": state.step,
-            "precision": precision, "frozen_dtype": str(frozen).replace("torch.", "") if frozen else "float32", "loop_seconds": state.seconds, "losses": [h["loss"] for h in _log(out / "run") if "loss" in h]}
+            "precision": precision, "frozen_dtype": str(frozen).replace("torch.", "") if frozen else "float32",
+            "loop_seconds": state.seconds, "losses": [h["loss"] for h in _log(out / "run") if "loss" in h]}
 
 
 def _log(run: Path) -> list[dict[str, Any]]:
@@ -295,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=8, help="examples per optimizer step (both sides)")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--tf-micro", default=None,
-                        help="tuneforge micro-batch in examples (default --batch); a comma list runs one tuneforge side each")
+                        help="tuneforge micro-batch in examples (default --batch); "
+                             "a comma list runs one tuneforge side each")
     parser.add_argument("--tf-loss-chunk", type=int, default=1024)
     parser.add_argument("--tf-no-packing", action="store_true")
     parser.add_argument("--tf-pack-width", type=int, default=None,
@@ -307,14 +312,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="tuneforge sides: train.speed.compact_activations (saved activations kept in bf16); "
                              "both: each tuneforge side without and with it")
     parser.add_argument("--tf-micro-tokens", type=lambda v: [int(x) for x in v.split(",")], default=[],
-                        help="comma list: one more tuneforge side each with train.speed.micro_batch_tokens (each step's "
+                        help="comma list: one more tuneforge side each with train.speed.micro_batch_tokens "
+                             "(each step's "
                              "examples split into micro-batches of at most this many tokens)")
     parser.add_argument("--tf-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                        help="tuneforge side: train.dtype (auto is float32 on a CPU; bfloat16 needs AMX or AVX-512-BF16)")
+                        help="tuneforge side: train.dtype "
+                             "(auto is float32 on a CPU; bfloat16 needs AMX or AVX-512-BF16)")
     parser.add_argument("--tf-fused", choices=["yes", "no"], default="yes",
                         help="tuneforge side: train.speed.fused_lora (each LoRA layer's forward and backward fused)")
     parser.add_argument("--tf-frozen-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                        help="tuneforge side: train.speed.frozen_dtype (auto: bf16 frozen base on AMX CPUs and bf16 GPUs)")
+                        help="tuneforge side: train.speed.frozen_dtype "
+                             "(auto: bf16 frozen base on AMX CPUs and bf16 GPUs)")
     parser.add_argument("--tf-plain-too", action="store_true",
                         help=f"each tuneforge side once more ({PLAIN}): unfused LoRA layers, float32 frozen base")
     parser.add_argument("--tf-allocator", default="auto",
@@ -391,7 +399,8 @@ def _measure(args: argparse.Namespace, threads: int, raw: list[str]) -> dict[str
         print(json.dumps({k: v for k, v in s.items() if k != "losses"}, indent=1), flush=True)
     peak_after = matmul_peak(threads)  # the cores are shared: did the machine change during the run?
     result = {"machine": _machine(), "command": f"OMP_NUM_THREADS={threads} python bench/speed.py {shlex.join(raw)}",
-              "matmul_peak": peak, "matmul_peak_bf16": peak_bf16, "matmul_peak_after": peak_after, "started": started.isoformat(timespec="seconds"),
+              "matmul_peak": peak, "matmul_peak_bf16": peak_bf16, "matmul_peak_after": peak_after,
+              "started": started.isoformat(timespec="seconds"),
               "load_during_run": os.getloadavg(), "model": args.model, "examples": len(train), "useful_tokens": useful,
               "real_tokens": sum(len(e.input_ids) for e in train), "required_flops": flops, "sides": sides}
     if "baseline" in sides:
@@ -401,10 +410,12 @@ def _measure(args: argparse.Namespace, threads: int, raw: list[str]) -> dict[str
                                    "wall": t["wall_seconds"] / b["wall_seconds"],
                                    "val_loss_delta": t["val_loss"] - b["val_loss"], "mfu": t["mfu"],
                                    "mfu_own_precision": t.get("mfu_own_precision", t["mfu"]),
-                                   "precision": t.get("precision", "no"), "frozen_dtype": t.get("frozen_dtype", "float32")}
+                                   "precision": t.get("precision", "no"),
+                                   "frozen_dtype": t.get("frozen_dtype", "float32")}
                             for name, t in sides.items() if name != "baseline"}
         others = [n for n in sides if n.startswith("baseline@")]  # the baseline with another malloc too
-        result["ratios_to"] = {o: {name: {"useful_tokens_per_s": t["useful_tokens_per_s"] / sides[o]["useful_tokens_per_s"],
+        result["ratios_to"] = {o: {name: {"useful_tokens_per_s":
+                                              t["useful_tokens_per_s"] / sides[o]["useful_tokens_per_s"],
                                           "peak_rss": t["peak_rss_mb"] / sides[o]["peak_rss_mb"]}
                                    for name, t in sides.items() if name.startswith("tuneforge")} for o in others}
     return result
@@ -447,9 +458,11 @@ def render_markdown(r: dict[str, Any]) -> str:
     for name, s in r["sides"].items():
         lines.append(f"| {name} | {_precision(s)} | {s.get('allocator', 'system')} | {s['train_seconds']:.1f} | "
                      f"{s['useful_tokens_per_s']:.1f} | "
-                     f"{s['peak_rss_mb']:.0f} | {s['wall_seconds']:.1f} | {s['val_loss']:.4f} | {s['achieved_gflops']:.1f} | "
+                     f"{s['peak_rss_mb']:.0f} | {s['wall_seconds']:.1f} | {s['val_loss']:.4f} | "
+                     f"{s['achieved_gflops']:.1f} | "
                      f"{s['mfu']:.1%} | {s.get('mfu_own_precision', s['mfu']):.1%} |")
-    lines += ["", "How it is measured: each side is its own subprocess, run one after the other while this script holds "
+    lines += ["",
+              "How it is measured: each side is its own subprocess, run one after the other while this script holds "
               "`/tmp/tuneforge-heavy.lock`; peak RSS is the child's `ru_maxrss` (`os.wait4`), so model loading "
               "and the validation pass count too; train s is the training call alone; useful tokens are the "
               "answer tokens (the ones that carry loss), the same for both sides; validation loss is the mean "
@@ -466,7 +479,8 @@ def render_markdown(r: dict[str, Any]) -> str:
                       f"{q['useful_tokens_per_s']:.2f}x, peak RSS {q['peak_rss']:.2f}x, validation loss "
                       f"{q['val_loss_delta']:+.4f}; {q['mfu']:.1%} of the fp32 matmul peak."]
             continue
-        lines += ["", f"Ratios ({name} / baseline): useful tokens/s **{q['useful_tokens_per_s']:.2f}x** (target >= 1.5x), "
+        lines += ["",
+                  f"Ratios ({name} / baseline): useful tokens/s **{q['useful_tokens_per_s']:.2f}x** (target >= 1.5x), "
                   f"peak RSS **{q['peak_rss']:.2f}x** (target <= 0.4x), wall {q['wall']:.2f}x, validation loss "
                   f"{q['val_loss_delta']:+.4f} (target <= 0); {q['mfu']:.1%} of the fp32 matmul peak"
                   + (f", {q['mfu_own_precision']:.1%} of the bf16 peak" if _precision(q) != "fp32" else "")

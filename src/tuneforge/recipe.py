@@ -79,7 +79,8 @@ class DataConfig(Section):
     split: SplitConfig = SplitConfig()
     max_train_rows: int | None = Field(None, ge=1, description="use only the first N training rows (after splitting)")
     max_test_rows: int | None = Field(None, ge=1, description="score only the first N test rows")
-    cache: bool = Field(True, description="keep the tokenised examples on disk by fingerprint and reuse them on a rerun "
+    cache: bool = Field(True,
+                        description="keep the tokenised examples on disk by fingerprint and reuse them on a rerun "
                         "(TUNEFORGE_CACHE sets the folder)")
 
     @field_validator("labels", mode="before")
@@ -186,7 +187,8 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept (the best one is always "
                                   "kept); two, so a resume can fall back to the previous one if the newest does not "
                                   "verify")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="spread this much target mass over the vocabulary/labels")
+    label_smoothing: float = Field(0.0, ge=0, lt=1,
+                                   description="spread this much target mass over the vocabulary/labels")
     dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout probability of the model")
     privacy: PrivacyConfig | None = Field(None, description="train with differential privacy (DP-SGD)")
 
@@ -367,7 +369,8 @@ class RLConfig(Section):
     """On-policy RL from a reward (``task: rl``): GRPO (Shao et al. 2024, https://arxiv.org/abs/2402.03300)
     or RLOO (Ahmadian et al. 2024, https://arxiv.org/abs/2402.14740) advantages, KL to the reference."""
 
-    task: Literal["extraction", "generation"] = Field("extraction", description="the task whose data and prompts are used")
+    task: Literal["extraction", "generation"] = Field("extraction",
+                                                      description="the task whose data and prompts are used")
     reward: str = Field("json_fields", description="a registered reward (see tuneforge.tasks.rewards), "
                         "'module:function', or a finished reward_model run folder")
     algorithm: str = Field("grpo", description="a registered advantage estimator (tuneforge.tasks.rl.ADVANTAGES)")
@@ -401,7 +404,8 @@ class Recipe(Section):
     method: MethodSection = Field(default_factory=lambda: registry("method").config("full")(),
                                   description="the fine-tuning method's section, chosen by its name")
     data: DataConfig | None = None
-    stages: list[dict[str, Any]] | None = Field(None, description="run these in order, each from the last one's weights")
+    stages: list[dict[str, Any]] | None = Field(None,
+                                                description="run these in order, each from the last one's weights")
     tasks: list[dict[str, Any]] | None = Field(None, description="multi-task: train one model on all of these")
     mixing: MixingConfig = MixingConfig()
     prompt: PromptConfig = PromptConfig()
@@ -569,7 +573,8 @@ def _resolve_data_paths(recipe: Recipe, source: str, base_dir: Path | None) -> N
         candidates = [Path.cwd() / path] + ([base_dir / path] if base_dir else [])
         found = next((c for c in candidates if c.exists()), None)
         if found is None:
-            raise ConfigError(f"{source}: {section}.{key}: not found: {path} (looked at {', '.join(map(str, candidates))})")
+            looked = ", ".join(map(str, candidates))
+            raise ConfigError(f"{source}: {section}.{key}: not found: {path} (looked at {looked})")
         setattr(owner, key, found.resolve())
 
 

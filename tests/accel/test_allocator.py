@@ -19,7 +19,8 @@ LDCONFIG = """\t3 libs found in cache `/etc/ld.so.cache'
 \tlibjemalloc.so.2 (libc6) => /lib/i386-linux-gnu/libjemalloc.so.2
 \tlibjemalloc.so.2 (libc6,x86-64) => /lib/x86_64-linux-gnu/libjemalloc.so.2
 """
-REPORT = "from tuneforge.accel import allocator; import os; print(allocator.loaded_allocator(), os.environ.get('{}', '-'))"
+REPORT = ("from tuneforge.accel import allocator; import os; "
+          "print(allocator.loaded_allocator(), os.environ.get('{}', '-'))")
 
 
 def _fake_search(monkeypatch: pytest.MonkeyPatch, present: dict[str, str]) -> None:

@@ -115,7 +115,8 @@ def test_packed_batch_gives_each_example_its_unpacked_loss(tmp_path: Path, tiny_
     assert packed["input_ids"].shape[0] < len(batch)  # it did pack
     assert "attention_mask" not in packed
     with torch.no_grad():
-        logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits  # (R, W, V)
+        # (R, W, V)
+        logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits
         col = {}
         for r, row in enumerate(pack_rows(lengths, 2 * max(lengths))):
             start = 0
@@ -305,4 +306,5 @@ def test_preflight_probes_the_largest_token_capped_micro_batch() -> None:
     probed = [len(e.input_ids) for e in worst_micro_batch(train, cfg)]
     first_bin = split_by_tokens(list(range(8)), lengths, 100)[0]
     assert probed == [lengths[i] for i in first_bin] == [64, 30, 5]
-    assert [len(e.input_ids) for e in worst_micro_batch(train, TrainConfig(max_length=64, batch_size=3))] == [64, 64, 50]
+    worst = worst_micro_batch(train, TrainConfig(max_length=64, batch_size=3))
+    assert [len(e.input_ids) for e in worst] == [64, 64, 50]

@@ -76,7 +76,8 @@ def test_a_merge_key_may_still_be_overridden(tmp_path: Path) -> None:
     assert load_yaml("base: &b {lr: 1}\ntrain:\n  <<: *b\n  lr: 2\n", "r.yaml")["train"] == {"lr": 2}
 
 
-def test_a_row_of_deeply_nested_brackets(tmp_path: Path, tiny_encoder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_row_of_deeply_nested_brackets(tmp_path: Path, tiny_encoder: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "nested.jsonl"
     data.write_text(json.dumps(sentiment_rows(1)[0]) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
     recipe = _recipe(tmp_path, tiny_encoder, data={"train": str(data)})
@@ -111,7 +112,8 @@ def test_an_instruction_with_braces(tmp_path: Path, tiny_decoder: Path, capsys: 
     assert user.startswith('Answer with one of neg, pos, as JSON like {"label": "x"} or {other}.')
 
 
-def test_predict_output_that_is_a_folder(finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_output_that_is_a_folder(finished_run: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     data = write_jsonl(tmp_path / "in.jsonl", sentiment_rows(2))
     _fails(["predict", str(finished_run), str(data), "-o", str(tmp_path)], capsys, f"the output {tmp_path} is a folder")
 
@@ -146,7 +148,8 @@ def test_a_damaged_run_folder(finished_run: Path, tmp_path: Path, capsys: pytest
         pytest.skip("predict reads no split")
     run = _damage(finished_run, tmp_path, name, how)
     argv = ["eval", str(run)] if command == "eval" else \
-        ["predict", str(run), str(write_jsonl(tmp_path / "in.jsonl", sentiment_rows(2))), "-o", str(tmp_path / "p.jsonl")]
+        ["predict", str(run), str(write_jsonl(tmp_path / "in.jsonl", sentiment_rows(2))), "-o",
+         str(tmp_path / "p.jsonl")]
     _fails(argv, capsys, f"the run folder {run} is damaged", str(run / name))
 
 
@@ -197,7 +200,8 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
 
 
 @pytest.mark.parametrize("error, expected", [
-    (PermissionError(13, "Permission denied", "/data/out.jsonl"), "Permission denied: /data/out.jsonl; check the permissions"),
+    (PermissionError(13, "Permission denied", "/data/out.jsonl"),
+     "Permission denied: /data/out.jsonl; check the permissions"),
     (OSError(28, "No space left on device", "/runs/x"), "No space left on device: /runs/x; free some disk space"),
     (IsADirectoryError(21, "Is a directory", "/tmp/a", None, "/tmp/b"), "Is a directory: /tmp/a -> /tmp/b"),
     (RecursionError("maximum recursion depth exceeded"), "nested too deeply"),

@@ -30,7 +30,8 @@ def test_models_lists_the_embedded_defaults(capsys: pytest.CaptureFixture[str]) 
 def test_bad_recipe_exits_2_with_the_key_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "t.jsonl").write_text('{"text": "a", "label": "b"}\n')
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"task: classification\nmodel: minilm-l6\ndata: {{train: {tmp_path / 't.jsonl'}, txt_field: x}}\n")
+    recipe.write_text(f"task: classification\nmodel: minilm-l6\n"
+                      f"data: {{train: {tmp_path / 't.jsonl'}, txt_field: x}}\n")
     assert main(["train", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert "data.txt_field: unknown key" in err and str(recipe) in err and "Traceback" not in err

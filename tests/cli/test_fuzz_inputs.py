@@ -66,7 +66,8 @@ CHANGES = (st.tuples(st.sampled_from(KEYS), JSONISH)
 @given(changes=st.lists(CHANGES, max_size=3))
 @example(changes=[("train.epochs", float("inf"))]).via("the finding of issue 18")
 @example(changes=[("prompt.instruction", "a \ud800 b")]).via("a lone surrogate")
-def test_recipe_dicts_validate_or_fail_with_a_config_error(valid: dict[str, Any], changes: list[tuple[str, Any]]) -> None:
+def test_recipe_dicts_validate_or_fail_with_a_config_error(valid: dict[str, Any],
+                                                           changes: list[tuple[str, Any]]) -> None:
     raw = valid
     for key, value in changes:
         raw = _set(raw, key, value)

@@ -87,7 +87,8 @@ def test_magnitude_pruning_zeroes_the_share_asked_and_keeps_embeddings(cls_run: 
     assert torch.equal(pruned.bert.embeddings.word_embeddings.weight, original.bert.embeddings.word_embeddings.weight)
 
 
-def test_recovery_fine_tune_trains_the_kept_weights_and_keeps_pruned_ones_at_zero(cls_run: Path, tmp_path: Path) -> None:
+def test_recovery_fine_tune_trains_the_kept_weights_and_keeps_pruned_ones_at_zero(cls_run: Path,
+                                                                                  tmp_path: Path) -> None:
     plain = compress(cls_run, {"method": "prune-magnitude", "sparsity": 0.5}, tmp_path / "a", echo=quiet).out_dir
     tuned = compress(cls_run, {"method": "prune-magnitude", "sparsity": 0.5, "recovery_steps": 3, "recovery_lr": 1e-3},
                      tmp_path / "b", echo=quiet).out_dir

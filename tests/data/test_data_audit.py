@@ -103,7 +103,8 @@ def test_chat_rows(tmp_path: Path, tiny_decoder: Path) -> None:
         {"messages": [{"role": "assistant", "content": "hello"}, {"role": "user", "content": "hi"}]},  # order
         {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "word " * 60}]},  # cut off
         {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]},  # no loss
-        {"messages": [{"role": "user", "content": "word " * 80}, {"role": "assistant", "content": "ok"}]},  # long prompt
+        # long prompt
+        {"messages": [{"role": "user", "content": "word " * 80}, {"role": "assistant", "content": "ok"}]},
     ]
     path = write_jsonl(tmp_path / "chat.jsonl", rows)
     report = audit_files([path], options=AuditOptions(model=str(tiny_decoder), max_length=96), checks=["chat"])

@@ -1,4 +1,6 @@
-"""Augmentation, synthetic data and active learning on tiny models: rows are marked, filtered and chosen as documented."""
+"""Augmentation, synthetic data and active learning on tiny models.
+
+Rows are marked, filtered and chosen as documented."""
 
 from __future__ import annotations
 
@@ -94,7 +96,8 @@ def test_synthetic_filters_report_survivors() -> None:
     prompts = build_prompts({"a": ["x one", "x two", "x three"], "b": ["y one"]}, "Task.", per_label=2, shots=2, seed=0)
     assert [lab for lab, _ in prompts] == ["a", "a", "b", "b"] and "Task." in prompts[0][1][0]["content"]
     assert clean_candidate('1. "Request: book a table for two"\nmore') == "book a table for two"
-    assert clean_candidate("I'm ready to help. What's the weather like in Naches?") == "What's the weather like in Naches?"
+    weather = "What's the weather like in Naches?"
+    assert clean_candidate(f"I'm ready to help. {weather}") == weather
     assert clean_candidate("Sure! play some jazz") == "play some jazz"
     candidates = [("weather", "what is the weather in Rome today"),
                   ("weather", "what is the weather in Rome today"),  # duplicate of the one before

@@ -72,7 +72,8 @@ def test_a_save_to_disk_folder_and_a_dataset_dict(tmp_path: Path) -> None:
 
 def test_a_folder_written_by_the_datasets_library(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
-    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "r1", "label": 0}, {"text": "r2", "label": 1}]),
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "r1", "label": 0},
+                                                                    {"text": "r2", "label": 1}]),
                                "validation": datasets.Dataset.from_list([{"text": "v", "label": 0}])})
     dd.save_to_disk(str(tmp_path / "saved"))
     records = read_source(tmp_path / "saved", "train")
@@ -90,7 +91,8 @@ def _fake_hub_cache(root: Path, name: str) -> Path:
     return snapshot
 
 
-def test_a_dataset_name_resolves_from_the_local_hub_cache_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dataset_name_resolves_from_the_local_hub_cache_offline(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     _fake_hub_cache(tmp_path / "hub", "acme/reviews")
     assert _texts(read_source("acme/reviews", "test")) == ["hub-test"]

@@ -104,7 +104,8 @@ def test_bad_log_is_refused_with_the_line(run: Path, tmp_path: Path) -> None:
         monitor(run, tmp_path / "missing.jsonl", out_dir=tmp_path / "out")
 
 
-def test_cli_prints_the_verdict(run: Path, tiny_encoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_the_verdict(run: Path, tiny_encoder: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
     log = serve_and_log(run, drifted(40), tmp_path / "log.jsonl")
     assert main(["monitor", str(run), str(log), "--out", str(tmp_path / "o"), "--embedder", str(tiny_encoder)]) == 0
     out = capsys.readouterr().out

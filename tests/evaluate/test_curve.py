@@ -21,7 +21,8 @@ def test_power_law_fit_recovers_planted_parameters() -> None:
     assert fit is not None
     assert (fit["a"], fit["b"], fit["c"]) == pytest.approx((0.9, 2.0, 0.5), abs=1e-6)
     assert predict(fit, 3200) == pytest.approx(0.9 - 2.0 * 3200 ** -0.5, abs=1e-6)
-    ref, _ = curve_fit(lambda v, a, b, c: a - b * np.power(v, -c), np.array(n, float), np.array(score), p0=[0.95, 1, 0.5])
+    ref, _ = curve_fit(lambda v, a, b, c: a - b * np.power(v, -c), np.array(n, float), np.array(score),
+                       p0=[0.95, 1, 0.5])
     assert fit["a"] == pytest.approx(ref[0], abs=1e-6)
     assert fit_power_law([10, 20], [0.5, 0.6]) is None  # two points cannot pin three parameters
 

@@ -61,7 +61,8 @@ def test_eval_reports_golden_cases_and_export_refuses_a_failing_model(tmp_path: 
     assert [r["passed"] for r in golden["tuned"]] == [True, False]
     assert golden["tuned"][1]["answer"] == "pos" and not golden["passed"]
     assert "base" in golden and "fixed" in golden
-    assert "Regression gate" in (run / "report.md").read_text() and "planted failure" in (run / "report.html").read_text()
+    assert "Regression gate" in (run / "report.md").read_text()
+    assert "planted failure" in (run / "report.html").read_text()
     assert json.loads((run / "report.json").read_text())["golden"]["n_passed"] == 1
     with pytest.raises(UserError, match="planted failure"):
         api.export(run, tmp_path / "export")

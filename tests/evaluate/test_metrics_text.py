@@ -11,7 +11,8 @@ from tuneforge.evaluate import METRICS
 from tuneforge.evaluate.metrics_text import ROUGE_TYPES, _NoSynonyms, bertscore, meteor, rouge
 
 REFS = ["the cat sat on the mat\nthe dog ran away", "police killed the gunman", "a quick brown fox", "hello world"]
-PREDS = ["the dog ran away\nthe cat is on the mat", "the gunman was shot by police", "the fast brown fox jumps", "goodbye"]
+PREDS = ["the dog ran away\nthe cat is on the mat", "the gunman was shot by police", "the fast brown fox jumps",
+         "goodbye"]
 
 
 def test_rouge_matches_rouge_score():

@@ -73,7 +73,8 @@ def test_a_finished_run_does_not_need_its_original_files(tmp_path: Path, tiny_en
     assert api.export(tmp_path / "run").is_dir()
 
 
-def test_every_bad_row_is_listed_in_one_pass(tmp_path: Path, tiny_encoder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_bad_row_is_listed_in_one_pass(tmp_path: Path, tiny_encoder: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     lines = [json.dumps(r) for r in sentiment_rows(6)]
     lines[1] = "{not json"
     lines[3] = json.dumps({"text": "no label here"})

@@ -44,7 +44,8 @@ def test_sweep_runs_trials_writes_the_best_recipe_and_resumes(tmp_path: Path, ti
 
 
 def test_fraction_stops_each_trial_early(tmp_path: Path, tiny_encoder: Path) -> None:
-    recipe, space = _setup(tmp_path, tiny_encoder, {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
+    recipe, space = _setup(tmp_path, tiny_encoder,
+                           {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
     summary = sweep(recipe, space, trials=2, sampler="random", fraction=0.5, output=tmp_path / "s",
                     echo=lambda *_: None)
     for row in summary["trials"]:
@@ -67,7 +68,8 @@ def test_bad_spaces_are_refused_with_their_path(tmp_path: Path, tiny_encoder: Pa
 
 
 def test_parallel_workers_share_one_study(tmp_path: Path, tiny_encoder: Path) -> None:
-    recipe, space = _setup(tmp_path, tiny_encoder, {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
+    recipe, space = _setup(tmp_path, tiny_encoder,
+                           {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
     out = tmp_path / "study"
     summary = sweep(recipe, space, trials=4, sampler="random", output=out, workers=2, echo=lambda *_: None)
     assert summary["n_trials"] == 4 and summary["n_complete"] + summary["n_pruned"] == 4

@@ -62,7 +62,8 @@ def offline(run: Path, texts: list[str], tmp: Path) -> list[dict[str, Any]]:
 
 
 TEXTS = [f"the {c} lamp is {w} item {i}" for i, (c, w) in
-         enumerate(zip(["red", "blue", "green", "black"] * 3, ["great", "awful", "lovely", "broken", "poor", "superb"] * 2))]
+         enumerate(zip(["red", "blue", "green", "black"] * 3,
+                       ["great", "awful", "lovely", "broken", "poor", "superb"] * 2))]
 
 
 # ----------------------------------------------------------------------------- endpoints
@@ -79,7 +80,8 @@ def test_classify_equals_offline_predict(cls_run: Path, cls_model: ServedModel, 
         assert set(got["probabilities"]) == {"pos", "neg"}
 
 
-def test_extract_and_openai_endpoints_equal_offline_predict(ext_run: Path, ext_model: ServedModel, tmp_path: Path) -> None:
+def test_extract_and_openai_endpoints_equal_offline_predict(ext_run: Path, ext_model: ServedModel,
+                                                            tmp_path: Path) -> None:
     texts = ["Acme red mug size 2", "Acme blue mug size 3"]
     ref = offline(ext_run, texts, tmp_path)
     with TestClient(create_app(ext_model)) as client:
@@ -166,10 +168,12 @@ def test_limits_are_per_server_and_in_the_openapi_document(cls_model: ServedMode
 
 def test_malformed_and_oversized_requests_are_refused(cls_model: ServedModel) -> None:
     with TestClient(create_app(cls_model)) as client:
-        assert client.post("/v1/classify", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+        assert client.post("/v1/classify", content=b"{not json",
+                           headers={"content-type": "application/json"}).status_code == 422
         big = json.dumps({"texts": ["word " * 700] * 400}).encode()
         assert client.post("/v1/classify", content=big, headers={"content-type": "application/json"}).status_code == 413
-        assert client.post("/v1/chat/completions", json={"messages": [{"role": "robot", "content": "x"}]}).status_code == 422
+        assert client.post("/v1/chat/completions",
+                           json={"messages": [{"role": "robot", "content": "x"}]}).status_code == 422
         last_is_assistant = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
         resp = client.post("/v1/chat/completions", json=last_is_assistant)
         assert resp.status_code == 422 and "last message" in resp.json()["detail"]

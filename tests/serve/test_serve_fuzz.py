@@ -40,7 +40,8 @@ json_values = st.recursive(
 shaped = st.one_of(
     st.fixed_dictionaries({"texts": st.lists(texts, max_size=4)}, optional={"extra": json_values}),
     st.fixed_dictionaries({"prompt": texts}, optional={
-        "max_tokens": st.integers(-3, 5000), "stream": st.booleans(), "temperature": st.floats(), "model": json_values}),
+        "max_tokens": st.integers(-3, 5000), "stream": st.booleans(), "temperature": st.floats(),
+        "model": json_values}),
     st.fixed_dictionaries({"messages": st.lists(st.fixed_dictionaries({
         "role": st.sampled_from(["user", "assistant", "system", "robot"]), "content": json_values | texts}),
         max_size=3)}, optional={"stream": st.booleans(), "max_tokens": json_values}),
@@ -129,7 +130,8 @@ def test_random_unicode_with_surrogates_never_5xx_nor_echo(client: TestClient, t
 
 
 @FUZZ
-@given(auth=st.one_of(st.just(AUTH["Authorization"].encode()), header_bytes, header_bytes.map(lambda b: b"Bearer " + b)),
+@given(auth=st.one_of(st.just(AUTH["Authorization"].encode()), header_bytes,
+                      header_bytes.map(lambda b: b"Bearer " + b)),
        length=st.one_of(st.none(), st.from_regex(r"\A[0-9]{1,12}\Z"), header_bytes),
        rid=st.one_of(st.none(), header_bytes), ctype=st.one_of(content_types.map(str.encode), header_bytes),
        extra=st.dictionaries(st.from_regex(r"\A[A-Za-z][A-Za-z0-9-]{0,15}\Z"), header_bytes, max_size=3),
@@ -159,7 +161,8 @@ def test_generating_run_never_5xx(ext_client: TestClient, body: Any, path: str) 
 
 
 def test_the_request_log_stays_valid_jsonl(client: TestClient) -> None:
-    for raw in (b'{"texts": ["fine"]}', b'{"texts": ["\\ud800"]}', '{"texts": ["\ud800"]}'.encode("utf-8", "surrogatepass"),
+    for raw in (b'{"texts": ["fine"]}', b'{"texts": ["\\ud800"]}',
+                '{"texts": ["\ud800"]}'.encode("utf-8", "surrogatepass"),
                 b"\xff\xfe garbage"):
         client.post("/v1/classify", content=raw, headers={"content-type": "application/json", **AUTH})
     path: Path = client.log_path  # type: ignore[attr-defined]

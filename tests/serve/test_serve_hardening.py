@@ -255,7 +255,8 @@ def test_timeout_follows_the_preflights_measured_latency(ext_model: ServedModel,
 def test_redaction_detectors_mask_cued_secrets_and_names_and_keep_ordinary_text() -> None:
     from tuneforge.serve.redact import redact, redact_text
 
-    assert redact_text("Dear Mr. Smith, my PIN is 9876; token: abc") == "Dear Mr. [NAME], my PIN is [SECRET]; token: [SECRET]"
+    redacted = redact_text("Dear Mr. Smith, my PIN is 9876; token: abc")
+    assert redacted == "Dear Mr. [NAME], my PIN is [SECRET]; token: [SECRET]"
     assert redact_text("send it to DE89370400440532013000") == "send it to [IBAN]"
     for clean in ("I forgot my password yesterday", "the pin of the map", "this is great", "size 42, pack of 12"):
         assert redact_text(clean) == clean

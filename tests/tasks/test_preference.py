@@ -26,13 +26,15 @@ def pair_rows(n: int, offset: int = 0) -> list[dict[str, Any]]:
     for i in range(offset, offset + n):
         colour = COLOURS[i % 4]
         rows.append({"prompt": f"What do you think of the {colour} lamp {i}?",
-                     "chosen": f"The {colour} lamp is {GOOD[i % 4]}.", "rejected": f"The {colour} lamp is {BAD[(i + 1) % 4]}."})
+                     "chosen": f"The {colour} lamp is {GOOD[i % 4]}.",
+                     "rejected": f"The {colour} lamp is {BAD[(i + 1) % 4]}."})
     return rows
 
 
 def pref_recipe(model: Path, task: str, data: Path, out: Path, method: dict[str, Any] | None = None,
                 **sections: Any) -> dict[str, Any]:
-    recipe = {"task": task, "model": str(model), "method": method or {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+    recipe = {"task": task, "model": str(model),
+              "method": method or {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
               "data": {"train": str(data), "split": {"validation": 0.0, "test": 0.25}},
               "train": {"epochs": 3, "lr": 5e-3, "batch_size": 4, "seed": 0, "max_length": 64, "warmup_steps": 0},
               "eval": {"max_new_tokens": 8, "batch_size": 8, "judge_prompts": 4, "samples": 2}, "output": str(out)}
@@ -41,7 +43,8 @@ def pref_recipe(model: Path, task: str, data: Path, out: Path, method: dict[str,
 
 
 # ----------------------------------------------------------------------------- data
-def _parse(task_name: str, rows: list[dict[str, Any]], tiny_decoder: Path, tmp_path: Path, **sections: Any) -> list[Any]:
+def _parse(task_name: str, rows: list[dict[str, Any]], tiny_decoder: Path, tmp_path: Path,
+           **sections: Any) -> list[Any]:
     from tuneforge.models.loading import load_tokenizer
     from tuneforge.tasks import get_task
 
@@ -74,7 +77,8 @@ def test_every_format_parses(tiny_decoder: Path, tmp_path: Path) -> None:
     examples = _parse("preference", rows, tiny_decoder, tmp_path, preference={"loss": "kto"})
     assert [e.target.kind for e in examples] == ["pair"] * 4 + ["ranking"] * 2 + ["binary"] * 2
     for e in examples[:4]:
-        assert e.target.messages[-1] == {"role": "user", "content": "Hi"} and e.target.responses[1] in ("Go away.", "No")
+        assert e.target.messages[-1] == {"role": "user", "content": "Hi"}
+        assert e.target.responses[1] in ("Go away.", "No")
     assert examples[5].target.responses == ["high", "mid", "low"]
     assert examples[4].target.pairs() == [("a", "b"), ("a", "c"), ("b", "c")]
     assert [e.target.label for e in examples[6:]] == [True, False]
@@ -122,7 +126,8 @@ def test_reference_losses_refuse_a_method_without_adapter(tiny_decoder: Path, tm
 
     path = write_jsonl(tmp_path / "p.jsonl", pair_rows(8))
     with pytest.raises(ConfigError, match="simpo or orpo"):
-        api.train(pref_recipe(tiny_decoder, "preference", path, tmp_path / "o", method={"name": "full"}), echo=lambda *a: None)
+        api.train(pref_recipe(tiny_decoder, "preference", path, tmp_path / "o", method={"name": "full"}),
+                  echo=lambda *a: None)
 
 
 # ----------------------------------------------------------------------------- DPO
@@ -205,7 +210,8 @@ def test_reward_model_separates_toy_preferences(model: str, request: pytest.Fixt
 def test_reward_model_learns_rankings_listwise(tiny_decoder: Path, tmp_path: Path) -> None:
     from tuneforge import api
 
-    rows = [{"prompt": r["prompt"], "responses": [r["chosen"], r["chosen"].split(" is ")[0] + " is a lamp.", r["rejected"]]}
+    rows = [{"prompt": r["prompt"],
+             "responses": [r["chosen"], r["chosen"].split(" is ")[0] + " is a lamp.", r["rejected"]]}
             for r in pair_rows(40)]
     path = write_jsonl(tmp_path / "r.jsonl", rows)
     result = api.train(pref_recipe(tiny_decoder, "reward_model", path, tmp_path / "pl", method={"name": "full"},
@@ -313,7 +319,8 @@ def test_reward_model_trains_rankings_as_implied_pairs(tiny_decoder: Path, tmp_p
     groups = task.encode_many(task.parse([Record(str(path), 1, rows[0])], "x"))
     assert len(groups) == 3 and all(len(g.sequences) == 2 for g in groups)
     listwise = get_task(recipe_from_dict({**pref_recipe(tiny_decoder, "reward_model", path, tmp_path / "o"),
-                                          "reward": {"rankings": "plackett_luce"}}), load_tokenizer(tiny_decoder), "decoder")
+                                          "reward": {"rankings": "plackett_luce"}}), load_tokenizer(tiny_decoder),
+                        "decoder")
     assert [len(g.sequences) for g in listwise.encode_many(listwise.parse([Record(str(path), 1, rows[0])], "x"))] == [3]
 
 
@@ -322,7 +329,8 @@ def test_long_prompts_lose_their_oldest_turns_first(tiny_decoder: Path) -> None:
     from tuneforge.tasks.answers import encode_answers, fit_messages
 
     tok = load_tokenizer(tiny_decoder)
-    msgs = hh_to_messages("".join(f"\n\nHuman: question number {i} about lamps\n\nAssistant: answer {i}" for i in range(8))
+    msgs = hh_to_messages("".join(f"\n\nHuman: question number {i} about lamps\n\nAssistant: answer {i}"
+                                  for i in range(8))
                           + "\n\nHuman: the last question?\n\nAssistant:")
     kept = fit_messages(tok, msgs, 60)
     assert kept[-1]["content"] == "the last question?" and len(kept) < len(msgs) and kept[0]["role"] == "user"

@@ -116,7 +116,8 @@ def _kill_points() -> list[tuple[str, int]]:
 
 @pytest.mark.parametrize(("where", "occurrence"), _kill_points(), ids=lambda v: str(v))
 def test_a_kill_anywhere_resumes_to_the_same_weights(make: Callable[[], dict[str, Any]], straight: Path,
-                                                      monkeypatch: pytest.MonkeyPatch,                                                       where: str, occurrence: int) -> None:
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      where: str, occurrence: int) -> None:
     r = make()
     run_dir = Path(r["output"])
     kill, seen = Kill(), {"n": 0}
@@ -152,7 +153,8 @@ def test_a_kill_anywhere_resumes_to_the_same_weights(make: Callable[[], dict[str
 
         monkeypatch.setattr(checkpoint.os, "replace", replace)
     else:  # the new checkpoint is in place, the old ones not yet pruned
-        monkeypatch.setattr(loop, "prune_checkpoints", lambda *a, **k: kill.die(run_dir) if due() else real_prune(*a, **k))
+        monkeypatch.setattr(loop, "prune_checkpoints", lambda *a, **k: kill.die(run_dir) if due()
+                            else real_prune(*a, **k))
 
     with pytest.raises(Killed):
         api.train(r, **QUIET)
@@ -259,7 +261,8 @@ def test_b_a_damaged_newest_checkpoint_is_skipped_and_the_previous_one_resumed(
 
 
 def test_b_a_planted_pickle_is_never_loaded(make: Callable[[], dict[str, Any]], straight: Path,
-                                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     """An ``optimizer.pt`` (the old format, or planted) makes its checkpoint unusable, never a torch.load."""
     r = make()
     ckpts = _killed_after_step_4(r, monkeypatch)
@@ -267,7 +270,8 @@ def test_b_a_planted_pickle_is_never_loaded(make: Callable[[], dict[str, Any]], 
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
     capsys.readouterr()
     api.train(r, resume=True, **QUIET)
-    assert "skipping checkpoint step-000004: it was written by an older tuneforge (optimizer.pt" in capsys.readouterr().out
+    skipped = "skipping checkpoint step-000004: it was written by an older tuneforge (optimizer.pt"
+    assert skipped in capsys.readouterr().out
     assert_same_as_straight(Path(r["output"]), straight)
 
 

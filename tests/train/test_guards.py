@@ -265,7 +265,8 @@ def test_forgetting_is_measured_and_rehearsal_mixes_general_text(tmp_path: Path,
     assert report is not None
     f = report["forgetting"]
     assert f["before"]["general_perplexity"] > 1 and 0 <= f["after"]["probe_accuracy"] <= 1
-    assert f["perplexity_change"] == pytest.approx(f["after"]["general_perplexity"] / f["before"]["general_perplexity"] - 1)
+    ratio = f["after"]["general_perplexity"] / f["before"]["general_perplexity"]
+    assert f["perplexity_change"] == pytest.approx(ratio - 1)
     assert "forgetting check" in (result.run_dir / "report.md").read_text()
     n_rows = json.loads((result.run_dir / "preflight.json").read_text())["data"]["rows"]
     assert n_rows == 12 + 4  # 12 training rows after the split, plus a quarter of the final set from general text
@@ -285,7 +286,8 @@ def test_probe_file_errors_name_the_line(tmp_path: Path) -> None:
     from tuneforge.errors import ConfigError
 
     bad = tmp_path / "probe.jsonl"
-    bad.write_text('{"question": "q", "choices": ["a", "b"], "answer": 0}\n{"question": "q", "choices": ["a"], "answer": 3}\n')
+    bad.write_text('{"question": "q", "choices": ["a", "b"], "answer": 0}\n'
+                   '{"question": "q", "choices": ["a"], "answer": 3}\n')
     with pytest.raises(ConfigError, match=r"probe.jsonl:2"):
         forgetting.load_probe(ForgettingConfig(probe=bad))
     assert math.isfinite(len(forgetting.load_probe(ForgettingConfig())))

@@ -81,7 +81,8 @@ def _packed_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, valu
                                       **kwargs)
     gqa = getattr(module, "num_key_value_groups", 1) > 1  # the fused kernel reads shared key/value heads itself
     rows = []
-    for b, row in enumerate(lengths):  # 4-D slices: the fused kernel takes (1, H, L, D), 3-D falls back to the math path
+    # 4-D slices: the fused kernel takes (1, H, L, D), 3-D falls back to the math path
+    for b, row in enumerate(lengths):
         parts = zip(query[b : b + 1].split(row, dim=2), key[b : b + 1].split(row, dim=2),
                     value[b : b + 1].split(row, dim=2))
         rows.append(torch.cat([torch.nn.functional.scaled_dot_product_attention(

@@ -97,7 +97,8 @@ def describe_error(err: BaseException) -> tuple[str, int]:
 _OS_HINTS = {errno.ENOSPC: "free some disk space and rerun", errno.EDQUOT: "free some disk space and rerun",
              errno.EACCES: "check the permissions", errno.EPERM: "check the permissions",
              errno.EROFS: "the file system is read-only; pick another folder",
-             errno.EISDIR: "give a file path, not a folder", errno.ENOTDIR: "a part of the path is a file, not a folder",
+             errno.EISDIR: "give a file path, not a folder",
+             errno.ENOTDIR: "a part of the path is a file, not a folder",
              errno.ENOENT: "check the path"}
 
 

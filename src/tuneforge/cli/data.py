@@ -103,7 +103,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "personal data, label noise, chat structure")
     p.add_argument("files", nargs="+", type=Path, help="data files (.jsonl, .json, .csv, .tsv, .parquet)")
     p.add_argument("--test", type=Path, default=None, help="held-out file: also checked for rows leaked from FILES")
-    p.add_argument("--model", default=None, help="tokenizer for token lengths and chat truncation (registry name or folder)")
+    p.add_argument("--model", default=None,
+                   help="tokenizer for token lengths and chat truncation (registry name or folder)")
     p.add_argument("--max-length", type=int, default=128, help="the train.max_length you plan (default 128)")
     p.add_argument("--text-field", default="text")
     p.add_argument("--label-field", default="label")
@@ -135,7 +136,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group", default=None, metavar="FIELD", help="rows sharing this field stay in one split")
     p.set_defaults(func=_split)
 
-    p = dsub.add_parser("convert", help="convert between chat, prompt/completion, alpaca, OpenAI and preference formats")
+    p = dsub.add_parser("convert",
+                        help="convert between chat, prompt/completion, alpaca, OpenAI and preference formats")
     p.add_argument("file", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--to", required=True, choices=FORMATS.names())
@@ -156,7 +158,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", type=Path, default=None, help="drop new rows that match a row of this test file")
     p.add_argument("--only-new", action="store_true", help="write only the new rows, not the originals too")
     p.add_argument("--model", default="smollm2-135m-instruct", help="instruct model for paraphrase")
-    p.add_argument("--run", type=Path, default=None, help="classification run whose model must confirm each new row's label")
+    p.add_argument("--run", type=Path, default=None,
+                   help="classification run whose model must confirm each new row's label")
     p.add_argument("--text-field", default="text")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_augment)

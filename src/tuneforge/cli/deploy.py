@@ -93,7 +93,8 @@ def _cmd_runs_history(args: argparse.Namespace) -> None:
     if not hist:
         print(f"nothing was ever promoted as {args.name!r}")
     for h in hist:
-        print(f"{h['promoted_at']}  run {h['run_id']}  replaced {h['replaced_run_id'] or '-'}  {h['note'] or ''}".rstrip())
+        replaced = h['replaced_run_id'] or '-'
+        print(f"{h['promoted_at']}  run {h['run_id']}  replaced {replaced}  {h['note'] or ''}".rstrip())
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

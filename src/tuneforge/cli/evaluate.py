@@ -22,7 +22,8 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``compare``, ``curve`` and ``sweep`` on the ``tuneforge`` parser."""
     p = sub.add_parser("compare", help="the fine-tune beside zero-shot, few-shot, retrieval, kNN and TF-IDF baselines")
-    p.add_argument("target", type=Path, metavar="RECIPE_OR_RUN", help="a finished run folder, or a recipe (trained first)")
+    p.add_argument("target", type=Path, metavar="RECIPE_OR_RUN",
+                   help="a finished run folder, or a recipe (trained first)")
     p.add_argument("--baselines", default="zero-shot,few-shot,retrieval,knn,tfidf",
                    help="comma-separated: zero-shot, zero-shot-prompt, few-shot, retrieval, knn, tfidf")
     p.add_argument("--k", type=int, default=5, help="examples per prompt / neighbours per vote (default 5)")
@@ -30,7 +31,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="score the decoder-prompting baselines on a seeded sample of this many test items")
     p.add_argument("--prompt-model", default="smollm2-135m-instruct",
                    help="decoder for prompting baselines when the run's model is an encoder")
-    p.add_argument("--runs", default=None, help="comma-separated other run folders (same test rows) to add to the table")
+    p.add_argument("--runs", default=None,
+                   help="comma-separated other run folders (same test rows) to add to the table")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", type=Path, default=None, help="default: RUN/compare")
     p.set_defaults(func=_cmd_compare)
@@ -48,7 +50,8 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="hyperparameter search over recipe fields with Optuna (pruning, SQLite, resumable)")
+    p = sub.add_parser("sweep",
+                       help="hyperparameter search over recipe fields with Optuna (pruning, SQLite, resumable)")
     p.add_argument("recipe", type=Path)
     p.add_argument("--space", type=Path, required=True, help="YAML: metric, evaluations, params (dotted recipe paths)")
     p.add_argument("--trials", type=int, default=20, help="total trials wanted in the study (default 20)")

@@ -69,7 +69,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, default=d.max_batch, metavar="N", help="most examples per model call")
     p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms, metavar="M",
                    help="how long a request waits for others to share its batch")
-    p.add_argument("--queue-size", type=int, default=d.queue_size, metavar="Q", help="waiting requests beyond Q get 503")
+    p.add_argument("--queue-size", type=int, default=d.queue_size, metavar="Q",
+                   help="waiting requests beyond Q get 503")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="seconds before a request gets 504 (default: from the run's preflight.json, the measured "
                    "latency per item x (queue size + batch) x 2, between 120 s and an hour)")
@@ -90,7 +91,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("monitor", help="compare logged live inputs with the training data; say whether to re-train")
     p.add_argument("run_dir", type=Path)
     p.add_argument("log", type=Path, help="the JSONL file written by `tuneforge serve --log-requests`")
-    p.add_argument("--out", type=Path, default=None, help="folder for monitor.json and monitor.md (default RUN_DIR/monitor)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for monitor.json and monitor.md (default RUN_DIR/monitor)")
     p.add_argument("--embedder", default="minilm-l6", help="encoder for the embedding drift test (name or folder)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_monitor)

@@ -105,7 +105,8 @@ class AuditReport:
 
     def flagged(self, check: str, file: str | None = None) -> list[dict[str, Any]]:
         """Every row that ``check`` flagged (in ``file``, or in any file)."""
-        return [r for k, fs in self.findings.items() if file in (None, k) for f in fs if f.check == check for r in f.rows]
+        return [r for k, fs in self.findings.items() if file in (None, k) for f in fs if f.check == check
+                for r in f.rows]
 
 
 # ----------------------------------------------------------------------------- reading
@@ -205,7 +206,9 @@ def check_exact_duplicates(data: Dataset, opts: AuditOptions) -> Finding:
         labels = {data.labels[i] for i in members}
         conflicting += len(labels) > 1
         for i in members[1:]:
-            note = f"same text as {data.where(members[0])}" + (f" (labels differ: {', '.join(map(str, sorted(labels, key=str)))})" if len(labels) > 1 else "")
+            note = f"same text as {data.where(members[0])}"
+            if len(labels) > 1:
+                note += f" (labels differ: {', '.join(map(str, sorted(labels, key=str)))})"
             rows.append(data.row(i, note, duplicate_of=data.where(members[0])))
     summary = f"{len(rows)} rows repeat an earlier row ({len(groups)} groups, {conflicting} with conflicting labels)"
     return Finding("exact_duplicates", "Exact duplicates", "warning" if rows else "ok", len(rows), summary, rows,

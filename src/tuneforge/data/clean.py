@@ -109,7 +109,8 @@ def clean_records(records: list[Record], fixes: list[str] | tuple[str, ...] = DE
     return rows, log
 
 
-def _apply_text_fix(rec: Record, fix: str, skip: tuple[str, ...], label_field: str, log: list[dict[str, Any]]) -> Record:
+def _apply_text_fix(rec: Record, fix: str, skip: tuple[str, ...], label_field: str,
+                    log: list[dict[str, Any]]) -> Record:
     fields = _map_strings(rec.fields, TEXT_FIXES[fix], skip)
     if fields == rec.fields:
         return rec

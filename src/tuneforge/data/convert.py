@@ -221,7 +221,8 @@ def _read_text_label(fields: dict[str, Any]) -> Conversation:
     label = fields.get("label")
     if not isinstance(label, (str, int)) or not str(label).strip():
         raise ValueError("field 'label' must be a non-empty string or integer")
-    return Conversation([{"role": "user", "content": _text(fields, "text")}, {"role": "assistant", "content": str(label)}])
+    return Conversation([{"role": "user", "content": _text(fields, "text")},
+                         {"role": "assistant", "content": str(label)}])
 
 
 def _write_text_label(conv: Conversation) -> dict[str, Any]:

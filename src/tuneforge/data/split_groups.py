@@ -68,7 +68,8 @@ def split_grouped(records: list[Record], *, validation: float, test: float, seed
         majority = {k: Counter(str(r.fields.get(stratify_field)) for r in groups[k]).most_common(1)[0][0] for k in keys}
         label = lambda p: majority[p.fields["key"]]  # noqa: E731
     train, val, tst = split_records(pseudo, validation=validation, test=test, seed=seed, stratify_by=label)
-    where = {p.fields["key"]: name for name, part in (("train", train), ("validation", val), ("test", tst)) for p in part}
+    where = {p.fields["key"]: name for name, part in (("train", train), ("validation", val), ("test", tst))
+             for p in part}
     out: dict[str, list[Record]] = {"train": [], "validation": [], "test": []}
     dropped = []
     for r in records:

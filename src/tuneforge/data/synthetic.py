@@ -37,8 +37,8 @@ FILTERS = ("format", "dedup", "label")
 _REFUSAL = re.compile(r"\b(I'm sorry|I cannot|I can't|as an AI|here (is|are)|example|your request|"
                       r"(the )?(user's|new) request)\b", re.IGNORECASE)
 # Chat-model chatter before the answer ("I'm ready to help.", "Sure!"): SmolLM2-135M starts most answers so.
-_PREAMBLE = re.compile(r"^(?:\s*(?:I'm (?:ready|happy|glad) to help|sure|certainly|of course|okay|ok)\b[^.!?]*[.!?,])+\s*",
-                       re.IGNORECASE)
+_PREAMBLE = re.compile(r"^(?:\s*(?:I'm (?:ready|happy|glad) to help|sure|certainly|of course|okay|ok)"
+                       r"\b[^.!?]*[.!?,])+\s*", re.IGNORECASE)
 _LEAD = re.compile(r"^(?:\s*(?:[-*\d.)]+|request:|\"|'))+\s*", re.IGNORECASE)
 
 
@@ -52,7 +52,8 @@ class SynthesisReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def build_prompts(seeds: dict[str, list[str]], task: str, per_label: int, shots: int, seed: int) -> list[tuple[str, list[dict[str, str]]]]:
+def build_prompts(seeds: dict[str, list[str]], task: str, per_label: int, shots: int,
+                  seed: int) -> list[tuple[str, list[dict[str, str]]]]:
     """``(label, chat prompt)`` pairs, ``per_label`` for each label, each showing a fresh sample of seeds."""
     rng = random.Random(seed)
     prompts = []
@@ -78,7 +79,9 @@ def format_ok(text: str, label: str) -> bool:
 
 def filter_candidates(candidates: list[tuple[str, str]], real: list[str], *, check: Any = None,
                       near_threshold: float = 0.7) -> SynthesisReport:
-    """Apply the filters to ``(label, raw text)`` candidates; ``check(texts) -> predicted labels`` is the label filter."""
+    """Apply the filters to ``(label, raw text)`` candidates.
+
+    ``check(texts) -> predicted labels`` is the label filter."""
     report = SynthesisReport(generated=len(candidates), survivors={})
     rows = [(label, clean_candidate(text)) for label, text in candidates]
     kept = [(lab, t) for lab, t in rows if format_ok(t, lab)]
@@ -95,7 +98,8 @@ def filter_candidates(candidates: list[tuple[str, str]], real: list[str], *, che
 
     if check is not None and kept:
         predicted = check([t for _, t in kept])
-        report.rejected["label"] = [f"{t} (asked {lab}, model says {p})" for (lab, t), p in zip(kept, predicted) if p != lab]
+        report.rejected["label"] = [f"{t} (asked {lab}, model says {p})" for (lab, t), p in zip(kept, predicted)
+                                    if p != lab]
         kept = [(lab, t) for (lab, t), p in zip(kept, predicted) if p == lab]
     report.survivors["label"] = len(kept)
     report.per_label = dict(Counter(lab for lab, _ in kept))

@@ -100,7 +100,8 @@ def read_log(path: Path) -> LiveLog:
             log.inputs.extend(str(x) for x in inputs)
             log.outputs.extend(outputs if len(outputs) == len(inputs) else [None] * len(inputs))
     if bad:
-        raise DataError(f"{len(bad)} bad row(s) in {path}; is it the file written by `tuneforge serve --log-requests`?", bad)
+        raise DataError(f"{len(bad)} bad row(s) in {path}; is it the file written by `tuneforge serve --log-requests`?",
+                        bad)
     return log
 
 
@@ -141,7 +142,8 @@ def embedding_drift(train: list[str], live: list[str], embedder: str, th: Thresh
     auc = u / (n * n)
     drift = bool(p < th.alpha and auc >= th.auc)
     return {"test": "classifier two-sample test (logistic regression on embeddings, 5-fold ROC AUC)",
-            "embedder": embedder, "n_per_side": n, "distinct_live": len(live), "auc": float(auc), "p_value": float(p), "drift": drift,
+            "embedder": embedder, "n_per_side": n, "distinct_live": len(live), "auc": float(auc), "p_value": float(p),
+            "drift": drift,
             "because": f"embedding classifier AUC {auc:.2f} (p={p:.3g})"}
 
 
@@ -151,7 +153,8 @@ def length_drift(train: list[int], live: list[int], th: Thresholds) -> dict[str,
     res = ks_2samp(train, live)
     drift = bool(res.pvalue < th.alpha and res.statistic >= th.ks)
     return {"test": "two-sample Kolmogorov-Smirnov on input length in tokens", "ks": float(res.statistic),
-            "p_value": float(res.pvalue), "train_median": float(np.median(train)), "live_median": float(np.median(live)),
+            "p_value": float(res.pvalue), "train_median": float(np.median(train)),
+            "live_median": float(np.median(live)),
             "drift": drift, "because": f"input length median {np.median(train):.0f} -> {np.median(live):.0f} tokens "
                                        f"(KS {res.statistic:.2f}, p={res.pvalue:.3g})"}
 
@@ -258,5 +261,6 @@ def render(report: dict[str, Any]) -> str:
     lines += ["", "## Serving", "",
               f"{s['requests']} requests ({s['first']} to {s['last']}): {s['ok']} answered, "
               f"client errors {s['client_error_rate']:.1%}, server errors {s['server_error_rate']:.1%}; "
-              f"latency p50 {lat['p50'] * 1000:.0f} ms, p95 {lat['p95'] * 1000:.0f} ms, p99 {lat['p99'] * 1000:.0f} ms.", ""]
+              f"latency p50 {lat['p50'] * 1000:.0f} ms, p95 {lat['p95'] * 1000:.0f} ms, "
+              f"p99 {lat['p99'] * 1000:.0f} ms.", ""]
     return "\n".join(lines)

@@ -64,7 +64,8 @@ def score_system(system: System, refs: list[str], labels: list[str], reference: 
 
 
 def compare(run_dir: Path | str, *, baselines: list[str] | None = None, k: int = 5,
-            prompt_items: int | None = None, prompt_model: str = "smollm2-135m-instruct", encoder_path: str | None = None,
+            prompt_items: int | None = None, prompt_model: str = "smollm2-135m-instruct",
+            encoder_path: str | None = None,
             seed: int = 0, output: Path | str | None = None, runs: list[Path | str] | None = None,
             echo: Any = print) -> dict[str, Any]:
     """Score the run's fine-tune and each baseline on its test split; write compare.json/.md/.html.

@@ -1,8 +1,9 @@
 """``tuneforge curve``: fit a learning curve to runs on growing subsets of the training data.
 
 The runs are trained by :func:`tuneforge.run.curve.learning_curve`. Each point is a real run of the
-recipe with ``data.max_train_rows`` set to a fraction of the training split (nested subsets: the first N rows, so every smaller subset is inside the larger
-ones; keep the training file in random order). The test score of each run is fitted with the
+recipe with ``data.max_train_rows`` set to a fraction of the training split (nested subsets: the first N rows,
+so every smaller subset is inside the larger ones; keep the training file in random order). The test score of
+each run is fitted with the
 inverse power law ``score(n) = a - b * n^(-c)`` (Frey and Fisher, 1999; Figueroa et al., 2012,
 https://doi.org/10.1186/1472-6947-12-8), by ``scipy.optimize.curve_fit`` with ``a`` bounded by the
 metric's range, which extrapolates what 2x and 10x more data would buy. With fewer than 3 points
@@ -76,7 +77,8 @@ def summarise(points: list[dict[str, Any]], metric: str, lower: bool) -> dict[st
     n = [p["n_train"] for p in points]
     score = [p["score"] for p in points]
     fit = fit_power_law(n, score, higher_is_better=not lower, upper=None if lower else 1.0)
-    result: dict[str, Any] = {"metric": metric, "lower_is_better": lower, "points": points, "n_train": n, "score": score}
+    result: dict[str, Any] = {"metric": metric, "lower_is_better": lower, "points": points, "n_train": n,
+                              "score": score}
     if fit is not None:
         xs = np.geomspace(min(n), 10 * max(n), 60)
         fit["x"] = xs.tolist()
@@ -101,8 +103,10 @@ def _verdict(result: dict[str, Any]) -> str:
         return "Too few points (or no convergence) to fit a curve; measure at least 3 fractions."
     last = result["score"][-1]
     pred = fit["predicted"]
-    return (f"Fit {result['metric']}(n) = {fit['a']:.4f} {'-' if fit['sign'] < 0 else '+'} {fit['b']:.4g} n^-{fit['c']:.3f} "
-            f"(RMSE {fit['rmse']:.4f} on the measured points). At {result['n_train'][-1]} rows the score is {last:.4f}; "
+    sign = "-" if fit["sign"] < 0 else "+"
+    return (f"Fit {result['metric']}(n) = {fit['a']:.4f} {sign} {fit['b']:.4g} n^-{fit['c']:.3f} "
+            f"(RMSE {fit['rmse']:.4f} on the measured points). "
+            f"At {result['n_train'][-1]} rows the score is {last:.4f}; "
             f"the fit predicts {pred['2x']:.4f} with 2x the data, {pred['10x']:.4f} with 10x, and a ceiling of "
             f"{fit['a']:.4f}. An extrapolation from {len(result['points'])} points: a guide, not a promise.")
 

@@ -147,5 +147,6 @@ def analysis_markdown(analysis: dict[str, Any]) -> str:
         md += ["", f"{title}:", ""]
         for w in analysis["worst"]:
             how = f"confidence {w['confidence']:.3f}" if "confidence" in w else f"score {w['score']:.3f}"
-            md.append(f"- `{w['where']}` {w['input']!r}: reference `{w['reference']}`, predicted `{w['prediction']}` ({how})")
+            md.append(f"- `{w['where']}` {w['input']!r}: reference `{w['reference']}`, "
+                      f"predicted `{w['prediction']}` ({how})")
     return "\n".join(md) + "\n"

@@ -40,7 +40,8 @@ def table(rows: Sequence[Sequence[object]]) -> str:
 
 def figure(png: bytes, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{esc(caption)}">'
+            f'<figcaption>{esc(caption)}</figcaption></figure>')
 
 
 def paragraph(text: str, cls: str = "") -> str:

@@ -134,7 +134,8 @@ def _key(prediction: dict[str, Any]) -> str:
 
 def render_markdown(result: dict[str, Any]) -> str:
     md = [f"# Robustness: {result['metric']} on perturbed test inputs ({result['n_test']} items)", "",
-          f"| perturbation | clean | perturbed | change | 95% CI of change ({result['item_metric']}) | flip rate | example |",
+          f"| perturbation | clean | perturbed | change | 95% CI of change ({result['item_metric']}) "
+          "| flip rate | example |",
           "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         ci = r.get("item_change_ci")

@@ -31,7 +31,8 @@ def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Ten
     ``h = beta * ((logp_c - ref_c) - (logp_r - ref_r))``; loss ``= -log sigmoid(h)``. With
     ``label_smoothing`` eps (conservative DPO, Mitchell 2023): ``-(1-eps) log sigmoid(h) - eps log sigmoid(-h)``.
 
-    >>> round(float(dpo_loss(torch.tensor([-1.]), torch.tensor([-2.]), torch.tensor([-1.5]), torch.tensor([-1.5]), 1.0)), 4)
+    >>> t = torch.tensor
+    >>> round(float(dpo_loss(t([-1.]), t([-2.]), t([-1.5]), t([-1.5]), 1.0)), 4)
     0.3133
     """
     h = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))  # (B,)
@@ -151,25 +152,30 @@ def _ratio_reward(policy: SequenceScores, ref: SequenceScores | None, cfg: Prefe
     return cfg.beta * (policy.logp - ref.logp)
 
 
-def _dpo(policy: SequenceScores, ref: SequenceScores | None, desirable: torch.Tensor, cfg: PreferenceConfig) -> torch.Tensor:
+def _dpo(policy: SequenceScores, ref: SequenceScores | None, desirable: torch.Tensor,
+         cfg: PreferenceConfig) -> torch.Tensor:
     assert ref is not None
     return dpo_loss(*_halves(policy.logp), *_halves(ref.logp), cfg.beta, cfg.label_smoothing)
 
 
-def _ipo(policy: SequenceScores, ref: SequenceScores | None, desirable: torch.Tensor, cfg: PreferenceConfig) -> torch.Tensor:
+def _ipo(policy: SequenceScores, ref: SequenceScores | None, desirable: torch.Tensor,
+         cfg: PreferenceConfig) -> torch.Tensor:
     assert ref is not None
     return ipo_loss(*_halves(policy.logp), *_halves(ref.logp), cfg.beta)
 
 
-def _simpo(policy: SequenceScores, ref: SequenceScores | None, desirable: torch.Tensor, cfg: PreferenceConfig) -> torch.Tensor:
+def _simpo(policy: SequenceScores, ref: SequenceScores | None, desirable: torch.Tensor,
+           cfg: PreferenceConfig) -> torch.Tensor:
     return simpo_loss(*_halves(policy.mean), cfg.beta, cfg.simpo_gamma)
 
 
-def _orpo(policy: SequenceScores, ref: SequenceScores | None, desirable: torch.Tensor, cfg: PreferenceConfig) -> torch.Tensor:
+def _orpo(policy: SequenceScores, ref: SequenceScores | None, desirable: torch.Tensor,
+          cfg: PreferenceConfig) -> torch.Tensor:
     return orpo_loss(*_halves(policy.mean), cfg.beta)
 
 
-def _kto(policy: SequenceScores, ref: SequenceScores | None, desirable: torch.Tensor, cfg: PreferenceConfig) -> torch.Tensor:
+def _kto(policy: SequenceScores, ref: SequenceScores | None, desirable: torch.Tensor,
+         cfg: PreferenceConfig) -> torch.Tensor:
     assert ref is not None
     return kto_loss(policy.logp, ref.logp, desirable, cfg.beta, cfg.kto_desirable_weight, cfg.kto_undesirable_weight)
 

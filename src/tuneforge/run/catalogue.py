@@ -180,7 +180,8 @@ class RunRegistry:
             replaced = current["run_id"] if current else None
             if replaced == entry.id:
                 raise UserError(f"run {entry.id} is already in production for {name!r}")
-            db.execute("INSERT INTO promotions (name, run_id, replaced_run_id, promoted_at, note) VALUES (?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO promotions (name, run_id, replaced_run_id, promoted_at, note) "
+                       "VALUES (?, ?, ?, ?, ?)",
                        (name, entry.id, replaced, now, note))
         return {"name": name, "run": entry.id, "replaced": replaced, "promoted_at": now, "note": note}
 

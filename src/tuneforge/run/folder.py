@@ -7,8 +7,8 @@ Layout::
     environment.json   versions of python, torch, transformers, peft; device
     data/              the exact splits used (train/validation/test.jsonl), fingerprints.json, schema.json
     metrics.jsonl      one JSON object per logged step and per evaluation
-    checkpoints/       step-NNNNNN/ (trainable.safetensors, optimizer.safetensors + .json, state.json, manifest.json with
-                       each file's sha256, written last), the best one kept
+    checkpoints/       step-NNNNNN/ (trainable.safetensors, optimizer.safetensors + .json, state.json,
+                       manifest.json with each file's sha256, written last), the best one kept
     model/             trainable.safetensors + tokenizer (+ adapter/ for peft methods)
     predictions/       base.jsonl and tuned.jsonl on the test split
     report.json, report.md

@@ -30,7 +30,8 @@ from tuneforge.train.loop import fit, total_steps
 from tuneforge.train.preflight import resolve_device, resolve_precision, run_preflight
 
 
-def _load_tasks(subs: dict[str, Recipe], echo: Any) -> tuple[dict[str, Task], dict[str, Splits], dict[str, list[Encoded]], Any]:
+def _load_tasks(subs: dict[str, Recipe], echo: Any) -> tuple[dict[str, Task], dict[str, Splits],
+                                                             dict[str, list[Encoded]], Any]:
     first = next(iter(subs.values()))
     resolved = resolve_model(first.model, allow_hub=first.allow_hub)
     tokenizer = load_tokenizer(resolved.path)

@@ -89,7 +89,8 @@ def _read(path: Path, split: str, allow_hub: bool, problems: list[str]) -> list[
         return err.records
 
 
-def parse_splits(records: dict[str, list[Record]], task: Task, *, fit: bool, problems: list[str] | None = None) -> Splits:
+def parse_splits(records: dict[str, list[Record]], task: Task, *, fit: bool,
+                 problems: list[str] | None = None) -> Splits:
     """Validate every split; with ``fit`` the task learns its schema (labels, fields) from train.
 
     ``problems`` (rows that did not parse) are reported together with the rows that fail the task's checks.

@@ -51,7 +51,8 @@ def run_stages(recipe: Recipe, *, resume: bool, overwrite: bool, echo: Any = pri
              f"from {stage.model}")
         if stage_run.is_complete():
             echo(f"stage {entry['name']} is already complete: skipped")
-            report = json.loads(stage_run.report_json.read_text(encoding="utf-8")) if stage_run.report_json.is_file() else None
+            done = stage_run.report_json
+            report = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else None
         else:
             result = pipeline.train(stage, resume=stage_run.exists(), echo=echo)
             report = result.report
@@ -99,7 +100,8 @@ def finish_composed(run: RunDir, kind: str, summary: list[dict[str, Any]], echo:
             ci = v["delta_ci"]
             fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
             lines.append(f"| {row.get('stage', row.get('name'))} | {row['task']} | {row['method']} | {metric} | "
-                         f"{fmt(v['base'])} | {fmt(v['tuned'])} | {'-' if ci is None else f'[{ci[0]:+.4f}, {ci[1]:+.4f}]'} |")
+                         f"{fmt(v['base'])} | {fmt(v['tuned'])} | "
+                         f"{'-' if ci is None else f'[{ci[0]:+.4f}, {ci[1]:+.4f}]'} |")
     text = "\n".join(lines) + "\n"
     write_json_atomic(run.report_json, {kind: summary})
     write_text_atomic(run.report_md, text)

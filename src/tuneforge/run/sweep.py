@@ -156,7 +156,8 @@ def _estimated_steps(recipe: Any) -> int:
         return recipe.train.max_steps
     rows = len(read_records(Path(recipe.data.train)))
     split = recipe.data.split
-    carved = (split.validation if recipe.data.validation is None else 0.0) + (split.test if recipe.data.test is None else 0.0)
+    carved = ((split.validation if recipe.data.validation is None else 0.0)
+              + (split.test if recipe.data.test is None else 0.0))
     n = int(rows * (1 - carved))
     if recipe.data.max_train_rows is not None:
         n = min(n, recipe.data.max_train_rows)
@@ -251,7 +252,8 @@ def _start_workers(job: dict[str, Any], shares: list[int], seed: int) -> list[An
 def _worker(job: dict[str, Any], n_trials: int, seed: int) -> None:
     """One helper worker: the same study, its own sampler seed (so it does not propose its peers' points)."""
     space = load_space(job["space"])
-    study = _load_study(job["storage"], job["study_name"], space.metric == "loss", _sampler(job["sampler"], space, seed))
+    study = _load_study(job["storage"], job["study_name"], space.metric == "loss",
+                        _sampler(job["sampler"], space, seed))
     _optimize(job, study, n_trials, print)
 
 

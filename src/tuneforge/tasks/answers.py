@@ -74,7 +74,8 @@ def fit_messages(tokenizer: PreTrainedTokenizerBase, messages: Messages, budget:
     """
     system = [m for m in messages[:1] if m["role"] == "system"]
     turns = messages[len(system):]
-    while len(turns) > 1 and len(tokenizer(prompt_text(tokenizer, system + turns), add_special_tokens=False)["input_ids"]) > budget:
+    while len(turns) > 1 and len(tokenizer(prompt_text(tokenizer, system + turns),
+                                           add_special_tokens=False)["input_ids"]) > budget:
         turns = turns[2:] if len(turns) > 2 else turns[-1:]
     return system + turns
 
@@ -156,7 +157,8 @@ def can_share_prompt(model: nn.Module) -> bool:
     return config is None or not config.is_prompt_learning
 
 
-def group_token_logps(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def group_token_logps(model: nn.Module,
+                      batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`token_logps` of a grouped batch, sharing each group's prompt when the model allows it."""
     if can_share_prompt(model):
         return packed_group_token_logps(model, batch)

@@ -101,7 +101,8 @@ class Task(ABC):
         self.schema: dict[str, Any] = {}
         self._clipped = 0
         if recipe.train.speed.packing and model_kind != "decoder":
-            raise ConfigError("train.speed.packing applies to decoder models; an encoder classifier has nothing to pack")
+            raise ConfigError("train.speed.packing applies to decoder models; "
+                              "an encoder classifier has nothing to pack")
 
     # -- data -------------------------------------------------------------------------
     @abstractmethod
@@ -436,7 +437,8 @@ def _answer_positions(model: torch.nn.Module, labels: torch.Tensor) -> tuple[tor
     return keep, targets, rows
 
 
-def answer_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def answer_logits(model: PreTrainedModel,
+                  batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits only at the positions that predict an answer token: ``(N, V)``, targets ``(N,)``, rows ``(N,)``.
 
     Prompt positions never reach the vocabulary projection: with a boolean ``logits_to_keep``

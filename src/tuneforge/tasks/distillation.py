@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 
-def distillation_loss_sum(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+def distillation_loss_sum(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
+                          temperature: float) -> torch.Tensor:
     """Hinton et al. (2015): T^2 * KL(teacher_T || student_T), summed over the batch.
 
     ``student_logits`` (B, K); ``teacher_probs`` (B, K) at temperature 1. The teacher is softened as

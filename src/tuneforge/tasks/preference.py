@@ -195,7 +195,8 @@ class Preference(FeedbackTask):
         order = sorted(range(len(groups)), key=lambda i: max(len(x.input_ids) for x in groups[i].sequences))
         for start in range(0, len(order), per_batch):  # similar lengths together: little padding
             idx = order[start : start + per_batch]
-            batch = {k: v.to(device) for k, v in collate_groups([groups[i] for i in idx], pad_id(self.tokenizer)).items()}
+            collated = collate_groups([groups[i] for i in idx], pad_id(self.tokenizer))
+            batch = {k: v.to(device) for k, v in collated.items()}
             n = batch["input_ids"].shape[0]
             picked, rows, logp_v = group_token_logps(model, batch)  # (N,), (N,), (N, V)
             sums, counts = per_row(picked, rows, n)

@@ -172,7 +172,8 @@ def fit(
     model, optimizer = accelerator.prepare(model, optimizer)
     state = _resume(run, resume, accelerator, method, model, optimizer, scheduler, steps)
     if cfg.gradient_checkpointing:
-        accelerator.unwrap_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        accelerator.unwrap_model(model).gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.speed.compile:
         compile_blocks(accelerator.unwrap_model(model))
     model.train()
@@ -191,7 +192,8 @@ def fit(
                 if accelerator.is_main_process:
                     run.log({"step": state.step + 1, "event": "nan", "loss": loss_value})
                 raise TrainingError(
-                    f"the training loss became {loss_value} at step {state.step + 1}; nothing was saved from this step. "
+                    f"the training loss became {loss_value} at step {state.step + 1}; "
+                    "nothing was saved from this step. "
                     f"Lower train.lr (now {cfg.lr}), add warm-up, or check the data; "
                     f"`tuneforge train --resume` continues from the last good checkpoint."
                 )
@@ -346,7 +348,8 @@ def _checkpoint(model: nn.Module, state: TrainState, run: RunDir, accelerator: A
         prune_checkpoints(run, keep=cfg.keep_checkpoints, step=state.step)
 
 
-def _restore_best(model: nn.Module, state: TrainState, run: RunDir, accelerator: Accelerator, method: Method[Any]) -> None:
+def _restore_best(model: nn.Module, state: TrainState, run: RunDir, accelerator: Accelerator,
+                  method: Method[Any]) -> None:
     best = run.checkpoints / "best"
     accelerator.wait_for_everyone()  # the main process wrote it
     if state.best_step is not None and state.best_step != state.step and best.is_dir():
