@@ -203,7 +203,7 @@ def tfidf(ctx: BaselineContext) -> System:
 
 # ----------------------------------------------------------------------------- prompting a decoder
 def _prompt_task(ctx: BaselineContext) -> tuple[Any, Any, str]:
-    """(decoder classification task, decoder model, its name): the run's base model if a decoder, else ``prompt_model``."""
+    """(decoder classification task, decoder model, its name): the run's base model if a decoder, else prompt_model."""
     if "prompt" not in ctx.cache:
         from tuneforge.models.loading import load_model, load_tokenizer
         from tuneforge.models.resolve import resolve_model
@@ -238,7 +238,8 @@ def _prompting(ctx: BaselineContext, name: str, choose: Callable[[int], list[int
     items = ctx.prompt_subset()
     prompts = [shots_prompt(task, ctx.test[i].text, [ctx.train[j] for j in choose(i)]) for i in items]
     probs, seconds = _timed(lambda: task.decoder_label_probs(model, prompts))
-    notes = [] if len(items) == len(ctx.test) else [f"scored on a seeded sample of {len(items)} of {len(ctx.test)} test items"]
+    sampled = f"scored on a seeded sample of {len(items)} of {len(ctx.test)} test items"
+    notes = [] if len(items) == len(ctx.test) else [sampled]
     return System(name, f"{model_name} prompted with {how} (label scoring)", items,
                   _probs_to_predictions(ctx.labels, np.asarray(probs)), index_s, 1000 * seconds / len(items), notes)
 

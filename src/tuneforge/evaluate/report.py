@@ -152,7 +152,8 @@ def _resampled_interval(n_items: int, tuned: Callable[[list[int]], float],
     return entry
 
 
-def _samples(examples: list[Example], base: dict[str, Any] | None, tuned: dict[str, Any], n: int) -> list[dict[str, Any]]:
+def _samples(examples: list[Example], base: dict[str, Any] | None, tuned: dict[str, Any],
+             n: int) -> list[dict[str, Any]]:
     step = max(1, len(examples) // max(n, 1))
     rows = []
     for i in range(0, len(examples), step)[:n]:
@@ -239,7 +240,8 @@ def _side_by_side_lines(tuned: dict[str, Any]) -> list[str]:
 def render_markdown(report: dict[str, Any]) -> str:
     rows = headline_table(report)
     md = [f"# tuneforge report: {report.get('task')} on {report.get('model')} ({report.get('method')})", "",
-          f"Test items: {report['n_test']} (held out, never trained on). Base = the untouched base model on the same items.",
+          f"Test items: {report['n_test']} (held out, never trained on). "
+          "Base = the untouched base model on the same items.",
           "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     if "parameters" in report:

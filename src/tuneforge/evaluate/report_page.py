@@ -94,7 +94,8 @@ def _figures_html(figures: dict[str, Any]) -> str:
 def _analysis_html(analysis: dict[str, Any]) -> str:
     parts = []
     if analysis.get("confusion_pairs"):
-        rows = [["true", "predicted", "count"]] + [[p["true"], p["predicted"], p["count"]] for p in analysis["confusion_pairs"]]
+        rows = [["true", "predicted", "count"]] + [[p["true"], p["predicted"], p["count"]]
+                                                   for p in analysis["confusion_pairs"]]
         parts.append("<h3>Most frequent confusions</h3>" + html.table(rows))
     for name, slices in analysis.get("slices", {}).items():
         rows = [["slice", "n", analysis["metric"], "95% CI"]]
@@ -117,10 +118,12 @@ def render_html(report: dict[str, Any]) -> str:
              "Base = the untouched base model on the same items.")
     facts = []
     if "parameters" in report:
-        facts.append(f"Parameters: {report['parameters']['total']:,} total, {report['parameters']['trainable']:,} trainable.")
+        params = report["parameters"]
+        facts.append(f"Parameters: {params['total']:,} total, {params['trainable']:,} trainable.")
     if "training" in report:
         t = report["training"]
-        facts.append(f"Training: {t.get('steps')} steps in {t.get('seconds', 0):.0f} s, best step {t.get('best_step')}.")
+        facts.append(f"Training: {t.get('steps')} steps in {t.get('seconds', 0):.0f} s, "
+                     f"best step {t.get('best_step')}.")
     sections = [("", html.paragraph(intro) + "".join(html.paragraph(f, "note") for f in facts)),
                 ("Headline: base vs tuned, 95% paired bootstrap intervals", html.table(headline_table(report)))]
     figures = _figures_html(report.get("figures", {}))
@@ -132,11 +135,13 @@ def render_html(report: dict[str, Any]) -> str:
         g = report["golden"]
         base = g.get("base") or [None] * len(g["tuned"])
         rows = [["case", "base", "tuned", "tuned answer", "why it fails"]]
-        rows += [[t["case"], "-" if b is None else ("pass" if b["passed"] else "fail"), "pass" if t["passed"] else "fail",
+        rows += [[t["case"], "-" if b is None else ("pass" if b["passed"] else "fail"),
+                  "pass" if t["passed"] else "fail",
                   t["answer"], "; ".join(t["failures"]) or "-"] for t, b in zip(g["tuned"], base)]
         verdict = f"{g['n_passed']}/{g['n_cases']} golden cases pass on the tuned model."
         if "fixed" in g:
-            verdict += f" Fixed by the tune: {', '.join(g['fixed']) or 'none'}; broken: {', '.join(g['broken']) or 'none'}."
+            verdict += (f" Fixed by the tune: {', '.join(g['fixed']) or 'none'}; "
+                        f"broken: {', '.join(g['broken']) or 'none'}.")
         sections.append(("Regression gate (eval.golden)", html.paragraph(verdict) + html.table(rows)))
     samples = report.get("samples") or []
     if samples:

@@ -38,7 +38,8 @@ class LoraMethod(MethodSection):
     )
     use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
     use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
-    rank_pattern: dict[str, int] = Field(default_factory=dict, description="rank per module name pattern, e.g. {v_proj: 32}")
+    rank_pattern: dict[str, int] = Field(default_factory=dict,
+                                         description="rank per module name pattern, e.g. {v_proj: 32}")
     alpha_pattern: dict[str, float] = Field(default_factory=dict, description="alpha per module name pattern")
 
 

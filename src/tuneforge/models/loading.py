@@ -2,8 +2,8 @@
 
 Safety by construction: every model, tokenizer and embedder folder tuneforge opens passes
 :func:`check_safe_folder` first, and then loads with ``SAFE_LOAD`` (``use_safetensors=True``,
-``trust_remote_code=False``, ``local_files_only=True``; a tokenizer with the last two). The gate refuses what transformers could
-otherwise unpickle or run: pickled weights (``*.bin``, ``*.pt``, ``*.pth``, ``*.pkl``, ``*.ckpt``)
+``trust_remote_code=False``, ``local_files_only=True``; a tokenizer with the last two). The gate refuses what
+transformers could otherwise unpickle or run: pickled weights (``*.bin``, ``*.pt``, ``*.pth``, ``*.pkl``, ``*.ckpt``)
 without the safetensors weights that replace them, an index file whose ``weight_map`` names
 anything but safetensors shards in the folder, an ``auto_map`` (custom code) in ``config.json`` or
 ``tokenizer_config.json``, and a PEFT ``adapter_config.json`` (transformers would load another

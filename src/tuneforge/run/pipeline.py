@@ -95,7 +95,8 @@ def prepare_output(run: RunDir, *, resume: bool, overwrite: bool, recipe_yaml: s
     if run.is_complete():
         raise UserError(f"{run.root} already holds a finished run; pick another `output`, or pass --overwrite")
     if claim == "exists":
-        raise UserError(f"{run.root} holds an unfinished run; pass --resume to continue it or --overwrite to start again")
+        raise UserError(f"{run.root} holds an unfinished run; "
+                        "pass --resume to continue it or --overwrite to start again")
     if run.recipe.is_file() and run.recipe.read_text(encoding="utf-8") != recipe_yaml:
         raise UserError(f"cannot resume {run.root}: the recipe differs from the one it was started with "
                         f"({run.recipe}); use the same recipe, or --overwrite")
@@ -140,7 +141,8 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     precision, more = resolve_precision(recipe.train, device)
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=precision)
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type.value != "FSDP":
-        echo(f"WARNING: FSDP was asked for, but accelerate runs these processes as {accelerator.distributed_type.value} "
+        echo("WARNING: FSDP was asked for, but accelerate runs these processes as "
+             f"{accelerator.distributed_type.value} "
              "(it shards with FSDP on GPUs only); see docs/scale.md")
     model, method = model_for(recipe, task, resolved, accelerator.device)
     steps = total_steps(len(train_enc), recipe.train)

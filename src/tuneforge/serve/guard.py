@@ -176,7 +176,8 @@ def _printable(text: str, limit: int = 200) -> str:
     return text[:limit].encode("unicode_escape").decode("ascii")
 
 
-async def _reply(send: Send, status: int, detail: str, rid: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _reply(send: Send, status: int, detail: str, rid: str,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"detail": detail, "request_id": rid}).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])]})

@@ -40,7 +40,8 @@ _NAME_CUE = (r"(?:(?i:my name is|name is|i am|i'm|this is|call me|signed|regards
              r"|(?i:name)\s*:\s*|(?:Mr|Mrs|Ms|Miss|Dr)\.?\s+)")
 _WORD = "[A-Z\u00c0-\u00de][a-z\u00df-\u00ff]+(?:[-'][A-Z\u00c0-\u00de]?[a-z\u00df-\u00ff]+)?"  # Jane, O'Neil, Müller
 _NAME = re.compile(_NAME_CUE + r"(?:(?:Mr|Mrs|Ms|Miss|Dr)\.?\s+)?" + rf"(?P<value>{_WORD}(?:\s+{_WORD}){{0,2}})")
-_SECRET_KEYS = re.compile(r"(?i)^(?:password|passwd|passphrase|pin|pin_?code|cvv|cvc|secret|api_?key|token|access_?token)$")
+_SECRET_KEYS = re.compile(r"(?i)^(?:password|passwd|passphrase|pin|pin_?code|cvv|cvc|secret|api_?key|token"
+                          r"|access_?token)$")
 _NAME_KEYS = re.compile(r"(?i)^(?:name|full_?name|first_?name|last_?name|surname|given_?name|customer_?name)$")
 LABELS = {"secret": "SECRET", "email": "EMAIL", "card_number": "CARD", "iban": "IBAN", "phone": "PHONE", "name": "NAME"}
 

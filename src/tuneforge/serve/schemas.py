@@ -65,7 +65,8 @@ SAMPLING = ("accepted for compatibility; decoding is greedy, exactly as offline 
 class _GenerationParams(Lenient):
     model: Text | None = Field(None, max_length=200, description="ignored: the server serves one run")
     max_tokens: int | None = Field(None, ge=1, le=4096,
-                                   description="cut the answer after this many tokens (at most the run's eval.max_new_tokens)")
+                                   description="cut the answer after this many tokens "
+                                               "(at most the run's eval.max_new_tokens)")
     temperature: float | None = Field(None, ge=0, le=2, description=SAMPLING)
     top_p: float | None = Field(None, ge=0, le=1, description=SAMPLING)
     stream: bool = Field(False, description="answer as server-sent events (OpenAI chunk format)")

@@ -94,14 +94,16 @@ class Classification(Task):
 
     def check_against_schema(self, examples: list[Example], what: str) -> None:
         known = set(self.labels)
-        bad = [f"{e.where}: unknown label {e.target!r} (known: {', '.join(self.labels)})" for e in examples if e.target not in known]
+        bad = [f"{e.where}: unknown label {e.target!r} (known: {', '.join(self.labels)})" for e in examples
+               if e.target not in known]
         if bad:
             raise DataError(f"{len(bad)} bad row(s) in {what}; fix them or list the label in data.labels", bad)
 
     # -- formatting -------------------------------------------------------------------
     def _messages(self, text: str) -> list[dict[str, str]]:
         instruction = self.recipe.prompt.instruction or DEFAULT_INSTRUCTION
-        messages = [] if self.recipe.prompt.system is None else [{"role": "system", "content": self.recipe.prompt.system}]
+        system = self.recipe.prompt.system
+        messages = [] if system is None else [{"role": "system", "content": system}]
         user = fill_placeholders(instruction, labels=", ".join(self.labels)) + "\n\nText: " + text
         return messages + [{"role": "user", "content": user}]
 
@@ -182,7 +184,8 @@ class Classification(Task):
         out: list[list[float]] = []
         max_length = self.recipe.train.max_length
         for start in range(0, len(texts), bs):
-            enc = self.tokenizer(texts[start : start + bs], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            enc = self.tokenizer(texts[start : start + bs], truncation=True, max_length=max_length, padding=True,
+                                 return_tensors="pt")
             logits = model(**{k: v.to(device) for k, v in enc.items()}).logits  # (B, n_labels)
             out.extend(torch.softmax(logits.float(), dim=-1).tolist())
         model.train(was_training)

@@ -105,7 +105,8 @@ class Extraction(Task):
 
     def _messages(self, text: str) -> list[dict[str, str]]:
         instruction = self.recipe.prompt.instruction or DEFAULT_INSTRUCTION
-        messages = [] if self.recipe.prompt.system is None else [{"role": "system", "content": self.recipe.prompt.system}]
+        system = self.recipe.prompt.system
+        messages = [] if system is None else [{"role": "system", "content": system}]
         absent = ABSENT[self.recipe.prompt.absent_fields]
         user = fill_placeholders(instruction, fields=", ".join(self.fields), absent=absent) + "\n\nText: " + text
         return messages + [{"role": "user", "content": user}]
@@ -128,9 +129,11 @@ class Extraction(Task):
                        max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, desc="extract")
         return [{"prediction": parse_json_object(r), "raw": r} for r in raw]
 
-    def _pairs(self, examples: list[Example], predictions: list[dict[str, Any]]) -> tuple[list[dict], list[dict | None]]:
+    def _pairs(self, examples: list[Example],
+               predictions: list[dict[str, Any]]) -> tuple[list[dict], list[dict | None]]:
         refs = [{k: e.target.get(k) for k in self.fields} for e in examples]
-        preds = [None if p["prediction"] is None else {k: p["prediction"].get(k) for k in self.fields} for p in predictions]
+        preds = [None if p["prediction"] is None else {k: p["prediction"].get(k) for k in self.fields}
+                 for p in predictions]
         return refs, preds
 
     def score(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def sharegpt_messages(rec: Record, problems: Problems) -> list[dict[str, Any]] |
 
 
 def alpaca_history(rec: Record) -> list[dict[str, str]]:
-    """LLaMA-Factory's alpaca ``system`` and ``history: [[instruction, answer], ...]`` as the turns before the prompt."""
+    """LLaMA-Factory's alpaca ``system`` and ``history: [[instruction, answer], ...]``: the turns before the prompt."""
     turns: list[dict[str, str]] = []
     if isinstance(rec.fields.get("system"), str) and rec.fields["system"].strip():
         turns.append({"role": "system", "content": rec.fields["system"]})
@@ -153,7 +153,8 @@ class Generation(Task):
             fmt = detect_format(records[0].fields, self.recipe.data)
             self.schema["format"] = fmt
         if fmt == "text":
-            raise ConfigError("data.format 'text' (raw text) is not a generation layout; use prompt_completion, messages or alpaca")
+            raise ConfigError("data.format 'text' (raw text) is not a generation layout; "
+                              "use prompt_completion, messages or alpaca")
         problems = Problems()
         examples = [ex for rec in records if (ex := self._parse_one(rec, fmt, problems)) is not None]
         problems.raise_if_any(what)

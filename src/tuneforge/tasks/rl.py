@@ -180,7 +180,8 @@ class ReinforcementLearning(Task):
         was_training = model.training
         model.eval()
         out = without_ddp(model).generate(
-            input_ids=batch["input_ids"].repeat_interleave(g, 0), attention_mask=batch["attention_mask"].repeat_interleave(g, 0),
+            input_ids=batch["input_ids"].repeat_interleave(g, 0),
+            attention_mask=batch["attention_mask"].repeat_interleave(g, 0),
             do_sample=True, temperature=self.cfg.temperature, top_k=0, top_p=1.0,
             max_new_tokens=self.cfg.max_new_tokens, eos_token_id=sorted(stop), pad_token_id=pad_id(self.tokenizer),
         )[:, batch["input_ids"].shape[1]:]  # (B * G, L)
@@ -205,7 +206,8 @@ class ReinforcementLearning(Task):
         prompts = [row[m.bool()].tolist() for row, m in zip(batch["input_ids"], batch["attention_mask"])]
         groups = [Group.of([Encoded(input_ids=prompts[i] + c, labels=[IGNORE] * len(prompts[i]) + c)
                             for c in completions[i * g : (i + 1) * g]]) for i in range(b)]  # a prompt's G answers
-        grouped = {k: v.to(batch["input_ids"].device) for k, v in collate_groups(groups, pad_id(self.tokenizer)).items()}
+        collated = collate_groups(groups, pad_id(self.tokenizer))
+        grouped = {k: v.to(batch["input_ids"].device) for k, v in collated.items()}
         logp, rows, _ = group_token_logps(model, grouped)  # (N,), (N,): each prompt runs once for its G answers
         ref_logp = logp.detach()
         if self.cfg.beta > 0:
