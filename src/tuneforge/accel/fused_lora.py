@@ -37,7 +37,7 @@ class _FusedLoraFunction(torch.autograd.Function):
     """``x W^T (+ bias) + s * dropout(x) A^T B^T`` with ``W`` frozen, in any float dtype."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 a: torch.Tensor, b: torch.Tensor, scaling: float, p: float) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])  # (N, in)
         cast = cast_rows_once(x, weight.dtype) if weight.dtype != x.dtype else None  # shared by q, k, v
@@ -59,7 +59,7 @@ class _FusedLoraFunction(torch.autograd.Function):
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[Any, ...]:
         *kept, record, h, weight, a, b = ctx.saved_tensors
         n = h.shape[0]
         g = grad.reshape(-1, grad.shape[-1])  # (N, out)

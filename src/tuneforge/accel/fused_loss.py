@@ -56,7 +56,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         want_grad = need_h or need_w or need_b
         grad_h = torch.empty_like(hidden) if need_h else None  # (N, H)
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None  # (V, H)
-        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None  # (V,)
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if bias is not None and need_b else None  # (V,)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):
             h = hidden[start : start + chunk]  # (C, H)

@@ -91,7 +91,7 @@ class _DropoutLinear(torch.autograd.Function):
     """``(x * mask / (1 - p)) @ weight.T`` keeping ``x`` (shared) and the dropped positions for backward."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
         record = draw_dropped(x.shape, p, x.device)
         scale = 1.0 / (1.0 - p)
         dropped = zero_dropped(x.clone(memory_format=torch.contiguous_format), record)
@@ -101,7 +101,7 @@ class _DropoutLinear(torch.autograd.Function):
         return out  # (..., r)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         x, record, weight = ctx.saved_tensors
         g = grad * ctx.scale  # (..., r), in the forward's compute dtype (bf16 under autocast)
         grad_x = grad_w = None

@@ -97,7 +97,7 @@ def _cmd_runs_history(args: argparse.Namespace) -> None:
         print(f"{h['promoted_at']}  run {h['run_id']}  replaced {replaced}  {h['note'] or ''}".rstrip())
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compress", help="quantise or prune a finished run; report quality, latency and size "
                        "against the uncompressed model")
     p.add_argument("run_dir", type=Path)

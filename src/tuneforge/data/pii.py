@@ -90,7 +90,7 @@ def find_addresses(text: str) -> list[Span]:
         return []
     pyap = require("pyap", "PII detection")
 
-    spans = []
+    spans: list[Span] = []
     for country in ("US", "CA", "GB"):
         for address in pyap.parse(text, country=country):
             if not getattr(address, "postal_code", None):

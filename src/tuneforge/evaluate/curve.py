@@ -76,7 +76,7 @@ def write_curve(points: list[dict[str, Any]], metric: str, out: Path, echo: Any 
 def summarise(points: list[dict[str, Any]], metric: str, lower: bool) -> dict[str, Any]:
     n = [p["n_train"] for p in points]
     score = [p["score"] for p in points]
-    fit = fit_power_law(n, score, higher_is_better=not lower, upper=None if lower else 1.0)
+    fit: dict[str, Any] | None = fit_power_law(n, score, higher_is_better=not lower, upper=None if lower else 1.0)
     result: dict[str, Any] = {"metric": metric, "lower_is_better": lower, "points": points, "n_train": n,
                               "score": score}
     if fit is not None:

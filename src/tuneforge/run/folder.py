@@ -84,7 +84,7 @@ def owned_kind(folder: Path | str) -> Kind | None:
         return None
     marker = _json_object(folder / MARKER)
     if marker is not None and marker.get("created_by") == "tuneforge" and marker.get("kind") in _WHAT:
-        return marker["kind"]  # type: ignore[no-any-return]
+        return marker["kind"]
     status = _json_object(folder / "status.json")
     if status is not None and "state" in status and (folder / "recipe.yaml").is_file():
         return "compressed" if (folder / "compression.json").is_file() else "run"

@@ -276,7 +276,7 @@ def _openai_routes(app: FastAPI, served: ServedModel, run: Predict, auth: list[A
             return _sse(_chat_chunks(ident, created, served.name, answer))
         message = ChatMessage(role="assistant", content=answer.text)
         return ChatResponse(id=ident, created=created, model=served.name, usage=usage, choices=[
-            ChatChoice(index=0, message=message, finish_reason=answer.finish_reason)])  # type: ignore[arg-type]
+            ChatChoice(index=0, message=message, finish_reason=answer.finish_reason)])
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses={**ERRORS, **SSE}, dependencies=auth)
     async def completions(body: CompletionRequest, request: Request) -> Any:
@@ -285,7 +285,7 @@ def _openai_routes(app: FastAPI, served: ServedModel, run: Predict, auth: list[A
         if body.stream:
             return _sse(_completion_chunks(ident, created, served.name, answer))
         return CompletionResponse(id=ident, created=created, model=served.name, usage=usage, choices=[
-            CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason)])  # type: ignore[arg-type]
+            CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason)])
 
 
 def _auth_dependency(key: str) -> Callable[..., None]:

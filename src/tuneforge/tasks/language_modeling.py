@@ -38,6 +38,7 @@ class LanguageModeling(Task):
 
     def parse(self, records: list[Record], what: str) -> list[Example]:
         problems = Problems()
+        assert self.recipe.data is not None  # a task is built from a one-task recipe, which has its data section
         field = self.recipe.data.text_field
         examples = [Example(where=f"{r.source}:{r.line}", text=t, target=None)
                     for r in records if (t := require_text(r, field, problems)) is not None]
@@ -45,6 +46,7 @@ class LanguageModeling(Task):
         return examples
 
     def with_placeholder(self, fields: dict[str, Any]) -> dict[str, Any]:
+        assert self.recipe.data is not None
         fields.setdefault(self.recipe.data.text_field, "")  # the text is the input: no placeholder
         return fields
 

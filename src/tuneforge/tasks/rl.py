@@ -110,7 +110,7 @@ class ReinforcementLearning(Task):
         """The reward, imported (user code only with ``allow_code``) the first time training or scoring needs it."""
         return resolve_reward(self.cfg.reward, allow_code=code_allowed(self.recipe.allow_code), task=self)
 
-    @property  # type: ignore[override]
+    @property
     def schema(self) -> dict[str, Any]:
         return self.inner.schema
 
