@@ -40,6 +40,8 @@ class LoraMethod(MethodSection):
     use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
     rank_pattern: dict[str, int] = Field(default_factory=dict, description="rank per module name pattern, e.g. {v_proj: 32}")
     alpha_pattern: dict[str, float] = Field(default_factory=dict, description="alpha per module name pattern")
+    quantize: Literal["4bit"] | None = Field(None, description="QLoRA: hold the frozen base in 4-bit NF4 "
+                                              "(bitsandbytes, CUDA only; Dettmers et al. 2023)")
 
 
 @METHODS.register("lora", config=LoraMethod)
