@@ -42,6 +42,7 @@ from tuneforge.train.guards import ForgettingCheck, training_set
 from tuneforge.train.loop import ValidationHook, fit, total_steps
 from tuneforge.train.forgetting import ForgettingHook
 from tuneforge.train.hooks import OnValidation
+from tuneforge.run.tracking import TrackingHook
 from tuneforge.train.privacy import DPSGD
 from tuneforge.train.preflight import Preflight, resolve_device, resolve_precision, run_preflight
 
@@ -228,6 +229,8 @@ def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, t
     dp = DPSGD.planned(privacy, len(train_enc), batch, steps) if privacy else None
     hooks += [dp] if dp is not None else []
     hooks += [OnValidation(on_validation)] if on_validation is not None else []
+    tracking = TrackingHook.planned(recipe, run.root) if accelerator.is_main_process else None
+    hooks += [tracking] if tracking is not None else []
     state = fit(model, train_enc, recipe.train, hooks, task=task, method=method, run=run, accelerator=accelerator,
                 resume=resume, validate=validate, lower_is_better=lower)
     if not accelerator.is_main_process:
@@ -244,6 +247,8 @@ def _train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, t
     if forgetting:
         extra["forgetting"] = forgetting[0]
     report = _finish(run, recipe, task, test, base, tuned, count_parameters(model), training, extra)
+    if tracking is not None:
+        tracking.finish(report)
     echo(render_table(headline_table(report)) if report else "no test split: nothing to report")
     echo(f"run folder: {run.root}")
     return report
