@@ -12,7 +12,7 @@ from typing import Any
 
 
 def _cmd_compress(args: argparse.Namespace) -> None:
-    from tuneforge.compress import compress
+    from tuneforge.run.compress import compress
 
     options = ("sparsity", "recovery_steps", "recovery_lr", "group_size", "latency_repeats")
     cfg = {"method": args.method, **{k: getattr(args, k) for k in options if getattr(args, k) is not None}}
