@@ -191,6 +191,9 @@ class TrainConfig(Section):
                                    description="spread this much target mass over the vocabulary/labels")
     dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout probability of the model")
     privacy: PrivacyConfig | None = Field(None, description="train with differential privacy (DP-SGD)")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = Field(
+        default_factory=list, description="experiment trackers that also receive the run's metrics, through "
+        "accelerate (offline where the tracker has an offline mode); see tuneforge.run.tracking")
 
     @model_validator(mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from tuneforge.accel import allocator
 from tuneforge.cli import data as cli_data
 from tuneforge.cli import run as cli_run
 from tuneforge.cli import deploy as cli_deploy
+from tuneforge.cli import recipe as cli_recipe
 from tuneforge.cli import evaluate as cli_evaluate
 from tuneforge.cli import serve as cli_serve
 from tuneforge.errors import TuneforgeError
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_deploy.add_commands(sub)
     cli_evaluate.add_commands(sub)  # compare, curve, sweep
     cli_data.add_commands(sub)
+    cli_recipe.add_commands(sub)  # recipe import
     for command in sub.choices.values():  # any command that trains or scores may meet a recipe naming code
         command.add_argument("--allow-code", action="store_true",
                              help="let Python code the recipe names run (rl.reward: module:function)")

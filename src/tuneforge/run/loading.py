@@ -55,14 +55,14 @@ def model_for(recipe: Recipe, task: Task, resolved: ResolvedModel, device: str) 
     """Base model with the method applied; seeded so a new head starts the same every time."""
     set_seed(recipe.train.seed)
     labels = task.schema.get("labels") if task.head == "sequence_classification" else None
+    method = get_method(recipe.method)
     model = load_model(resolved, head=task.head, num_labels=len(labels) if labels else None,
                        id2label=dict(enumerate(labels)) if labels else None,
-                       attn_implementation=recipe.train.attention)
+                       attn_implementation=recipe.train.attention, **method.load_options(device))
     if recipe.model_layers is not None:
         keep_layers(model, recipe.model_layers)
     if recipe.train.dropout is not None:
         set_dropout(model, recipe.train.dropout)
-    method = get_method(recipe.method)
     return method.prepare(model, task.head).to(device), method
 
 

@@ -44,6 +44,7 @@ from tuneforge.run.folder import RunDir, claim_output, mark_owned, remove_owned
 from tuneforge.run.loading import build_task, load_run, load_split, model_for, open_run
 from tuneforge.run.model_card import write_model_card
 from tuneforge.run.splits import Splits, parse_splits, read_splits, save_splits, split_sources
+from tuneforge.run.tracking import TrackingHook
 from tuneforge.tasks.base import Encoded, Example, Task, mean_loss
 from tuneforge.tasks.encode_cache import encode_cached
 from tuneforge.train.guards import ForgettingCheck, training_set
@@ -191,6 +192,8 @@ def train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, tr
     dp = DPSGD.planned(privacy, len(train_enc), batch, steps) if privacy else None
     hooks += [dp] if dp is not None else []
     hooks += [OnValidation(on_validation)] if on_validation is not None else []
+    tracking = TrackingHook.planned(recipe, run.root) if accelerator.is_main_process else None
+    hooks += [tracking] if tracking is not None else []
     state = fit(model, train_enc, recipe.train, hooks, task=task, method=method, run=run, accelerator=accelerator,
                 resume=resume, validate=validate, lower_is_better=lower)
     if not accelerator.is_main_process:
@@ -207,6 +210,8 @@ def train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, tr
     if forgetting:
         extra["forgetting"] = forgetting[0]
     report = finish(run, recipe, task, test, base, tuned, count_parameters(model), training, extra)
+    if tracking is not None:
+        tracking.finish(report)
     echo(render_table(headline_table(report)) if report else "no test split: nothing to report")
     echo(f"run folder: {run.root}")
     return report

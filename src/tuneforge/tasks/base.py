@@ -33,6 +33,18 @@ IGNORE = -100  # label id that cross-entropy skips: prompt and padding positions
 
 
 @dataclass
+class Conversation:
+    """A whole chat to train on: ``messages`` as the template reads them, the indices of the assistant turns that
+    carry loss, and the ``tools`` the row declares (rendered by templates that know tools)."""
+
+    messages: list[dict[str, Any]]
+    trained: tuple[int, ...]
+    tools: list[dict[str, Any]] | None = None
+    #: the final answer as text, the reference that evaluation compares a generation with
+    answer: str = ""
+
+
+@dataclass
 class Example:
     """One validated row. ``messages`` is the prompt for decoders; ``text`` the input for encoders."""
 
@@ -40,6 +52,8 @@ class Example:
     text: str
     target: Any
     messages: list[dict[str, str]] = field(default_factory=list)
+    #: the whole chat when more than the last answer is trained (or tools shape it); None for one prompt and answer
+    conversation: Conversation | None = None
 
 
 @dataclass

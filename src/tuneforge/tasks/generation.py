@@ -1,9 +1,11 @@
 """Generation: an instruction or a conversation to free text.
 
 Rows come in the three layouts practitioners use: prompt/completion, chat ``messages`` (the
-OpenAI fine-tuning format: the last message is the assistant answer to learn) and alpaca
-(instruction/input/output). All become a list of prompt messages plus an answer, so the model's
-own chat template formats them and the loss falls on the answer only.
+OpenAI fine-tuning format: every assistant message is learnt unless it says ``"weight": 0``; see
+``tasks/chat_turns.py``), ShareGPT conversations and alpaca (instruction/input/output). All become
+a list of prompt messages plus an answer (and, for conversations that train more than their last
+answer, the whole conversation), so the model's own chat template formats them and the loss falls
+on the trained answers only.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from tuneforge.data.validate import Problems, require_text
 from tuneforge.errors import ConfigError
 from tuneforge.evaluate.metrics import bleu, perplexity, rouge_l
 from tuneforge.tasks.base import TASKS, Encoded, Example, Task, encode_prompt_answer
+from tuneforge.tasks.chat_turns import encode_conversation, needs_whole_conversation, parse_conversation
 from tuneforge.tasks.decoding import answer_logprobs, generate
 
-ROLES = {"system", "user", "assistant"}
 #: ShareGPT's speaker names (``from``) -> chat roles, as LLaMA-Factory's ``sharegpt`` formatting reads them
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
@@ -71,25 +73,6 @@ def alpaca_history(rec: Record) -> list[dict[str, str]]:
     return turns
 
 
-def _parse_messages(rec: Record, field: str, problems: Problems,
-                    msgs: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, str]], str] | None:
-    msgs = rec.fields.get(field) if msgs is None else msgs
-    if not isinstance(msgs, list) or not msgs:
-        problems.add(rec, f"field {field!r} must be a non-empty list of messages")
-        return None
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            problems.add(rec, f"{field}[{i}] must be an object with role in {sorted(ROLES)} and string content")
-            return None
-    if msgs[-1]["role"] != "assistant" or not msgs[-1]["content"].strip():
-        problems.add(rec, f"the last message in {field!r} must be a non-empty assistant answer to learn from")
-        return None
-    if len(msgs) < 2 or msgs[-2]["role"] == "assistant":
-        problems.add(rec, f"{field!r} needs a user (or system) message before the final assistant answer")
-        return None
-    return [{"role": m["role"], "content": m["content"]} for m in msgs[:-1]], msgs[-1]["content"]
-
-
 @TASKS.register("generation")
 class Generation(Task):
     name = "generation"
@@ -112,15 +95,18 @@ class Generation(Task):
             turns = sharegpt_messages(rec, problems) if fmt == "sharegpt" else None
             if fmt == "sharegpt" and turns is None:
                 return None
-            parsed = _parse_messages(rec, cfg.messages_field, problems, turns)
-            if parsed is None:
+            msgs = rec.fields.get(cfg.messages_field) if turns is None else turns
+            conv = parse_conversation(rec, cfg.messages_field, msgs, problems)
+            if conv is None:
                 return None
-            prompt, answer = parsed
-            prompt = [{"role": m["role"], "content": self.clip(m["content"])} for m in prompt]
-            answer = self.clip(answer, keep_end=False)
-            if prompt[0]["role"] != "system":
-                prompt = self._system() + prompt
-            return Example(where=rec.where(), text=prompt[-1]["content"], target=answer, messages=prompt)
+            conv.messages = [{**m, "content": self.clip(m["content"])} for m in conv.messages]
+            if conv.messages[0]["role"] != "system" and self._system():
+                conv.messages = self._system() + conv.messages
+                conv.trained = tuple(i + 1 for i in conv.trained)
+            prompt, answer = conv.messages[:-1], self.clip(conv.answer, keep_end=False)
+            whole = conv if needs_whole_conversation(conv) else None
+            return Example(where=rec.where(), text=prompt[-1]["content"], target=answer, messages=prompt,
+                           conversation=whole)
         if fmt == "alpaca":
             instruction = require_text(rec, "instruction", problems)
             answer = require_text(rec, "output", problems)
@@ -197,6 +183,9 @@ class Generation(Task):
         return super().chat_fields(messages)
 
     def encode(self, example: Example) -> Encoded:
+        """Every trained assistant turn of a conversation, else the one answer after its prompt."""
+        if example.conversation is not None:
+            return encode_conversation(self.tokenizer, example.conversation, self.recipe.train.max_length)
         return encode_prompt_answer(self.tokenizer, example.messages, example.target, self.recipe.train.max_length)
 
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:

@@ -208,6 +208,8 @@ def fit(
                 entry.update(hook.on_step_end(state.step))
             if accelerator.is_main_process:
                 run.log(entry)
+                for hook in hooks:
+                    hook.on_logged(entry)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{entry['lr']:.2e}")
             if state.step % eval_every == 0 or state.step == steps:
