@@ -102,5 +102,6 @@ def test_qlora_is_refused_without_cuda(tmp_path: Path, tiny_decoder: Path) -> No
     train = write_jsonl(tmp_path / "train.jsonl", [{"prompt": f"say {i}", "completion": str(i)} for i in range(10)])
     raw = base_recipe(tiny_decoder, "generation", train, tmp_path / "run")
     raw["method"] = {"name": "lora", "quantize": "4bit"}
-    with pytest.raises(ConfigError, match=r"method.quantize: 4bit \(QLoRA\) needs a CUDA GPU .* remove method.quantize"):
+    needs_cuda = r"method.quantize: 4bit \(QLoRA\) needs a CUDA GPU .* remove method.quantize"
+    with pytest.raises(ConfigError, match=needs_cuda):
         api.train(recipe_from_dict(raw), dry_run=True, echo=lambda *a: None)

@@ -41,7 +41,8 @@ def test_tensorboard_event_files_hold_steps_hparams_and_the_headline(tracked_run
     events = EventAccumulator(str(folder))
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "val/loss", "test/accuracy", "test_base/accuracy", "test_delta/accuracy"} <= scalars
+    assert {"train/loss", "train/lr", "val/loss", "test/accuracy", "test_base/accuracy",
+            "test_delta/accuracy"} <= scalars
     losses = events.Scalars("train/loss")
     assert [e.step for e in losses] == list(range(1, len(losses) + 1)) and len(losses) >= 5
     logged = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]

@@ -56,7 +56,8 @@ def _trained_text(task, example) -> list[str]:
 
 def test_every_assistant_turn_is_trained_and_weight_zero_is_not(tmp_path: Path, tiny_decoder: Path) -> None:
     row = {"messages": [{"role": "developer", "content": "Be brief."},
-                        {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]},
+                        {"role": "user", "content": [{"type": "text", "text": "Hi"},
+                                                     {"type": "text", "text": "there"}]},
                         {"role": "assistant", "content": "Hello", "weight": 0},
                         {"role": "user", "content": "2+2?"},
                         {"role": "assistant", "content": "4"},
@@ -114,7 +115,8 @@ def test_a_template_without_turn_ends_still_teaches_the_stop_token(tmp_path: Pat
     ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}, {"role": "assistant", "content": "b"}]},
      r"messages\[0\]: content must be a string or a list of \{type: text, text\} parts"),
     ({"messages": [{"role": "user", "content": "a"},
-                   {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}]},
+                   {"role": "assistant", "content": None,
+                    "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}]},
      r"messages\[1\]: tool_calls must be a list"),
     ({"messages": [{"role": "robot", "content": "a"}, {"role": "assistant", "content": "b"}]},
      r"messages\[0\] must be an object with role in \['assistant', 'developer', 'system', 'tool', 'user'\]"),

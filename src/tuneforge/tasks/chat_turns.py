@@ -138,7 +138,9 @@ def needs_whole_conversation(conv: Conversation) -> bool:
 
 def _render(tokenizer: PreTrainedTokenizerBase, conv: Conversation, upto: int, generation_prompt: bool) -> str:
     template = None if tokenizer.chat_template else FALLBACK_TEMPLATE
-    text = tokenizer.apply_chat_template(conv.messages[:upto], tools=conv.tools, chat_template=template,
+    # transformers declares list[dict | Callable]; a list is invariant, so ours is handed over as a fresh list
+    tools: list[Any] | None = None if conv.tools is None else list(conv.tools)
+    text = tokenizer.apply_chat_template(conv.messages[:upto], tools=tools, chat_template=template,
                                          tokenize=False, add_generation_prompt=generation_prompt)
     return str(text)
 
