@@ -1,8 +1,9 @@
-"""Batched inference for decoder tasks: greedy generation, answer scoring, answer perplexity.
+"""Batched inference for decoder tasks: generation, answer scoring, answer perplexity.
 
-Why by hand around ``model.generate``: prompts are sorted by length so that a batch wastes little
-padding, padded on the left so every row's answer starts at the same column, and decoding stops
-on the end-of-turn token; results come back in the caller's order.
+Generation runs on ``tuneforge.infer``'s decode loop (rows leave as they finish and the batch is
+refilled from a length-sorted queue, decoding stops on the end-of-turn token); results come back
+in the caller's order. Soft prompts and prefixes, which bring their own cache, go through
+``model.generate``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tuneforge.tasks.base import Encoded, answer_logits, collate_causal, end_of_turn, pad_id, prompt_text
+from tuneforge.infer import Generated, Sampling, generate_ids
+from tuneforge.infer.engine import left_padded
+from tuneforge.tasks.base import (
+    Encoded, answer_logits, collate_causal, end_of_turn, pad_id, prompt_text, virtual_tokens, without_ddp,
+)
 
 T = TypeVar("T")
 
@@ -29,7 +34,19 @@ def _device(model: PreTrainedModel) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """Tokens that end an answer: the template's end-of-turn token and the eos token."""
+    stop_ids = {int(tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer)))}
+    if tokenizer.eos_token_id is not None:
+        stop_ids.add(int(tokenizer.eos_token_id))
+    return stop_ids
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
+    """The chat-templated prompt as token ids, ending where the assistant's answer starts."""
+    return list(tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
 def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -38,36 +55,67 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     desc: str = "generate",
+    sampling: Sampling | None = None,
 ) -> list[str]:
-    """Greedy answers to chat prompts, decoded without special tokens."""
-    texts = [prompt_text(tokenizer, m) for m in prompts]
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    stop_ids = {tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer))}
-    if tokenizer.eos_token_id is not None:
-        stop_ids.add(int(tokenizer.eos_token_id))
+    """Answers to chat prompts (greedy unless ``sampling`` says otherwise), decoded without special tokens.
+
+    ``sampling`` carries temperature, top_p, seed and stop strings; its ``max_new_tokens`` wins.
+    """
+    return [g.text.strip() for g in generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                                     batch_size=batch_size, desc=desc, sampling=sampling)]
+
+
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[dict[str, str]]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str = "generate",
+    sampling: Sampling | None = None,
+) -> list[Generated]:
+    """Answers with their tokens and finish reasons, on the fast decode path (``tuneforge.infer``)."""
+    rule = sampling or Sampling(max_new_tokens=max_new_tokens)
+    encoded = [prompt_ids(tokenizer, m) for m in prompts]
+    if virtual_tokens(without_ddp(model)) or _prefix_tuned(model):
+        return _generate_with_transformers(model, tokenizer, encoded, rule, batch_size, desc)
+    with tqdm(total=len(prompts), desc=desc, leave=False) as bar:
+        return generate_ids(model, tokenizer, encoded, [rule] * len(encoded), batch_size=batch_size,
+                            stop_ids=stop_token_ids(tokenizer), pad=pad_id(tokenizer), on_done=lambda: bar.update(1))
+
+
+def _prefix_tuned(model: PreTrainedModel) -> bool:
+    """Prompt-learning adapters (prefix tuning too) bring their own cache: ``model.generate`` handles them."""
+    config = getattr(without_ddp(model), "active_peft_config", None)
+    return bool(config is not None and config.is_prompt_learning)
+
+
+@torch.no_grad()
+def _generate_with_transformers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: list[list[int]],
+                                rule: Sampling, batch_size: int, desc: str) -> list[Generated]:
+    """``model.generate`` over length-sorted batches: the path for soft prompts and prefixes."""
+    stop_ids = stop_token_ids(tokenizer)
     pad = pad_id(tokenizer)
-    out: list[str] = [""] * len(prompts)
+    out: list[Generated] = [Generated([], "", "stop")] * len(encoded)
     was_training = model.training
     model.eval()
     device = _device(model)
+    if rule.seed is not None:
+        torch.manual_seed(rule.seed)
+    sample = {} if rule.greedy else {"temperature": rule.temperature, "top_p": rule.top_p}
     for idx in tqdm(list(_batches_by_length(encoded, batch_size, len)), desc=desc, leave=False):
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)  # (B, T), left-padded
-        mask = torch.zeros_like(ids)
+        ids, mask = left_padded([encoded[i] for i in idx], pad)  # (B, T)
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             max_new_tokens=rule.max_new_tokens, do_sample=not rule.greedy, eos_token_id=sorted(stop_ids),
+                             pad_token_id=pad, stop_strings=list(rule.stop) or None, tokenizer=tokenizer,
+                             **sample)  # (B, T + new)
         for row, i in enumerate(idx):
-            n = len(encoded[i])
-            ids[row, width - n :] = torch.tensor(encoded[i])
-            mask[row, width - n :] = 1
-        gen = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=sorted(stop_ids),
-            pad_token_id=pad,
-        )  # (B, T + new)
-        for row, i in enumerate(idx):
-            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True).strip()
+            new = [t for t in gen[row, ids.shape[1] :].tolist() if t not in stop_ids]
+            text = tokenizer.decode(new, skip_special_tokens=True)
+            cut = min((text.find(s) for s in rule.stop if s in text), default=-1)
+            reason = "length" if len(new) >= rule.max_new_tokens else "stop"
+            out[i] = Generated(new, text[:cut] if cut >= 0 else text, reason)
     model.train(was_training)
     return out
 
