@@ -22,7 +22,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache
 
-from tuneforge.infer.cache import merge, new_cache, slab_layers
+from tuneforge.infer.cache import merge, new_cache, row_layers
 from tuneforge.infer.sampling import Sampling, next_tokens
 
 
@@ -180,7 +180,7 @@ class DecodeBatch:
         self.mask, self.last = self.mask[index], self.last[index]
         unused = int(self.mask.any(dim=0).long().argmax())  # leading columns no remaining row attends to
         self.mask = self.mask[:, unused:]
-        for layer in slab_layers(self.cache):
+        for layer in row_layers(self.cache):
             layer.keep_rows(index.to(self.device))
             layer.drop_left(unused)
 
