@@ -316,3 +316,11 @@ def test_cli_serve_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys: py
     assert main(["serve", str(tmp_path)]) == 2
     assert "not a finished tuneforge run" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "--max-batch", "0"]) == 2
+
+
+def test_models_lists_the_served_run_in_openai_shape(ext_model: ServedModel) -> None:
+    with TestClient(create_app(ext_model)) as client:
+        body = client.get("/v1/models").json()
+    assert body["object"] == "list"
+    assert [(m["id"], m["object"], m["owned_by"]) for m in body["data"]] == [(ext_model.name, "model", "tuneforge")]
+    assert isinstance(body["data"][0]["created"], int)

@@ -58,7 +58,7 @@ def _base(model: torch.nn.Module) -> torch.nn.Module:
     return inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # peft
 
 
-def _cache_keyword(model: torch.nn.Module) -> str:
+def cache_keyword(model: torch.nn.Module) -> str:
     """transformers >= 5.20 names the cache argument ``cache``; earlier versions ``past_key_values``."""
     params = inspect.signature(_base(model).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -85,7 +85,7 @@ class DecodeBatch:
         self.stop_ids = stop_ids
         self.pad = pad
         self.device = next(model.parameters()).device
-        self.keyword = _cache_keyword(model)
+        self.keyword = cache_keyword(model)
         self.rows: list[_Row] = []
         self.cache = new_cache()
         self.mask = torch.zeros((0, 0), dtype=torch.long)  # (B, T): which cache columns each row attends to

@@ -47,8 +47,8 @@ from tuneforge.serve.guard import Guard, Scope
 from tuneforge.serve.metrics import Metrics
 from tuneforge.serve.redact import redact
 from tuneforge.serve.schemas import (
-    ChatChoice, ChatMessage, ChatResponse, CompletionChoice, CompletionResponse, ErrorBody, Health, Usage,
-    request_models, task_response_model,
+    ChatChoice, ChatMessage, ChatResponse, CompletionChoice, CompletionResponse, ErrorBody, Health, ModelCard,
+    ModelList, Usage, request_models, task_response_model,
 )
 from tuneforge.serve.served import Answer, ServedModel
 from tuneforge.serve.timeouts import Timeout, derive_timeout, read_preflight
@@ -63,7 +63,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 Predict = Callable[[list[Example]], Awaitable[list[dict[str, Any]]]]  # validated, batched, timed-out prediction
 SSE = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events when stream is true"}}
-KNOWN = {"/health", "/metrics", "/v1/chat/completions", "/v1/completions"}  # and the task's own route
+KNOWN = {"/health", "/metrics", "/v1/chat/completions", "/v1/completions", "/v1/models"}  # and the task's own route
 DOCS = {"/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")  # a field name fit to repeat: ours all are
 MAX_ERRORS = 20  # validation errors listed in one answer (a list of 10,000 bad items needs no 10,000 lines)
@@ -259,6 +259,13 @@ def _task_routes(app: FastAPI, served: ServedModel, run: Predict, auth: list[Any
 def _openai_routes(app: FastAPI, served: ServedModel, run: Predict, auth: list[Any],
                    ChatRequest: type[BaseModel], CompletionRequest: type[BaseModel]) -> None:  # noqa: N803
     """OpenAI-compatible ``/v1/chat/completions`` and ``/v1/completions``, for every task."""
+
+    created = int(time.time())
+
+    @app.get("/v1/models", response_model=ModelList, responses=ERRORS, dependencies=auth)
+    async def list_models() -> ModelList:
+        """The one served run, so that OpenAI clients (``client.models.list()``) find the model's name."""
+        return ModelList(data=[ModelCard(id=served.name, created=created)])
 
     async def answer_one(example: Example, max_tokens: int | None, request: Request) -> tuple[Answer, Usage]:
         """One OpenAI-style request: predict, cut to ``max_tokens``, log, count tokens."""

@@ -113,6 +113,20 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class ModelCard(BaseModel):
+    """One entry of ``GET /v1/models``, in OpenAI's shape (``client.models.list()`` reads it)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "tuneforge"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
 class ErrorBody(BaseModel):
     detail: str
     request_id: str = Field(description="also in the X-Request-ID header and the server's log line")

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tuneforge.infer import Generated, Sampling, generate_ids
-from tuneforge.infer.engine import left_padded
+from tuneforge.infer.cache import new_cache
+from tuneforge.infer.engine import cache_keyword, left_padded
 from tuneforge.tasks.base import (
     Encoded, answer_logits, collate_causal, end_of_turn, pad_id, prompt_text, virtual_tokens, without_ddp,
 )
@@ -164,10 +165,55 @@ def option_logprobs(model: PreTrainedModel, prompt_ids: list[int], options: list
     for i, option in enumerate(options):
         ids[i, : len(option)] = torch.tensor(option)
         mask[i, n : n + len(option)] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache).logits
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **{cache_keyword(model): cache}).logits
     logp = torch.log_softmax(logits.float(), dim=-1)  # (K, W, V): position j predicts option token j+1
     scores = []
     for i, option in enumerate(options):
         rest = sum(float(logp[i, j - 1, option[j]]) for j in range(1, len(option)))
         scores.append(float(first[option[0]]) + rest)
     return scores
+
+
+OPTION_ROWS = 128  # prompt x option rows per scoring forward: bounds the repeated cache (rows x T x layers)
+
+
+@torch.no_grad()
+def options_logprobs(model: PreTrainedModel, prompts: list[list[int]], options: list[list[int]], pad: int,
+                     batch_size: int) -> list[list[float]]:
+    """Summed log-probability of each option after each prompt, many prompts per forward.
+
+    :func:`option_logprobs` runs one prompt at a time, which on CPU leaves the matrix products
+    at one row (bound by reading the weights). Here length-sorted prompts run together, left-padded;
+    their cache is repeated for the K options, which then run as one ``(B*K, W)`` batch.
+    """
+    device = _device(model)
+    k = len(options)
+    per_forward = max(1, min(batch_size, OPTION_ROWS // k))
+    width = max(len(o) for o in options)
+    opt_ids = torch.full((k, width), pad, dtype=torch.long)  # (K, W), right-padded
+    opt_mask = torch.zeros((k, width), dtype=torch.long)
+    for i, option in enumerate(options):
+        opt_ids[i, : len(option)] = torch.tensor(option)
+        opt_mask[i, : len(option)] = 1
+    keyword = cache_keyword(model)
+    out: list[list[float]] = [[] for _ in prompts]
+    for idx in _batches_by_length(prompts, per_forward, len):
+        ids, mask = left_padded([prompts[i] for i in idx], pad)  # (B, T)
+        position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # (B, T)
+        cache = new_cache()
+        first = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position.to(device),
+                      use_cache=True, logits_to_keep=1, **{keyword: cache}).logits[:, -1]  # (B, V)
+        first = torch.log_softmax(first.float(), dim=-1)
+        for layer in cache.layers:
+            layer.batch_repeat_interleave(k)  # (B*K, H, T, D)
+        b = len(idx)
+        lengths = torch.tensor([len(prompts[i]) for i in idx]).repeat_interleave(k)  # (B*K,)
+        rows_mask = torch.cat([mask.repeat_interleave(k, 0), opt_mask.repeat(b, 1)], dim=1)  # (B*K, T+W)
+        rows_pos = lengths.unsqueeze(1) + torch.arange(width).unsqueeze(0)  # (B*K, W)
+        logits = model(input_ids=opt_ids.repeat(b, 1).to(device), attention_mask=rows_mask.to(device),
+                       position_ids=rows_pos.to(device), use_cache=True, **{keyword: cache}).logits
+        logp = torch.log_softmax(logits.float(), dim=-1).view(b, k, width, -1)  # (B, K, W, V)
+        for row, i in enumerate(idx):
+            out[i] = [float(first[row, o[0]]) + sum(float(logp[row, j, t - 1, o[t]]) for t in range(1, len(o)))
+                      for j, o in enumerate(options)]
+    return out
