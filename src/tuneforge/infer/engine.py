@@ -170,6 +170,12 @@ class DecodeBatch:
     def _answer(self, row: _Row, reason: str) -> Generated:
         return Generated(row.tokens, self.tokenizer.decode(row.tokens, skip_special_tokens=True), reason)
 
+    def drop(self, keys: set[Hashable]) -> None:
+        """Remove the rows of ``keys`` unfinished (their callers went away)."""
+        leaving = {i for i, r in enumerate(self.rows) if r.key in keys}
+        if leaving:
+            self._remove(leaving)
+
     def _remove(self, leaving: set[int]) -> None:
         keep = [i for i in range(len(self.rows)) if i not in leaving]
         self.rows = [self.rows[i] for i in keep]

@@ -19,7 +19,7 @@ from tuneforge.infer import Generated, Sampling, generate_ids
 from tuneforge.infer.cache import new_cache
 from tuneforge.infer.engine import cache_keyword, left_padded
 from tuneforge.tasks.base import (
-    Encoded, answer_logits, collate_causal, end_of_turn, pad_id, prompt_text, virtual_tokens, without_ddp,
+    Encoded, answer_logits, collate_causal, end_of_turn, pad_id, prompt_text, without_ddp,
 )
 
 T = TypeVar("T")
@@ -79,15 +79,16 @@ def generate_answers(
     """Answers with their tokens and finish reasons, on the fast decode path (``tuneforge.infer``)."""
     rule = sampling or Sampling(max_new_tokens=max_new_tokens)
     encoded = [prompt_ids(tokenizer, m) for m in prompts]
-    if virtual_tokens(without_ddp(model)) or _prefix_tuned(model):
+    if prompt_learning(model):
         return _generate_with_transformers(model, tokenizer, encoded, rule, batch_size, desc)
     with tqdm(total=len(prompts), desc=desc, leave=False) as bar:
         return generate_ids(model, tokenizer, encoded, [rule] * len(encoded), batch_size=batch_size,
                             stop_ids=stop_token_ids(tokenizer), pad=pad_id(tokenizer), on_done=lambda: bar.update(1))
 
 
-def _prefix_tuned(model: PreTrainedModel) -> bool:
-    """Prompt-learning adapters (prefix tuning too) bring their own cache: ``model.generate`` handles them."""
+def prompt_learning(model: PreTrainedModel) -> bool:
+    """Whether a prompt-learning adapter (soft prompt, prefix) brings its own cache: then only
+    ``model.generate`` decodes it, and the fast path (``tuneforge.infer``) steps aside."""
     config = getattr(without_ddp(model), "active_peft_config", None)
     return bool(config is not None and config.is_prompt_learning)
 
