@@ -149,7 +149,7 @@ def test_bad_bodies_get_422_naming_the_field(cls_model: ServedModel, body: dict[
     with TestClient(create_app(cls_model)) as client:
         resp = client.post("/v1/classify", json=body)
     assert resp.status_code == 422, resp.text
-    assert "detail" in resp.json()
+    assert resp.json()["error"]["type"] == "invalid_request_error" and resp.json()["error"]["problems"]
 
 
 def test_limits_are_per_server_and_in_the_openapi_document(cls_model: ServedModel, ext_model: ServedModel) -> None:
@@ -161,7 +161,7 @@ def test_limits_are_per_server_and_in_the_openapi_document(cls_model: ServedMode
     assert texts["maxItems"] == 2 and texts["items"]["maxLength"] == 10
     with TestClient(create_app(ext_model, ServeConfig(max_input_tokens=20))) as client:
         resp = client.post("/v1/extract", json={"texts": ["Acme red mug size 2 " * 5]})
-    assert resp.status_code == 422 and "at most 20" in resp.json()["detail"]
+    assert resp.status_code == 422 and "at most 20" in resp.json()["error"]["message"]
 
 
 def test_malformed_and_oversized_requests_are_refused(cls_model: ServedModel) -> None:
@@ -172,7 +172,7 @@ def test_malformed_and_oversized_requests_are_refused(cls_model: ServedModel) ->
         assert client.post("/v1/chat/completions", json={"messages": [{"role": "robot", "content": "x"}]}).status_code == 422
         last_is_assistant = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
         resp = client.post("/v1/chat/completions", json=last_is_assistant)
-        assert resp.status_code == 422 and "last message" in resp.json()["detail"]
+        assert resp.status_code == 422 and "last message" in resp.json()["error"]["message"]
 
 
 # ----------------------------------------------------------------------------- batching, queue, timeout
@@ -272,7 +272,7 @@ def test_full_queue_answers_503_and_slow_answers_504(cls_model: ServedModel, mon
     with TestClient(create_app(cls_model, ServeConfig(timeout=0.2))) as client:
         resp = client.post("/v1/classify", json={"texts": ["a"]})
         slow.release.set()
-    assert resp.status_code == 504 and "0.2" in resp.json()["detail"]
+    assert resp.status_code == 504 and "0.2" in resp.json()["error"]["message"]
 
 
 # ----------------------------------------------------------------------------- metrics and request log

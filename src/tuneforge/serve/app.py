@@ -5,8 +5,9 @@ server-sent events), ``/v1/classify`` or ``/v1/extract`` (whichever the run's ta
 ``/health`` and ``/metrics`` (Prometheus). FastAPI writes the OpenAPI document at
 ``/openapi.json`` from the same pydantic models that validate the requests.
 
-Status codes a client can act on: 400 unreadable body, 401 missing or wrong API key, 413 body
-too large, 422 invalid input (the message names the field), 503 queue full (retry later), 504 the
+Errors on /v1 routes come in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``
+(``error_shape.py``). Status codes a client can act on: 400 an unsupported OpenAI parameter or an
+unreadable body, 401 missing or wrong API key, 413 body too large, 422 invalid input (the message names the field), 503 queue full (retry later), 504 the
 answer took longer than the server's timeout. Every answer carries an ``X-Request-ID`` header and
 every error body a ``request_id``; a 5xx is logged under the same id.
 
@@ -46,6 +47,7 @@ from tuneforge.infer import Generated, Sampling
 from tuneforge.serve.batching import Batcher, BatchStats, QueueFull
 from tuneforge.serve.continuous import ContinuousBatcher, Stream, TextDeltas
 from tuneforge.serve.config import ServeConfig, resolve_api_key
+from tuneforge.serve.error_shape import error_body
 from tuneforge.serve.guard import Guard, Scope
 from tuneforge.serve.metrics import Metrics
 from tuneforge.serve.redact import redact
@@ -238,21 +240,27 @@ def validation_problems(errors: list[Any]) -> list[dict[str, Any]]:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    """Error bodies ``{"detail", "request_id"}``; FastAPI's own 422 would quote the whole input back."""
+    """Error bodies in OpenAI's shape on /v1 routes (``error_shape``); FastAPI's own 422 would quote the input."""
+
+    def reply(request: Request, status: int, message: str, headers: Any = None, **extra: Any) -> JSONResponse:
+        return SafeJSONResponse(error_body(request.url.path, status, message, _rid(request), **extra),
+                                status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        return SafeJSONResponse({"detail": validation_problems(list(err.errors())), "request_id": _rid(request)},
-                                status_code=422)
+        problems = validation_problems(list(err.errors()))
+        first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+        param = ".".join(str(x) for x in first["loc"][1:]) or None  # without "body"
+        return reply(request, 422, f"{param or 'body'}: {first['msg']}", param=param, problems=problems)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return SafeJSONResponse({"detail": _clean(str(err.detail)), "request_id": _rid(request)},
-                                status_code=err.status_code, headers=getattr(err, "headers", None))
+        param = str(err.detail).split(":", 1)[0] if err.status_code == 400 and ":" in str(err.detail) else None
+        return reply(request, err.status_code, _clean(str(err.detail)), getattr(err, "headers", None), param=param)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, err: UserError) -> JSONResponse:
-        return SafeJSONResponse({"detail": _clean(str(err), 2000), "request_id": _rid(request)}, status_code=422)
+        return reply(request, 422, _clean(str(err), 2000))
 
 
 def _recorder(metrics: Metrics, log: RequestLog | None, known: set[str]) -> Callable[[Scope, int, float], None]:

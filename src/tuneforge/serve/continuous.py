@@ -142,16 +142,16 @@ class ContinuousBatcher:
                 streams.clear()
                 batch = self.new_batch()
                 continue
+            if self.on_step is not None:  # before the answers go out: a caller that reads metrics sees them
+                try:
+                    self.on_step(rows, sum(e.token is not None for e in events), time.perf_counter() - start)
+                except Exception:  # metrics must never stop the worker
+                    logger.exception("on_step hook failed")
             for e in events:
                 s = streams[cast(int, e.key)]
                 s.loop.call_soon_threadsafe(s.events.put_nowait, e)
                 if e.done is not None:
                     del streams[s.key]
-            if self.on_step is not None:
-                try:
-                    self.on_step(rows, sum(e.token is not None for e in events), time.perf_counter() - start)
-                except Exception:  # metrics must never stop the worker
-                    logger.exception("on_step hook failed")
 
 
 class TextDeltas:

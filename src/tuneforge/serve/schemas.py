@@ -147,8 +147,17 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class ErrorInfo(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error or server_error")
+    param: str | None = Field(description="the request field at fault, where there is one")
+    code: str | None = Field(description="invalid_api_key, request_too_large, invalid_value, server_busy, timeout...")
+
+
 class ErrorBody(BaseModel):
-    detail: str
+    """OpenAI's error shape (``openai`` clients raise it as ``APIStatusError`` with these fields)."""
+
+    error: ErrorInfo
     request_id: str = Field(description="also in the X-Request-ID header and the server's log line")
 
 
