@@ -11,7 +11,11 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from tuneforge.infer import DecodeBatch, Sampling, generate_ids
 from tuneforge.infer.engine import left_padded
 from tuneforge.models.loading import load_tokenizer
-from tuneforge.tasks.decoding import _generate_with_transformers, generate_answers, pad_id
+from tuneforge.tasks.decoding import (
+    _generate_with_transformers,
+    generate_answers,
+    pad_id,
+)
 
 PROMPTS = [[5, 9, 13], [7, 21, 40, 41, 3, 8, 8, 30, 2], [11], [33, 34, 35, 36, 37, 38], [4, 4, 50, 60, 70, 80, 90, 100,
            110, 120, 130, 17], [19, 23], [61, 62, 63, 64, 65]]

@@ -45,8 +45,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tuneforge.errors import UserError
 from tuneforge.infer import Generated, Sampling
 from tuneforge.serve.batching import Batcher, BatchStats, QueueFull
-from tuneforge.serve.continuous import ContinuousBatcher, Stream, TextDeltas
 from tuneforge.serve.config import ServeConfig, resolve_api_key
+from tuneforge.serve.continuous import ContinuousBatcher, Stream, TextDeltas
 from tuneforge.serve.error_shape import error_body
 from tuneforge.serve.guard import Guard, Scope
 from tuneforge.serve.metrics import Metrics
