@@ -4,7 +4,7 @@
 
 Generation: SmolLM2-135M-Instruct (the demo model) answering the demo's held-out product listings
 (the extraction prompt), greedy, at batch 1 and batch 16. The baseline is the pre-session path
-(length-sorted batches through ``model.generate``, kept as ``tasks.decoding._generate_with_transformers``
+(length-sorted batches through ``model.generate``, kept as ``tasks.decoding.generate_with_transformers``
 for soft prompts); both sides' answers are compared token for token. Tokens/s counts generated tokens.
 """
 
@@ -26,7 +26,7 @@ from tuneforge.infer import Generated, Sampling
 from tuneforge.models.loading import load_tokenizer
 from tuneforge.models.resolve import resolve_model
 from tuneforge.tasks.decoding import (
-    _generate_with_transformers,
+    generate_with_transformers,
     generate_answers,
     prompt_ids,
 )
@@ -61,7 +61,7 @@ def generation(model: Any, tok: Any, n: int, batch: int, new: int) -> dict[str, 
     rule = Sampling(max_new_tokens=new)
 
     def old() -> list[Generated]:
-        return _generate_with_transformers(model, tok, encoded, rule, batch, "transformers")
+        return generate_with_transformers(model, tok, encoded, rule, batch, "transformers")
 
     def fast() -> list[Generated]:
         return generate_answers(model, tok, chats, max_new_tokens=new, batch_size=batch, desc="infer")

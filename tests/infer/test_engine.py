@@ -12,7 +12,7 @@ from tuneforge.infer import DecodeBatch, Sampling, generate_ids
 from tuneforge.infer.engine import left_padded
 from tuneforge.models.loading import load_tokenizer
 from tuneforge.tasks.decoding import (
-    _generate_with_transformers,
+    generate_with_transformers,
     generate_answers,
     pad_id,
 )
@@ -138,7 +138,7 @@ def test_chat_generation_matches_the_transformers_path(model: PreTrainedModel, t
     chats = [[{"role": "user", "content": t}] for t in ["say red", "the blue lamp is great item 3", "hi", "colour?"]]
     fast = generate_answers(model, tok, chats, max_new_tokens=NEW, batch_size=3)
     from tuneforge.tasks.decoding import prompt_ids, stop_token_ids
-    slow = _generate_with_transformers(model, tok, [prompt_ids(tok, c) for c in chats], Sampling(max_new_tokens=NEW),
+    slow = generate_with_transformers(model, tok, [prompt_ids(tok, c) for c in chats], Sampling(max_new_tokens=NEW),
                                        2, "test")
     assert [(g.tokens, g.text, g.finish_reason) for g in fast] == [(g.tokens, g.text, g.finish_reason) for g in slow]
     assert stop_token_ids(tok) == {tok.convert_tokens_to_ids("<|im_end|>")}

@@ -33,6 +33,7 @@ class Generated:
     tokens: list[int]
     text: str
     finish_reason: str  # "stop" (end-of-turn token or a stop string) or "length" (max_new_tokens)
+    stop_token: int | None = None  # the end-of-turn (or eos) token that ended it, if one did
 
 
 @dataclass
@@ -156,7 +157,7 @@ class DecodeBatch:
 
     def _finish(self, row: _Row, token: int) -> Generated | None:
         if token in self.stop_ids:
-            return self._answer(row, "stop")
+            return Generated(row.tokens, self._text(row), "stop", token)
         row.tokens.append(token)
         if row.rule.stop:
             text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
@@ -164,11 +165,11 @@ class DecodeBatch:
             if cut >= 0:
                 return Generated(row.tokens, text[:cut], "stop")
         if len(row.tokens) >= row.rule.max_new_tokens:
-            return self._answer(row, "length")
+            return Generated(row.tokens, self._text(row), "length")
         return None
 
-    def _answer(self, row: _Row, reason: str) -> Generated:
-        return Generated(row.tokens, self.tokenizer.decode(row.tokens, skip_special_tokens=True), reason)
+    def _text(self, row: _Row) -> str:
+        return self.tokenizer.decode(row.tokens, skip_special_tokens=True)
 
     def drop(self, keys: set[Hashable]) -> None:
         """Remove the rows of ``keys`` unfinished (their callers went away)."""

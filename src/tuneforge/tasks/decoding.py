@@ -80,7 +80,7 @@ def generate_answers(
     rule = sampling or Sampling(max_new_tokens=max_new_tokens)
     encoded = [prompt_ids(tokenizer, m) for m in prompts]
     if prompt_learning(model):
-        return _generate_with_transformers(model, tokenizer, encoded, rule, batch_size, desc)
+        return generate_with_transformers(model, tokenizer, encoded, rule, batch_size, desc)
     with tqdm(total=len(prompts), desc=desc, leave=False) as bar:
         return generate_ids(model, tokenizer, encoded, [rule] * len(encoded), batch_size=batch_size,
                             stop_ids=stop_token_ids(tokenizer), pad=pad_id(tokenizer), on_done=lambda: bar.update(1))
@@ -94,7 +94,7 @@ def prompt_learning(model: PreTrainedModel) -> bool:
 
 
 @torch.no_grad()
-def _generate_with_transformers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: list[list[int]],
+def generate_with_transformers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: list[list[int]],
                                 rule: Sampling, batch_size: int, desc: str) -> list[Generated]:
     """``model.generate`` over length-sorted batches: the path for soft prompts and prefixes."""
     stop_ids = stop_token_ids(tokenizer)
@@ -113,11 +113,13 @@ def _generate_with_transformers(model: PreTrainedModel, tokenizer: PreTrainedTok
                              pad_token_id=pad, stop_strings=list(rule.stop) or None, tokenizer=tokenizer,
                              **sample)  # (B, T + new)
         for row, i in enumerate(idx):
-            new = [t for t in gen[row, ids.shape[1] :].tolist() if t not in stop_ids]
+            answer = gen[row, ids.shape[1] :].tolist()
+            end = next((k for k, t in enumerate(answer) if t in stop_ids), None)
+            new = answer if end is None else answer[:end]
             text = tokenizer.decode(new, skip_special_tokens=True)
             cut = min((text.find(s) for s in rule.stop if s in text), default=-1)
-            reason = "length" if len(new) >= rule.max_new_tokens else "stop"
-            out[i] = Generated(new, text[:cut] if cut >= 0 else text, reason)
+            reason = "length" if end is None and len(new) >= rule.max_new_tokens else "stop"
+            out[i] = Generated(new, text[:cut] if cut >= 0 else text, reason, None if end is None else answer[end])
     model.train(was_training)
     return out
 
