@@ -151,7 +151,7 @@ def test_bad_bodies_get_422_naming_the_field(cls_model: ServedModel, body: dict[
     with TestClient(create_app(cls_model)) as client:
         resp = client.post("/v1/classify", json=body)
     assert resp.status_code == 422, resp.text
-    assert "detail" in resp.json()
+    assert resp.json()["error"]["type"] == "invalid_request_error" and resp.json()["error"]["problems"]
 
 
 def test_limits_are_per_server_and_in_the_openapi_document(cls_model: ServedModel, ext_model: ServedModel) -> None:
@@ -163,7 +163,7 @@ def test_limits_are_per_server_and_in_the_openapi_document(cls_model: ServedMode
     assert texts["maxItems"] == 2 and texts["items"]["maxLength"] == 10
     with TestClient(create_app(ext_model, ServeConfig(max_input_tokens=20))) as client:
         resp = client.post("/v1/extract", json={"texts": ["Acme red mug size 2 " * 5]})
-    assert resp.status_code == 422 and "at most 20" in resp.json()["detail"]
+    assert resp.status_code == 422 and "at most 20" in resp.json()["error"]["message"]
 
 
 def test_malformed_and_oversized_requests_are_refused(cls_model: ServedModel) -> None:
@@ -176,7 +176,7 @@ def test_malformed_and_oversized_requests_are_refused(cls_model: ServedModel) ->
                            json={"messages": [{"role": "robot", "content": "x"}]}).status_code == 422
         last_is_assistant = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
         resp = client.post("/v1/chat/completions", json=last_is_assistant)
-        assert resp.status_code == 422 and "last message" in resp.json()["detail"]
+        assert resp.status_code == 422 and "last message" in resp.json()["error"]["message"]
 
 
 # ----------------------------------------------------------------------------- batching, queue, timeout
@@ -276,7 +276,7 @@ def test_full_queue_answers_503_and_slow_answers_504(cls_model: ServedModel, mon
     with TestClient(create_app(cls_model, ServeConfig(timeout=0.2))) as client:
         resp = client.post("/v1/classify", json={"texts": ["a"]})
         slow.release.set()
-    assert resp.status_code == 504 and "0.2" in resp.json()["detail"]
+    assert resp.status_code == 504 and "0.2" in resp.json()["error"]["message"]
 
 
 # ----------------------------------------------------------------------------- metrics and request log
@@ -320,3 +320,11 @@ def test_cli_serve_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys: py
     assert main(["serve", str(tmp_path)]) == 2
     assert "not a finished tuneforge run" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "--max-batch", "0"]) == 2
+
+
+def test_models_lists_the_served_run_in_openai_shape(ext_model: ServedModel) -> None:
+    with TestClient(create_app(ext_model)) as client:
+        body = client.get("/v1/models").json()
+    assert body["object"] == "list"
+    assert [(m["id"], m["object"], m["owned_by"]) for m in body["data"]] == [(ext_model.name, "model", "tuneforge")]
+    assert isinstance(body["data"][0]["created"], int)

@@ -88,7 +88,7 @@ def test_validation_errors_name_the_field_and_never_echo_the_input(cls_model: Se
         assert resp.status_code == 422, resp.text
         assert "GB82" not in resp.text and "Jane" not in resp.text and len(resp.content) < 2000
         assert resp.json()["request_id"] == resp.headers["x-request-id"]
-    problems = answers[0].json()["detail"]
+    problems = answers[0].json()["error"]["problems"]
     assert {tuple(p["loc"]) for p in problems} == {("body", "texts", 1), ("body", "note")}  # short names: kept
     assert all(set(p) == {"loc", "msg", "type"} for p in problems)  # no "input", no "ctx"
 
@@ -106,13 +106,14 @@ def test_a_lone_surrogate_is_a_4xx_with_a_message(cls_model: ServedModel, path: 
         resp = client.post(path, content=raw, headers=JSON)
         ok = client.post("/v1/classify", json={"texts": ["emoji \U0001F600 fine"]})  # a real pair is valid
     assert resp.status_code == 422, resp.text
-    assert resp.json()["detail"] and resp.headers["x-request-id"]
+    assert resp.json()["error"]["message"] and resp.headers["x-request-id"]
     assert ok.status_code == 200
 
 
 def test_surrogate_message_says_what_is_wrong(cls_model: ServedModel) -> None:  # noqa: F811
     with TestClient(create_app(cls_model)) as client:
-        detail = client.post("/v1/classify", content=b'{"texts": ["a\\ud800"]}', headers=JSON).json()["detail"]
+        answer = client.post("/v1/classify", content=b'{"texts": ["a\\ud800"]}', headers=JSON).json()
+    detail = answer["error"]["problems"]
     assert detail[0]["loc"] == ["body", "texts", 0] and "lone surrogate (U+D800) at character 1" in detail[0]["msg"]
 
 

@@ -31,6 +31,8 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from tuneforge.serve.error_shape import error_body
+
 logger = logging.getLogger("tuneforge.serve")
 
 Scope = MutableMapping[str, Any]
@@ -80,7 +82,8 @@ class Guard:
             logger.exception("request %s: %s failed with an unhandled error", rid, where)
             if sent["status"] is not None:  # the answer has begun: nothing sane can follow it
                 raise
-            await _reply(send_with_id, 500, f"internal server error; quote request id {rid} to the operator", rid)
+            await _reply(send_with_id, 500, f"internal server error; quote request id {rid} to the operator", rid,
+                         path=scope.get("path", ""))
         else:
             if sent["status"] is not None and sent["status"] >= 500:
                 logger.error("request %s: %s answered %d", rid, where, sent["status"])
@@ -94,21 +97,21 @@ class Guard:
     async def _handle(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
         length = _header(scope, b"content-length")
         if length is not None and not length.isdigit():
-            await _reply(send, 400, "Content-Length is not a number", rid)
+            await _reply(send, 400, "Content-Length is not a number", rid, path=scope.get("path", ""))
             return
         if length is not None and int(length) > self.max_body:
-            await _reply(send, 413, self._too_large(), rid)
+            await _reply(send, 413, self._too_large(), rid, path=scope.get("path", ""))
             return
         try:
             body, disconnected = await _read_body(receive, self.max_body)
         except _TooLarge:
-            await _reply(send, 413, self._too_large(), rid)
+            await _reply(send, 413, self._too_large(), rid, path=scope.get("path", ""))
             return
         if disconnected:
             return
         if not self._authorised(scope):
             await _reply(send, 401, "missing or wrong API key; send `Authorization: Bearer <key>`", rid,
-                         headers=[(b"www-authenticate", b"Bearer")])
+                         headers=[(b"www-authenticate", b"Bearer")], path=scope.get("path", ""))
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -176,9 +179,9 @@ def _printable(text: str, limit: int = 200) -> str:
     return text[:limit].encode("unicode_escape").decode("ascii")
 
 
-async def _reply(send: Send, status: int, detail: str, rid: str,
-                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"detail": detail, "request_id": rid}).encode()
+async def _reply(send: Send, status: int, detail: str, rid: str, headers: list[tuple[bytes, bytes]] | None = None,
+                 path: str = "") -> None:
+    body = json.dumps(error_body(path, status, detail, rid)).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})

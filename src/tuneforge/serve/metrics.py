@@ -35,6 +35,14 @@ class Metrics:
             self.generated.inc(generated_tokens)
             self.tokens_per_second.set(generated_tokens / max(stats.seconds, 1e-9))
 
+    def observe_step(self, rows: int, tokens: int, seconds: float) -> None:
+        """One step of the continuous decode loop: ``rows`` in the batch emitted ``tokens`` in ``seconds``."""
+        self.batch_size.observe(rows)
+        self.batch_seconds.observe(seconds)
+        if tokens:
+            self.generated.inc(tokens)
+            self.tokens_per_second.set(tokens / max(seconds, 1e-9))
+
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)

@@ -59,17 +59,39 @@ class ChatMessage(Lenient):
     content: Text
 
 
-SAMPLING = ("accepted for compatibility; decoding is greedy, exactly as offline `tuneforge predict`")
+#: OpenAI parameters this server cannot honour: a request that sets one is refused (400, naming it) rather
+#: than answered as if it had not been sent
+UNSUPPORTED = frozenset({"logprobs", "top_logprobs", "tools", "tool_choice", "functions", "function_call",
+                         "response_format", "logit_bias", "presence_penalty", "frequency_penalty", "audio",
+                         "modalities", "prediction", "best_of", "echo", "suffix", "reasoning_effort"})
 
 
-class _GenerationParams(Lenient):
+class _GenerationParams(BaseModel):
+    model_config = ConfigDict(extra="allow")  # other OpenAI keys (``user``, ``metadata``...) are ignored
+
     model: Text | None = Field(None, max_length=200, description="ignored: the server serves one run")
     max_tokens: int | None = Field(None, ge=1, le=4096,
-                                   description="cut the answer after this many tokens "
-                                               "(at most the run's eval.max_new_tokens)")
-    temperature: float | None = Field(None, ge=0, le=2, description=SAMPLING)
-    top_p: float | None = Field(None, ge=0, le=1, description=SAMPLING)
-    stream: bool = Field(False, description="answer as server-sent events (OpenAI chunk format)")
+                                   description="at most this many answer tokens (and at most the run's "
+                                               "eval.max_new_tokens)")
+    max_completion_tokens: int | None = Field(None, ge=1, le=4096, description="the newer name of max_tokens")
+    temperature: float | None = Field(None, ge=0, le=2,
+                                      description="0 or unset: greedy, as offline `tuneforge predict`")
+    top_p: float | None = Field(None, gt=0, le=1,
+                                description="nucleus sampling: keep the most likely tokens up to this mass")
+    seed: int | None = Field(None, description="a sampled answer with a seed is the same on every call")
+    n: int = Field(1, ge=1, le=8, description="answers per request (with a seed, answer i uses seed + i)")
+    stop: str | list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] | None = Field(
+        None, max_length=4, description="up to 4 strings; the answer ends before the first one it writes")
+    stream: bool = Field(False, description="answer as server-sent events (OpenAI chunk format), token by token")
+
+    def unsupported(self) -> str | None:
+        """The first OpenAI parameter set in the request that this server does not implement."""
+        extra = self.model_extra or {}
+        return next((k for k in sorted(extra) if k in UNSUPPORTED and extra[k] not in (None, False, 0, [], {})), None)
+
+    def stop_strings(self) -> tuple[str, ...]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or ())
+        return tuple(s for s in stops if s)
 
 
 class Usage(BaseModel):
@@ -114,8 +136,31 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class ModelCard(BaseModel):
+    """One entry of ``GET /v1/models``, in OpenAI's shape (``client.models.list()`` reads it)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "tuneforge"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error or server_error")
+    param: str | None = Field(description="the request field at fault, where there is one")
+    code: str | None = Field(description="invalid_api_key, request_too_large, invalid_value, server_busy, timeout...")
+
+
 class ErrorBody(BaseModel):
-    detail: str
+    """OpenAI's error shape (``openai`` clients raise it as ``APIStatusError`` with these fields)."""
+
+    error: ErrorInfo
     request_id: str = Field(description="also in the X-Request-ID header and the server's log line")
 
 

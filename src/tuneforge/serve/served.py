@@ -15,7 +15,9 @@ from typing import Any
 from tuneforge.api import Loaded, load_run
 from tuneforge.data.readers import Record
 from tuneforge.errors import UserError
-from tuneforge.tasks.base import Example, prompt_text
+from tuneforge.infer import DecodeBatch, Sampling
+from tuneforge.tasks.base import Example, pad_id, prompt_text
+from tuneforge.tasks.decoding import prompt_ids, prompt_learning, stop_token_ids
 
 
 @dataclass
@@ -120,3 +122,25 @@ class ServedModel:
         """Forward passes one input costs at most: one for an encoder, one per new token for a decoder."""
         return 1 if self.task.model_kind == "encoder" else 1 + self.task.recipe.eval.max_new_tokens
 
+
+    # -- generated answers (tasks that ``generate``: the server's own decode loop) ------
+    @property
+    def decodes_itself(self) -> bool:
+        """Whether the server decodes this run's answers in its continuous batch instead of calling ``predict``."""
+        return self.task.generates and self.task.model_kind == "decoder" and not prompt_learning(self.loaded.model)
+
+    def new_decode_batch(self) -> DecodeBatch:
+        """The decode batch of the worker thread, with a tokenizer of its own (see ``__init__``)."""
+        tok = copy.deepcopy(self.task.tokenizer)
+        return DecodeBatch(self.loaded.model, tok, stop_token_ids(tok), pad_id(tok))
+
+    def prompt_ids(self, example: Example) -> list[int]:
+        """The tokens ``predict`` would feed the model for ``example``."""
+        return prompt_ids(self.tokenizer, self.task.prompt_messages(example))
+
+    def sampling(self, max_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
+                 seed: int | None = None, stop: tuple[str, ...] = ()) -> Sampling:
+        """A request's decoding choices; unset ones are offline ``predict``'s (greedy, ``eval.max_new_tokens``)."""
+        limit = self.task.recipe.eval.max_new_tokens
+        return Sampling(max_new_tokens=min(max_tokens or limit, limit), temperature=temperature or 0.0,
+                        top_p=1.0 if top_p is None else top_p, seed=seed, stop=stop)

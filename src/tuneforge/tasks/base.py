@@ -94,6 +94,9 @@ class Task(ABC):
     #: label baselines, active learning, label drift, calibration and confusion tables need; a served answer is
     #: then that label (one token, never cut), and the input needs no length check (scoring truncates it)
     predicts_labels: ClassVar[bool] = False
+    #: whether ``predict`` is "generate an answer to ``prompt_messages``, then ``from_answer``": the server then
+    #: decodes such answers itself, token by token, in its continuously batched decode loop
+    generates: ClassVar[bool] = False
     #: the task's own endpoint beside the OpenAI-compatible ones (``/v1/classify``), or None for none
     serve_route: ClassVar[str | None] = None
     #: the pydantic model of one result on ``serve_route`` (what ``serve_result`` returns)
@@ -234,6 +237,10 @@ class Task(ABC):
         return self.input_fields(last_user_message(messages))
 
     # -- answers as served ------------------------------------------------------------
+    def from_answer(self, raw: str) -> dict[str, Any]:
+        """The prediction made of one generated answer (a task that ``generates`` parses it here)."""
+        return {"prediction": raw}
+
     def answer_text(self, prediction: dict[str, Any]) -> Any:
         """The answer as the model wrote it (an OpenAI-style reply's text): the raw generation where the
         prediction was parsed from one, else the prediction itself."""

@@ -26,7 +26,7 @@ from tuneforge.tasks.base import (
     IGNORE, TASKS, Encoded, Example, Task, encode_prompt_answer, end_of_turn, fill_placeholders, pad_id,
     prompt_text,
 )
-from tuneforge.tasks.decoding import answer_logprobs, option_logprobs
+from tuneforge.tasks.decoding import answer_logprobs, options_logprobs
 from tuneforge.tasks.distillation import distillation_loss_sum
 
 DEFAULT_INSTRUCTION = "Classify the text into one of these labels: {labels}. Answer with the label only."
@@ -162,17 +162,17 @@ class Classification(Task):
         budget = self.recipe.train.max_length - max(len(o) for o in options)
         was_training = model.training
         model.eval()
-        out = []
         shared_cache = not getattr(model, "active_peft_config", None) or not model.active_peft_config.is_prompt_learning
-        for messages in tqdm(prompts, desc="classify", leave=False):
-            prompt = tok(prompt_text(tok, messages), add_special_tokens=False)["input_ids"]
-            prompt = prompt[-max(budget, 1) :]
-            if shared_cache:
-                scores = option_logprobs(model, prompt, options, pad_id(tok))
-            else:  # soft prompts own the cache's first positions: score each label as a full sequence
+        prompts_ids = [tok(prompt_text(tok, m), add_special_tokens=False)["input_ids"][-max(budget, 1) :]
+                       for m in prompts]
+        if shared_cache:  # prompts batched by length, each prompt's cache shared by its labels
+            scored = options_logprobs(model, prompts_ids, options, pad_id(tok), self.recipe.eval.batch_size)
+        else:  # soft prompts own the cache's first positions: score each label as a full sequence
+            scored = []
+            for prompt in tqdm(prompts_ids, desc="classify", leave=False):
                 encoded = [Encoded(prompt + o, [IGNORE] * len(prompt) + o, n_answer=len(o)) for o in options]
-                scores = [s for s, _ in answer_logprobs(model, tok, encoded, len(options))]
-            out.append(torch.softmax(torch.tensor(scores), dim=0).tolist())
+                scored.append([s for s, _ in answer_logprobs(model, tok, encoded, len(options))])
+        out = [torch.softmax(torch.tensor(scores), dim=0).tolist() for scores in scored]
         model.train(was_training)
         return out
 

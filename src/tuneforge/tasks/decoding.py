@@ -1,8 +1,9 @@
-"""Batched inference for decoder tasks: greedy generation, answer scoring, answer perplexity.
+"""Batched inference for decoder tasks: generation, answer scoring, answer perplexity.
 
-Why by hand around ``model.generate``: prompts are sorted by length so that a batch wastes little
-padding, padded on the left so every row's answer starts at the same column, and decoding stops
-on the end-of-turn token; results come back in the caller's order.
+Generation runs on ``tuneforge.infer``'s decode loop (rows leave as they finish and the batch is
+refilled from a length-sorted queue, decoding stops on the end-of-turn token); results come back
+in the caller's order. Soft prompts and prefixes, which bring their own cache, go through
+``model.generate``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tuneforge.tasks.base import Encoded, answer_logits, collate_causal, end_of_turn, pad_id, prompt_text
+from tuneforge.infer import Generated, Sampling, generate_ids
+from tuneforge.infer.cache import new_cache
+from tuneforge.infer.engine import cache_keyword, left_padded
+from tuneforge.tasks.base import (
+    Encoded, answer_logits, collate_causal, end_of_turn, pad_id, prompt_text, without_ddp,
+)
 
 T = TypeVar("T")
 
@@ -29,7 +35,19 @@ def _device(model: PreTrainedModel) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """Tokens that end an answer: the template's end-of-turn token and the eos token."""
+    stop_ids = {int(tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer)))}
+    if tokenizer.eos_token_id is not None:
+        stop_ids.add(int(tokenizer.eos_token_id))
+    return stop_ids
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
+    """The chat-templated prompt as token ids, ending where the assistant's answer starts."""
+    return list(tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
 def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -38,36 +56,71 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     desc: str = "generate",
+    sampling: Sampling | None = None,
 ) -> list[str]:
-    """Greedy answers to chat prompts, decoded without special tokens."""
-    texts = [prompt_text(tokenizer, m) for m in prompts]
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    stop_ids = {tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer))}
-    if tokenizer.eos_token_id is not None:
-        stop_ids.add(int(tokenizer.eos_token_id))
+    """Answers to chat prompts (greedy unless ``sampling`` says otherwise), decoded without special tokens.
+
+    ``sampling`` carries temperature, top_p, seed and stop strings; its ``max_new_tokens`` wins.
+    """
+    return [g.text.strip() for g in generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                                     batch_size=batch_size, desc=desc, sampling=sampling)]
+
+
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[dict[str, str]]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str = "generate",
+    sampling: Sampling | None = None,
+) -> list[Generated]:
+    """Answers with their tokens and finish reasons, on the fast decode path (``tuneforge.infer``)."""
+    rule = sampling or Sampling(max_new_tokens=max_new_tokens)
+    encoded = [prompt_ids(tokenizer, m) for m in prompts]
+    if prompt_learning(model):
+        return generate_with_transformers(model, tokenizer, encoded, rule, batch_size, desc)
+    with tqdm(total=len(prompts), desc=desc, leave=False) as bar:
+        return generate_ids(model, tokenizer, encoded, [rule] * len(encoded), batch_size=batch_size,
+                            stop_ids=stop_token_ids(tokenizer), pad=pad_id(tokenizer), on_done=lambda: bar.update(1))
+
+
+def prompt_learning(model: PreTrainedModel) -> bool:
+    """Whether a prompt-learning adapter (soft prompt, prefix) brings its own cache: then only
+    ``model.generate`` decodes it, and the fast path (``tuneforge.infer``) steps aside."""
+    config = getattr(without_ddp(model), "active_peft_config", None)
+    return bool(config is not None and config.is_prompt_learning)
+
+
+@torch.no_grad()
+def generate_with_transformers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: list[list[int]],
+                                rule: Sampling, batch_size: int, desc: str) -> list[Generated]:
+    """``model.generate`` over length-sorted batches: the path for soft prompts and prefixes."""
+    stop_ids = stop_token_ids(tokenizer)
     pad = pad_id(tokenizer)
-    out: list[str] = [""] * len(prompts)
+    out: list[Generated] = [Generated([], "", "stop")] * len(encoded)
     was_training = model.training
     model.eval()
     device = _device(model)
+    if rule.seed is not None:
+        torch.manual_seed(rule.seed)
+    sample = {} if rule.greedy else {"temperature": rule.temperature, "top_p": rule.top_p}
     for idx in tqdm(list(_batches_by_length(encoded, batch_size, len)), desc=desc, leave=False):
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)  # (B, T), left-padded
-        mask = torch.zeros_like(ids)
+        ids, mask = left_padded([encoded[i] for i in idx], pad)  # (B, T)
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             max_new_tokens=rule.max_new_tokens, do_sample=not rule.greedy,
+                             eos_token_id=sorted(stop_ids),
+                             pad_token_id=pad, stop_strings=list(rule.stop) or None, tokenizer=tokenizer,
+                             **sample)  # (B, T + new)
         for row, i in enumerate(idx):
-            n = len(encoded[i])
-            ids[row, width - n :] = torch.tensor(encoded[i])
-            mask[row, width - n :] = 1
-        gen = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=sorted(stop_ids),
-            pad_token_id=pad,
-        )  # (B, T + new)
-        for row, i in enumerate(idx):
-            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True).strip()
+            answer = gen[row, ids.shape[1] :].tolist()
+            end = next((k for k, t in enumerate(answer) if t in stop_ids), None)
+            new = answer if end is None else answer[:end]
+            text = tokenizer.decode(new, skip_special_tokens=True)
+            cut = min((text.find(s) for s in rule.stop if s in text), default=-1)
+            reason = "length" if end is None and len(new) >= rule.max_new_tokens else "stop"
+            out[i] = Generated(new, text[:cut] if cut >= 0 else text, reason, None if end is None else answer[end])
     model.train(was_training)
     return out
 
@@ -116,10 +169,55 @@ def option_logprobs(model: PreTrainedModel, prompt_ids: list[int], options: list
     for i, option in enumerate(options):
         ids[i, : len(option)] = torch.tensor(option)
         mask[i, n : n + len(option)] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache).logits
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **{cache_keyword(model): cache}).logits
     logp = torch.log_softmax(logits.float(), dim=-1)  # (K, W, V): position j predicts option token j+1
     scores = []
     for i, option in enumerate(options):
         rest = sum(float(logp[i, j - 1, option[j]]) for j in range(1, len(option)))
         scores.append(float(first[option[0]]) + rest)
     return scores
+
+
+OPTION_ROWS = 128  # prompt x option rows per scoring forward: bounds the repeated cache (rows x T x layers)
+
+
+@torch.no_grad()
+def options_logprobs(model: PreTrainedModel, prompts: list[list[int]], options: list[list[int]], pad: int,
+                     batch_size: int) -> list[list[float]]:
+    """Summed log-probability of each option after each prompt, many prompts per forward.
+
+    :func:`option_logprobs` runs one prompt at a time, which on CPU leaves the matrix products
+    at one row (bound by reading the weights). Here length-sorted prompts run together, left-padded;
+    their cache is repeated for the K options, which then run as one ``(B*K, W)`` batch.
+    """
+    device = _device(model)
+    k = len(options)
+    per_forward = max(1, min(batch_size, OPTION_ROWS // k))
+    width = max(len(o) for o in options)
+    opt_ids = torch.full((k, width), pad, dtype=torch.long)  # (K, W), right-padded
+    opt_mask = torch.zeros((k, width), dtype=torch.long)
+    for i, option in enumerate(options):
+        opt_ids[i, : len(option)] = torch.tensor(option)
+        opt_mask[i, : len(option)] = 1
+    keyword = cache_keyword(model)
+    out: list[list[float]] = [[] for _ in prompts]
+    for idx in _batches_by_length(prompts, per_forward, len):
+        ids, mask = left_padded([prompts[i] for i in idx], pad)  # (B, T)
+        position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # (B, T)
+        cache = new_cache()
+        first = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position.to(device),
+                      use_cache=True, logits_to_keep=1, **{keyword: cache}).logits[:, -1]  # (B, V)
+        first = torch.log_softmax(first.float(), dim=-1)
+        for layer in cache.layers:
+            layer.batch_repeat_interleave(k)  # (B*K, H, T, D)
+        b = len(idx)
+        lengths = torch.tensor([len(prompts[i]) for i in idx]).repeat_interleave(k)  # (B*K,)
+        rows_mask = torch.cat([mask.repeat_interleave(k, 0), opt_mask.repeat(b, 1)], dim=1)  # (B*K, T+W)
+        rows_pos = lengths.unsqueeze(1) + torch.arange(width).unsqueeze(0)  # (B*K, W)
+        logits = model(input_ids=opt_ids.repeat(b, 1).to(device), attention_mask=rows_mask.to(device),
+                       position_ids=rows_pos.to(device), use_cache=True, **{keyword: cache}).logits
+        logp = torch.log_softmax(logits.float(), dim=-1).view(b, k, width, -1)  # (B, K, W, V)
+        for row, i in enumerate(idx):
+            out[i] = [float(first[row, o[0]]) + sum(float(logp[row, j, t - 1, o[t]]) for t in range(1, len(o)))
+                      for j, o in enumerate(options)]
+    return out

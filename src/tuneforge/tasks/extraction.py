@@ -46,6 +46,7 @@ class Extraction(Task):
     validation_metrics = ("json_valid", "exact_match", "field_f1", "field_precision", "field_recall")
     serve_route = "/v1/extract"
     serve_result_model = Extracted
+    generates = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -125,9 +126,12 @@ class Extraction(Task):
 
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
         ev = self.recipe.eval
-        raw = generate(model, self.tokenizer, [self._messages(e.text) for e in examples],
+        raw = generate(model, self.tokenizer, [self.prompt_messages(e) for e in examples],
                        max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, desc="extract")
-        return [{"prediction": parse_json_object(r), "raw": r} for r in raw]
+        return [self.from_answer(r) for r in raw]
+
+    def from_answer(self, raw: str) -> dict[str, Any]:
+        return {"prediction": parse_json_object(raw), "raw": raw}
 
     def _pairs(self, examples: list[Example],
                predictions: list[dict[str, Any]]) -> tuple[list[dict], list[dict | None]]:

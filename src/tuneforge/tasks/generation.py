@@ -80,6 +80,7 @@ class Generation(Task):
     per_item_metrics = ("rouge_l",)
     validation_metrics = ("rouge_l", "bleu")
     lower_is_better = ("perplexity",)
+    generates = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -190,9 +191,9 @@ class Generation(Task):
 
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
         ev = self.recipe.eval
-        out = generate(model, self.tokenizer, [e.messages for e in examples],
+        out = generate(model, self.tokenizer, [self.prompt_messages(e) for e in examples],
                        max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, desc="generate")
-        return [{"prediction": text} for text in out]
+        return [self.from_answer(text) for text in out]
 
     def score(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, Any]:
         refs = [e.target for e in examples]

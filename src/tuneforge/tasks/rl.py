@@ -27,12 +27,14 @@ import torch
 from transformers import PreTrainedModel
 
 from tuneforge.data.readers import Record
+from tuneforge.infer import Sampling, generate_ids
 from tuneforge.tasks.answers import Group, adapter_off, check_reference, collate_groups, group_token_logps
 from tuneforge.preference.meter import Meter
+from tuneforge.tasks.decoding import generate_with_transformers, prompt_learning, stop_token_ids
 from tuneforge.tasks.rewards import RewardFn, code_allowed, resolve_reward
 from tuneforge.recipe import RLConfig
 from tuneforge.registry import Registry
-from tuneforge.tasks.base import (IGNORE, TASKS, Encoded, Example, Task, end_of_turn, pad_id, prompt_text,
+from tuneforge.tasks.base import (IGNORE, TASKS, Encoded, Example, Task, pad_id, prompt_text,
                                   without_ddp)
 
 
@@ -172,25 +174,25 @@ class ReinforcementLearning(Task):
     # -- one on-policy step ---------------------------------------------------------------
     @torch.no_grad()
     def _sample(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> list[list[int]]:
-        """``group_size`` sampled completions per prompt, each cut after its first stop token."""
+        """``group_size`` sampled completions per prompt, each ending with its stop token when it has one.
+
+        Sampled on the fast decode loop (``tuneforge.infer``): rows leave as they stop. Each completion's
+        random stream is seeded from torch's global generator, so a seeded run samples the same rollouts.
+        """
         g = self.cfg.group_size
-        stop = {self.tokenizer.convert_tokens_to_ids(end_of_turn(self.tokenizer))}
-        if self.tokenizer.eos_token_id is not None:
-            stop.add(int(self.tokenizer.eos_token_id))
-        was_training = model.training
-        model.eval()
-        out = without_ddp(model).generate(
-            input_ids=batch["input_ids"].repeat_interleave(g, 0),
-            attention_mask=batch["attention_mask"].repeat_interleave(g, 0),
-            do_sample=True, temperature=self.cfg.temperature, top_k=0, top_p=1.0,
-            max_new_tokens=self.cfg.max_new_tokens, eos_token_id=sorted(stop), pad_token_id=pad_id(self.tokenizer),
-        )[:, batch["input_ids"].shape[1]:]  # (B * G, L)
-        model.train(was_training)
-        completions = []
-        for row in out.tolist():
-            ends = [i for i, t in enumerate(row) if t in stop]
-            completions.append(row[: ends[0] + 1] if ends else row)
-        return completions
+        prompts = [row[m.bool()].tolist() for row, m in zip(batch["input_ids"], batch["attention_mask"])
+                   for _ in range(g)]
+        seeds = torch.randint(0, 2**62, (len(prompts),)).tolist()
+        rules = [Sampling(max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature, seed=s)
+                 for s in seeds]
+        if prompt_learning(model):  # a soft prompt or prefix brings its own cache: transformers decodes it
+            done = generate_with_transformers(without_ddp(model), self.tokenizer, prompts,
+                                              Sampling(self.cfg.max_new_tokens, self.cfg.temperature), len(prompts),
+                                              "rollouts")
+        else:
+            done = generate_ids(without_ddp(model), self.tokenizer, prompts, rules, batch_size=len(prompts),
+                                stop_ids=stop_token_ids(self.tokenizer), pad=pad_id(self.tokenizer))
+        return [d.tokens + ([d.stop_token] if d.stop_token is not None else []) for d in done]
 
     def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *,
              training: bool = False) -> tuple[torch.Tensor, int]:
