@@ -44,7 +44,8 @@ def test_stages_chain_weights_and_report_each_stage(tmp_path: Path, tiny_decoder
     second = yaml.safe_load((chain.root / "stages" / "02-sft" / "recipe.yaml").read_text())
     assert second["model"] == str(chain.root / "stages" / "01-domain" / "export")  # starts from stage 1's weights
     assert second["method"] == {"name": "lora", "r": 4, "alpha": 8.0, "dropout": 0.05, "target_modules": "all-linear",
-                                "use_dora": False, "use_rslora": False, "rank_pattern": {}, "alpha_pattern": {}}
+                                "use_dora": False, "use_rslora": False, "rank_pattern": {}, "alpha_pattern": {},
+                                "quantize": None}
     assert second["train"]["max_steps"] == 2 and second["train"]["lr"] == 1e-2  # merged over the top level
     # resuming a finished chain skips every stage
     again = api.train(load_recipe(recipe_path), resume=True, **QUIET)
