@@ -121,7 +121,7 @@ class JobQueue:
             if job.state == "queued":
                 job.state, job.ended = "cancelled", time.time()
             elif job.state == "running" and job.pid is not None:
-                os.kill(job.pid, signal.SIGINT)
+                os.killpg(job.pid, signal.SIGINT)  # the job's own process group, as Ctrl-C in a terminal
                 job.state = "stopping"
             else:
                 raise UserError(f"job {job_id} is {job.state}; only a queued or running job can be stopped")
