@@ -27,8 +27,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 def main() -> None:
     import uvicorn
     from playwright.sync_api import sync_playwright
-
     from studio_fixtures import finished_run, recipe, studio_root
+
     from tuneforge.studio.app import create_app
 
     parser = argparse.ArgumentParser()

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from studio_fixtures import finished_run, recipe, studio_root
 
 CHROMIUM = "/usr/bin/chromium"
@@ -110,22 +109,23 @@ def test_the_whole_path_in_a_browser(studio: dict[str, Any], page: Any, explain:
     page.click("#train")
     page.wait_for_url(url + "/runs/live")
 
-    # the curve updates without a reload
+    # the curve updates without a reload, past two checkpoints (every 20 steps)
     _until(page, "Number($('points')?.textContent) >= 3", timeout=90_000)
     first = int(page.inner_text("#points"))
     _until(page, f"Number($('points')?.textContent) > {first}")
     assert page.locator("#curve polyline").count() >= 1
     _until(page, "$('progress-text')?.textContent?.includes('of 2500')")
+    _until(page, "Number($('points')?.textContent) >= 45")
 
     # stop cleanly (SIGINT), then resume exactly as --resume
     page.click("#stop")
-    _until(page, "$('state')?.textContent === 'interrupted'", timeout=60_000)
+    _until(page, "$('state')?.textContent === 'interrupted' && $('job-state')?.textContent === 'interrupted'")
     assert _state(root, "live") == "interrupted"
     assert any((root / "live" / "checkpoints").iterdir())
     page.reload()
     assert "optimizer steps" in page.inner_text("#preflight")  # the preflight the run saved, as the CLI prints it
     page.click("#resume")
-    _until(page, "$('state')?.textContent === 'complete'", timeout=120_000)
+    _until(page, "$('state')?.textContent === 'complete' && $('job-state')?.textContent === 'done'", timeout=120_000)
     jobs = studio["app"].state.studio.queue.jobs
     assert [j.resume for j in jobs] == [False, True] and jobs[-1].state == "done"
     assert "--resume" in jobs[-1].command()

@@ -37,7 +37,7 @@ def _submit(q: JobQueue, root: Path, name: str, script: str) -> Job:
     path = root / f"{name}.py"
     path.write_text(script, encoding="utf-8")
     job = q.submit(path, root / name)
-    q.jobs[-1] = ScriptJob(**{**job.__dict__})
+    q.jobs[-1] = ScriptJob(**job.__dict__)
     return q.jobs[-1]
 
 

@@ -17,7 +17,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tuneforge.errors import UserError
 from tuneforge.files import write_json_atomic

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
@@ -20,7 +20,7 @@ from tuneforge import api
 from tuneforge.errors import UserError
 from tuneforge.evaluate.metrics_extra import paired_bootstrap
 from tuneforge.run.folder import RunDir
-from tuneforge.studio.app import studio
+from tuneforge.studio.context import studio
 from tuneforge.studio.runs import list_runs, run_dir
 from tuneforge.tasks.base import Example, Task
 
@@ -85,8 +85,9 @@ def compare_runs(folders: list[Path]) -> dict[str, Any]:
 
 
 @router.get("/compare", response_class=HTMLResponse)
-def compare_page(request: Request, run: list[str] = Query(default=[])) -> HTMLResponse:
+def compare_page(request: Request, run: Annotated[list[str] | None, Query()] = None) -> HTMLResponse:
     st = studio(request)
+    run = run or []
     done = [r for r in list_runs(st.root) if r.state == "complete"]
     result = compare_runs([run_dir(st.root, n) for n in run]) if run else None
     return st.page(request, "compare.html", runs=done, chosen=run, result=result)

@@ -22,7 +22,7 @@ from tuneforge.errors import UserError
 from tuneforge.models.loading import load_tokenizer
 from tuneforge.models.resolve import resolve_model
 from tuneforge.recipe import recipe_from_dict
-from tuneforge.studio.app import studio
+from tuneforge.studio.context import studio
 from tuneforge.studio.security import inside, model_ref
 from tuneforge.tasks.base import get_task
 

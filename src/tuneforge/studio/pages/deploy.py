@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from tuneforge import api
 from tuneforge.errors import UserError
-from tuneforge.studio.app import form, studio
+from tuneforge.studio.context import form, studio
 from tuneforge.studio.runs import row_for, run_dir
 
 NAV = None

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from tuneforge import api
 from tuneforge.data.readers import Record
 from tuneforge.errors import UserError
-from tuneforge.studio.app import json_body, studio
+from tuneforge.studio.context import json_body, studio
 from tuneforge.studio.runs import list_runs, run_dir
 
 NAV = ("/playground", "Playground")

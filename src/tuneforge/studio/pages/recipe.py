@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from tuneforge import api
 from tuneforge.errors import ConfigError, UserError
 from tuneforge.recipe import Recipe, json_schema, load_recipe, load_yaml, parse_overrides
-from tuneforge.studio.app import Studio, json_body, studio
+from tuneforge.studio.context import Studio, json_body, studio
 from tuneforge.studio.schema_form import sections
 from tuneforge.studio.security import inside, model_ref, run_name
 

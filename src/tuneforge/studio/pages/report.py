@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from tuneforge.errors import UserError
 from tuneforge.evaluate.report_page import render_html
 from tuneforge.run.folder import RunDir
-from tuneforge.studio.app import studio
+from tuneforge.studio.context import studio
 from tuneforge.studio.runs import row_for, run_dir
 
 NAV = None

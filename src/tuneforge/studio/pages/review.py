@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from tuneforge.errors import UserError
 from tuneforge.evaluate.review import BlindPair, blind_pairs, preference_row, win_rate, winner
 from tuneforge.files import write_json_atomic, write_jsonl_atomic
-from tuneforge.studio.app import Studio, form, studio
+from tuneforge.studio.context import Studio, form, studio
 from tuneforge.studio.pages.compare import scored, test_fingerprint
 from tuneforge.studio.runs import list_runs, run_dir
 from tuneforge.studio.security import run_name

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from tuneforge.errors import UserError
 from tuneforge.run.folder import RunDir
-from tuneforge.studio.app import studio
+from tuneforge.studio.context import studio
 from tuneforge.studio.live import preflight_lines, progress
 from tuneforge.studio.queue import ACTIVE, Job
 from tuneforge.studio.runs import RunRow, row_for, run_dir

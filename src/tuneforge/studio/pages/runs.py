@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from tuneforge.errors import UserError
-from tuneforge.studio.app import form, studio
+from tuneforge.studio.context import form, studio
 from tuneforge.studio.runs import RunRow, catalogued, list_runs, registry, run_dir
 
 NAV = ("/", "Runs")
