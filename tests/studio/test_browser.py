@@ -84,9 +84,12 @@ def _until(page: Any, condition: str, timeout: int = 60_000) -> None:
 
 
 @pytest.fixture()
-def explain(studio: dict[str, Any], page: Any) -> Iterator[None]:
+def explain(studio: dict[str, Any], page: Any, request: pytest.FixtureRequest) -> Iterator[None]:
     """On a failure: what the page said and what the training job logged."""
+    failed = request.session.testsfailed
     yield
+    if request.session.testsfailed == failed:
+        return
     logs = studio["root"] / ".studio" / "logs"
     print("PAGE:", page.url, page.inner_text("body")[:3000])
     for log in sorted(logs.glob("*.log")):
