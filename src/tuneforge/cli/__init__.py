@@ -20,6 +20,7 @@ from tuneforge.cli import deploy as cli_deploy
 from tuneforge.cli import recipe as cli_recipe
 from tuneforge.cli import evaluate as cli_evaluate
 from tuneforge.cli import serve as cli_serve
+from tuneforge.cli import studio as cli_studio
 from tuneforge.errors import TuneforgeError
 from tuneforge.extras import EXTRA_OF, missing_extra_message
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_evaluate.add_commands(sub)  # compare, curve, sweep
     cli_data.add_commands(sub)
     cli_recipe.add_commands(sub)  # recipe import
+    cli_studio.add_commands(sub)
     for command in sub.choices.values():  # any command that trains or scores may meet a recipe naming code
         command.add_argument("--allow-code", action="store_true",
                              help="let Python code the recipe names run (rl.reward: module:function)")
