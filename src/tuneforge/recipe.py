@@ -71,6 +71,9 @@ class DataConfig(Section):
     prompt_field: str = "prompt"
     completion_field: str = "completion"
     messages_field: str = "messages"
+    references_field: str | None = Field(None, description="generation: a field holding every acceptable answer (a list "
+                                         "of strings); scores use all of them (multi-reference BLEU, best-reference "
+                                         "ROUGE-L/METEOR/BERTScore); training still learns the completion")
     labels: list[str] | None = Field(None, description="classification: the label set; default = labels seen in train")
     fields: list[str] | None = Field(None, description="extraction: the object's keys; default = keys seen in train")
     split: SplitConfig = SplitConfig()

@@ -51,16 +51,27 @@ def build_report(task: Task, examples: list[Example], base: dict[str, Any] | Non
     return report
 
 
-def text_pairs(examples: list[Example], predictions: list[dict[str, Any]]) -> tuple[list[str], list[str]] | None:
-    """References and predictions as text, or ``None`` when the task's are not text (labels are text)."""
-    refs = [e.target for e in examples]
+TextPairs = tuple[list[str | list[str]], list[str]]
+
+
+def text_pairs(examples: list[Example], predictions: list[dict[str, Any]]) -> TextPairs | None:
+    """References and predictions as text, or ``None`` when the task's are not text (labels are text).
+
+    An item with several references (``data.references_field``) gives the list of them, so each text
+    metric scores it with all of them (BLEU, chrF) or against the best one (ROUGE, METEOR, BERTScore).
+    """
+    refs: list[str | list[str]] = [e.references if e.references is not None else e.target for e in examples]
     preds = [p["prediction"] for p in predictions]
-    if all(isinstance(x, str) for x in refs + preds):
+    if all(isinstance(x, str) for x in preds) and all(_is_text(x) for x in refs):
         return refs, preds
     return None
 
 
-def text_metric(name: str, refs: list[str], preds: list[str]) -> float:
+def _is_text(ref: Any) -> bool:
+    return isinstance(ref, str) or (isinstance(ref, list) and all(isinstance(a, str) for a in ref))
+
+
+def text_metric(name: str, refs: Sequence[str | list[str]], preds: list[str]) -> float:
     """The number the registered text metric ``name`` gives (its ``TextMetric.value`` entry for a dict)."""
     info: TextMetric = METRICS.config(name)
     out = METRICS.get(name)(refs, preds)
@@ -90,7 +101,7 @@ def _add_text_metrics(report: dict[str, Any], names: list[str], examples: list[E
                 len(examples), _resampled_text(name, after), None if before is None else _resampled_text(name, before))
 
 
-def _resampled_text(name: str, pairs: tuple[list[str], list[str]]) -> Callable[[list[int]], float]:
+def _resampled_text(name: str, pairs: TextPairs) -> Callable[[list[int]], float]:
     refs, preds = pairs
     return lambda idx: text_metric(name, [refs[i] for i in idx], [preds[i] for i in idx])
 

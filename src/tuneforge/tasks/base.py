@@ -39,6 +39,9 @@ class Example:
     text: str
     target: Any
     messages: list[dict[str, str]] = field(default_factory=list)
+    #: every acceptable answer when the data gives several (generation's ``data.references_field``); scores use
+    #: them all, training learns ``target``
+    references: list[str] | None = None
 
 
 @dataclass
