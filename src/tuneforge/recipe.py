@@ -245,14 +245,17 @@ class GoldenCase(Section):
     exact: str | None = None
     regex: str | None = None
     json_schema: dict[str, Any] | None = None
-    must_contain: list[str] | None = None
+    must_contain: list[str] | None = Field(None, description="phrases the answer must mention (case-insensitive)")
+    must_not_contain: list[str] | None = Field(None, description="phrases the answer must not mention: facts the "
+                                               "input does not hold, banned claims (case-insensitive)")
     must_refuse: bool = False
 
     @model_validator(mode="after")
     def _has_a_check(self) -> "GoldenCase":
         if self.exact is None and self.regex is None and self.json_schema is None and not self.must_contain \
-                and not self.must_refuse:
-            raise ValueError("give at least one of exact, regex, json_schema, must_contain, must_refuse")
+                and not self.must_not_contain and not self.must_refuse:
+            raise ValueError("give at least one of exact, regex, json_schema, must_contain, must_not_contain, "
+                             "must_refuse")
         if self.regex is not None:
             import re
 
