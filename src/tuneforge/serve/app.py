@@ -43,6 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tuneforge.errors import UserError
 from tuneforge.serve.batching import Batcher, BatchStats, QueueFull
 from tuneforge.serve.config import ServeConfig, resolve_api_key
+from tuneforge.serve.feedback import register_feedback
 from tuneforge.serve.guard import Guard, Scope
 from tuneforge.serve.metrics import Metrics
 from tuneforge.serve.redact import redact
@@ -63,7 +64,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 Predict = Callable[[list[Example]], Awaitable[list[dict[str, Any]]]]  # validated, batched, timed-out prediction
 SSE = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events when stream is true"}}
-KNOWN = {"/health", "/metrics", "/v1/chat/completions", "/v1/completions"}  # and the task's own route
+KNOWN = {"/health", "/metrics", "/v1/chat/completions", "/v1/completions", "/v1/feedback"}  # and the task's own route
 DOCS = {"/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")  # a field name fit to repeat: ours all are
 MAX_ERRORS = 20  # validation errors listed in one answer (a list of 10,000 bad items needs no 10,000 lines)
@@ -165,6 +166,7 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
 
     _task_routes(app, served, run, auth, models.texts)
     _openai_routes(app, served, run, auth, models.chat, models.completion)
+    register_feedback(app, cfg, auth, RequestLog)
     return app
 
 
@@ -272,6 +274,7 @@ def _openai_routes(app: FastAPI, served: ServedModel, run: Predict, auth: list[A
         example = served.from_messages([m.model_dump() for m in body.messages])
         answer, usage = await answer_one(example, body.max_tokens, request)
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        request.state.log["id"] = ident  # so feedback on this answer (/v1/feedback) finds it in the log
         if body.stream:
             return _sse(_chat_chunks(ident, created, served.name, answer))
         message = ChatMessage(role="assistant", content=answer.text)
@@ -282,6 +285,7 @@ def _openai_routes(app: FastAPI, served: ServedModel, run: Predict, auth: list[A
     async def completions(body: CompletionRequest, request: Request) -> Any:
         answer, usage = await answer_one(served.from_prompt(body.prompt), body.max_tokens, request)
         ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        request.state.log["id"] = ident
         if body.stream:
             return _sse(_completion_chunks(ident, created, served.name, answer))
         return CompletionResponse(id=ident, created=created, model=served.name, usage=usage, choices=[
