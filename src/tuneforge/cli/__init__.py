@@ -18,6 +18,7 @@ from tuneforge.cli import data as cli_data
 from tuneforge.cli import run as cli_run
 from tuneforge.cli import deploy as cli_deploy
 from tuneforge.cli import evaluate as cli_evaluate
+from tuneforge.cli import fairness as cli_fairness
 from tuneforge.cli import review as cli_review
 from tuneforge.cli import serve as cli_serve
 from tuneforge.errors import TuneforgeError
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_evaluate.add_commands(sub)  # compare, curve, sweep
     cli_data.add_commands(sub)
     cli_review.add_commands(sub)
+    cli_fairness.add_commands(sub)
     for command in sub.choices.values():  # any command that trains or scores may meet a recipe naming code
         command.add_argument("--allow-code", action="store_true",
                              help="let Python code the recipe names run (rl.reward: module:function)")
