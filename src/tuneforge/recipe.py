@@ -11,7 +11,10 @@ built-in one, and nothing here lists them.
 
 from __future__ import annotations
 
+import glob
 import math
+import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +65,7 @@ class DataConfig(Section):
     train: Path
     validation: Path | None = None
     test: Path | None = None
-    format: Literal["auto", "text", "prompt_completion", "messages", "alpaca"] = Field(
+    format: Literal["auto", "text", "prompt_completion", "messages", "sharegpt", "alpaca"] = Field(
         "auto", description="input layout for generation data; 'auto' picks it from the fields of the first row"
     )
     text_field: str = "text"
@@ -189,6 +192,9 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="spread this much target mass over the vocabulary/labels")
     dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout probability of the model")
     privacy: PrivacyConfig | None = Field(None, description="train with differential privacy (DP-SGD)")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = Field(
+        default_factory=list, description="experiment trackers that also receive the run's metrics, through "
+        "accelerate (offline where the tracker has an offline mode); see tuneforge.run.tracking")
 
     @model_validator(mode="before")
     @classmethod
@@ -257,8 +263,6 @@ class GoldenCase(Section):
             raise ValueError("give at least one of exact, regex, json_schema, must_contain, must_not_contain, "
                              "must_refuse")
         if self.regex is not None:
-            import re
-
             try:
                 re.compile(self.regex)
             except re.error as err:
@@ -546,19 +550,33 @@ def composed_recipe(raw: dict[str, Any], index: int, *, source: str = "<recipe>"
                             check_files=check_files)
 
 
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
 def _resolve_data_paths(recipe: Recipe, source: str, base_dir: Path | None) -> None:
-    """Relative data paths are tried against the working directory first, then the recipe's folder."""
+    """Relative data paths are tried against the working directory first, then the recipe's folder.
+
+    A split may name a file, a folder, a glob pattern or a hub dataset name (``owner/name``, no extension);
+    ``tuneforge.data.sources`` reads each. A name stays as written: it is looked up in the local Hugging
+    Face cache when the data is read, before anything trains.
+    """
     for key in ("train", "validation", "test"):
         path: Path | None = getattr(recipe.data, key)
         if path is None:
             continue
         candidates = [path] if path.is_absolute() else [Path.cwd() / path] + ([base_dir / path] if base_dir else [])
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None and any(c.exists() for c in candidates):
-            raise ConfigError(f"{source}: data.{key}: {path} is not a file (give a .jsonl, .csv, .tsv, .json or .parquet file)")
+        found = next((c for c in candidates if c.exists()), None)
+        if found is None and any(ch in str(path) for ch in "*?["):  # a glob: the first base where it matches
+            found = next((c for c in candidates if glob.glob(str(c), recursive=True)), None)
+            if found is not None:
+                setattr(recipe.data, key, Path(os.path.abspath(found)))
+                continue
+        if found is None and _DATASET_NAME.match(str(path)) and not path.suffix:
+            continue  # a hub dataset name
         if found is None:
             tried = ", ".join(str(c) for c in candidates)
-            raise ConfigError(f"{source}: data.{key}: file not found: {path} (looked at {tried})")
+            raise ConfigError(f"{source}: data.{key}: file not found: {path} (looked at {tried}; a split may also "
+                              "be a folder, a glob pattern or a dataset name in the local Hugging Face cache)")
         setattr(recipe.data, key, found.resolve())
     for section, key in (("distill", "teacher"), ("forgetting", "general_text"), ("forgetting", "probe"),
                          ("eval", "judge")):

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from deploy_fixtures import cls_run, ext_run, quiet  # noqa: F401  (fixtures)
 from tuneforge import api
 from tuneforge.cli import main
-from tuneforge.compress import COMPRESSORS, compress, is_compressed
+from tuneforge.compress import COMPRESSORS, is_compressed
+from tuneforge.run.compress import compress
 from tuneforge.compress.prune import block_linears
 from tuneforge.run.splits import load_saved_split
 from tuneforge.errors import UserError

@@ -24,7 +24,7 @@ def positions(records: list[Record]) -> list[tuple[int, dict]]:
 
 
 def test_formats_are_registered():
-    assert READERS.names() == ["csv", "json", "jsonl", "parquet", "tsv", "txt"]
+    assert READERS.names() == ["arrow", "csv", "json", "jsonl", "parquet", "tsv", "txt"]
 
 
 def test_jsonl_line_numbers_count_blank_lines(tmp_path):
@@ -72,7 +72,7 @@ def test_missing_empty_and_unknown_files(tmp_path):
         read_records(tmp_path / "nope.jsonl")
     with pytest.raises(DataError, match="empty"):
         read_records(write(tmp_path / "e.jsonl", "\n  \n"))
-    with pytest.raises(DataError, match=r"supported: \.csv, \.json, \.jsonl, \.parquet, \.tsv, \.txt"):
+    with pytest.raises(DataError, match=r"supported: \.arrow, \.csv, \.json, \.jsonl, \.parquet, \.tsv, \.txt"):
         read_records(write(tmp_path / "d.xml", "hello"))
 
 

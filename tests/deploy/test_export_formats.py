@@ -78,7 +78,7 @@ def test_formats_refuse_the_wrong_kind_of_run(cls_run: Path, ext_run: Path, tmp_
 
 
 def test_quantised_compressed_folder_is_not_exported_as_float(cls_run: Path, tmp_path: Path) -> None:
-    from tuneforge.compress import compress
+    from tuneforge.run.compress import compress
 
     out = compress(cls_run, {"method": "int8-dynamic"}, tmp_path / "c", echo=quiet).out_dir
     for fmt in ("hf", "onnx"):

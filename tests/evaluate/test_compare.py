@@ -13,6 +13,7 @@ from tuneforge import api
 from tuneforge.errors import UserError
 from tuneforge.evaluate.baselines import System, nearest
 from tuneforge.evaluate.compare import compare, score_system
+from tuneforge.run.composed import finished_run
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_compare_refuses_unknown_baselines_and_non_runs(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="baseline"):
         compare(tmp_path, baselines=["magic"], echo=lambda *_: None)
     with pytest.raises(UserError, match="neither a run folder nor a recipe"):
-        compare(tmp_path / "missing", echo=lambda *_: None)
+        finished_run(tmp_path / "missing", echo=lambda *_: None)
 
 
 def test_compare_adds_another_run_on_the_same_test_rows(tiny_run: Path, tmp_path: Path) -> None:

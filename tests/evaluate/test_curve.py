@@ -10,7 +10,8 @@ import pytest
 from scipy.optimize import curve_fit
 
 from conftest import base_recipe, sentiment_rows, write_jsonl
-from tuneforge.evaluate.curve import fit_power_law, learning_curve, predict
+from tuneforge.evaluate.curve import fit_power_law, predict
+from tuneforge.run.curve import learning_curve
 
 
 def test_power_law_fit_recovers_planted_parameters() -> None:

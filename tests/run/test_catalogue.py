@@ -102,7 +102,7 @@ def test_cli_runs_commands(cls_run: Path, tmp_path: Path, capsys: pytest.Capture
 
 
 def test_compressed_folders_are_catalogued_with_their_compression(cls_run: Path, tmp_path: Path) -> None:
-    from tuneforge.compress import compress
+    from tuneforge.run.compress import compress
 
     out = compress(cls_run, {"method": "int8-dynamic"}, tmp_path / "int8", echo=quiet).out_dir
     entry = RunRegistry().get(str(out))

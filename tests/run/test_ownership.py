@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 from conftest import base_recipe, sentiment_rows, write_jsonl
 from tuneforge import api
 from tuneforge.cli import main
-from tuneforge.compress import compress
+from tuneforge.run.compress import compress
 from tuneforge.errors import UserError
 from tuneforge.run.folder import MARKER, RunDir, claim_output, owned_kind, remove_owned
+from tuneforge.run.pipeline import save_model
 from tuneforge.files import save_tensors_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 QUIET = {"echo": lambda *_: None}
@@ -223,14 +224,14 @@ def test_demo_refuses_a_folder_of_user_files(tmp_path: Path) -> None:
 
 
 def test_stages_refuse_a_folder_of_user_files(tmp_path: Path, tiny_encoder: Path) -> None:
-    from tuneforge.run.stages import _start_composed
+    from tuneforge.run.stages import start_composed
     from tuneforge.recipe import recipe_from_dict
 
     user = _user_folder(tmp_path / "mine")
     recipe = recipe_from_dict(_recipe(tmp_path, tiny_encoder, user))
     for flags in ({"overwrite": True, "resume": False}, {"overwrite": False, "resume": True}):
         with pytest.raises(UserError, match="did not write"):
-            _start_composed(RunDir(user), recipe, **flags)
+            start_composed(RunDir(user), recipe, **flags)
     assert _intact(user) and not (user / "status.json").exists()
 
 
@@ -268,12 +269,12 @@ def test_export_refuses_a_user_folder_and_replaces_an_earlier_export(finished_ru
 
 def test_a_failed_export_leaves_no_temporary_folder(finished_run: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import tuneforge.run.model_card as card
+    import tuneforge.deploy.export as hf_export
 
     def disk_full(*_: Any, **__: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(card, "write_model_card", disk_full)
+    monkeypatch.setattr(hf_export, "write_model_card", disk_full)  # the model card is the export's last file
     with pytest.raises(OSError, match="No space left"):
         api.export(finished_run, tmp_path / "hf")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
@@ -304,7 +305,7 @@ def test_a_failed_model_save_leaves_no_temporary_folder(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     run.root.mkdir()
     with pytest.raises(OSError, match="No space left"):
-        api._save_model(run, Method(), None, Tokenizer(), None)  # type: ignore[arg-type]
+        save_model(run, Method(), None, Tokenizer(), None)  # type: ignore[arg-type]
     assert not (run.root / ".model.tmp").exists() and not run.model.exists()
 
 

@@ -20,7 +20,7 @@ from tuneforge.recipe import EWCConfig, ForgettingConfig, PrivacyConfig, recipe_
 from tuneforge.tasks.base import Encoded, causal_loss_sum, collate_causal
 from tuneforge.train import forgetting
 from tuneforge.train.ewc import ewc_penalty
-from tuneforge.train.distill import distillation_loss_sum
+from tuneforge.tasks.distillation import distillation_loss_sum
 from tuneforge.train.privacy import plan_privacy, private_step, spent
 
 QUIET = {"echo": lambda *_: None}

@@ -17,11 +17,13 @@ from tuneforge.accel import allocator
 from tuneforge.cli import data as cli_data
 from tuneforge.cli import run as cli_run
 from tuneforge.cli import deploy as cli_deploy
+from tuneforge.cli import recipe as cli_recipe
 from tuneforge.cli import evaluate as cli_evaluate
 from tuneforge.cli import fairness as cli_fairness
 from tuneforge.cli import review as cli_review
 from tuneforge.cli import serve as cli_serve
 from tuneforge.errors import TuneforgeError
+from tuneforge.extras import EXTRA_OF, missing_extra_message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_data.add_commands(sub)
     cli_review.add_commands(sub)
     cli_fairness.add_commands(sub)
+    cli_recipe.add_commands(sub)  # recipe import
     for command in sub.choices.values():  # any command that trains or scores may meet a recipe naming code
         command.add_argument("--allow-code", action="store_true",
                              help="let Python code the recipe names run (rl.reward: module:function)")
@@ -82,6 +85,8 @@ def describe_error(err: BaseException) -> tuple[str, int]:
     """
     if isinstance(err, TuneforgeError):
         return f"tuneforge: error: {err}", err.exit_code
+    if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in EXTRA_OF:
+        return f"tuneforge: error: {missing_extra_message(err.name or '')}", 2  # an optional extra not installed
     if isinstance(err, OSError):
         return f"tuneforge: error: {_os_error(err)}", 2
     if isinstance(err, RecursionError):

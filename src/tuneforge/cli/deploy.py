@@ -12,7 +12,7 @@ from typing import Any
 
 
 def _cmd_compress(args: argparse.Namespace) -> None:
-    from tuneforge.compress import compress
+    from tuneforge.run.compress import compress
 
     options = ("sparsity", "recovery_steps", "recovery_lr", "group_size", "latency_repeats")
     cfg = {"method": args.method, **{k: getattr(args, k) for k in options if getattr(args, k) is not None}}
@@ -40,6 +40,13 @@ def _cmd_runs_add(args: argparse.Namespace) -> None:
     for run_dir in args.run_dirs:
         entry = reg.add(run_dir)
         print(f"registered run {entry.id}: {entry.path}")
+
+
+def _cmd_runs_export(args: argparse.Namespace) -> None:
+    from tuneforge.run.tracking import export_catalogue
+
+    ids = export_catalogue(_registry(args), args.mlflow, args.experiment)
+    print(f"copied {len(ids)} run(s) into the MLflow store {args.mlflow} (experiment {args.experiment!r})")
 
 
 def _cmd_runs_list(args: argparse.Namespace) -> None:
@@ -139,6 +146,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     r.add_argument("--name", required=True, help="what the model is in production as, e.g. intent-classifier")
     r.add_argument("--note", default=None)
     r.set_defaults(func=_cmd_runs_promote)
+    r = rsub.add_parser("export", help="copy the catalogue into an MLflow store (recipe as parameters, headline "
+                        "as metrics)")
+    r.add_argument("--mlflow", required=True, metavar="TRACKING_URI",
+                   help="the MLflow store: a folder (file:///path/mlruns), or an http(s):// tracking server")
+    r.add_argument("--experiment", default="tuneforge")
+    r.set_defaults(func=_cmd_runs_export)
     r = rsub.add_parser("history", help="every promotion for a name, oldest first")
     r.add_argument("name")
     r.set_defaults(func=_cmd_runs_history)

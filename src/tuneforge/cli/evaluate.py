@@ -12,8 +12,9 @@ def _csv(text: str) -> list[str]:
 
 def _cmd_compare(args: argparse.Namespace) -> None:
     from tuneforge.evaluate.compare import compare
+    from tuneforge.run.composed import finished_run
 
-    compare(args.target, baselines=_csv(args.baselines), k=args.k, prompt_items=args.prompt_items,
+    compare(finished_run(args.target), baselines=_csv(args.baselines), k=args.k, prompt_items=args.prompt_items,
             prompt_model=args.prompt_model, seed=args.seed, output=args.output,
             runs=[Path(r) for r in _csv(args.runs)] if args.runs else None)
 
@@ -66,7 +67,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_curve(args: argparse.Namespace) -> None:
-    from tuneforge.evaluate.curve import learning_curve
+    from tuneforge.run.curve import learning_curve
 
     learning_curve(args.recipe, [float(f) for f in _csv(args.fractions)], metric=args.metric, output=args.output,
                    overrides=args.set)

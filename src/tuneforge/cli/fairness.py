@@ -27,7 +27,7 @@ def _pairs(path: Path | None, replace: bool) -> list[list[str]]:
 
 
 def _fairness(args: argparse.Namespace) -> None:
-    from tuneforge.api import load_run, load_split
+    from tuneforge.run.loading import load_run, load_split
     from tuneforge.evaluate.fairness import check_fairness, fairness_markdown
     from tuneforge.evaluate.report_page import slice_fields
     from tuneforge.files import write_json_atomic, write_text_atomic

@@ -1,12 +1,12 @@
-"""Model compression: quantisation and pruning of a finished run, measured against the uncompressed model.
+"""Model compression: quantisation and pruning, each a ``Compressor`` registered in ``COMPRESSORS``.
 
-``compress(run_dir, {"method": "int8-dynamic"}, out_dir)`` writes a run-like folder that
-``tuneforge.api.load_run`` (and so ``evaluate``, ``predict``, ``export``) opens like any run.
+Importing the package registers the built-in methods (``prune``, ``quantize``); the base module never
+imports its plug-ins. ``tuneforge compress`` itself (load a finished run, compress, measure, write a
+run-like folder) is run bookkeeping: :func:`tuneforge.run.compress.compress`.
 """
 
+from tuneforge.compress import prune, quantize
 from tuneforge.compress.base import COMPRESSORS, CompressConfig, Compressor, get_compressor
-from tuneforge.compress.pipeline import CompressResult, compress
-from tuneforge.compress.store import is_compressed, load_compressed
+from tuneforge.compress.store import is_compressed
 
-__all__ = ["COMPRESSORS", "CompressConfig", "CompressResult", "Compressor", "compress", "get_compressor",
-           "is_compressed", "load_compressed"]
+__all__ = ["COMPRESSORS", "CompressConfig", "Compressor", "get_compressor", "is_compressed", "prune", "quantize"]

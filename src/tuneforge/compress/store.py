@@ -1,12 +1,12 @@
-"""A compressed model on disk, and loading it back as a ``tuneforge.api.Loaded``.
+"""A compressed model on disk, and building it back from its folder.
 
 The compressed folder is run-like: ``recipe.yaml``, ``data/`` and ``report.json`` as in any run,
 and ``model/`` holds ``config.json`` (the compressed architecture: a structurally pruned model
 has a smaller ``intermediate_size``), the tokenizer, the generation config, and
 ``trainable.safetensors`` with *every* weight of the compressed model (not just the trained
 ones, as in a run: the compressed model has adapters merged and no base model to add them to).
-``compression.json`` marks the folder and says how to rebuild it; ``tuneforge.api.load_run``
-sees it and comes here, so ``evaluate``, ``predict`` and ``export`` work on the folder unchanged.
+``compression.json`` marks the folder and says how to rebuild it; ``tuneforge.run.loading.load_run``
+sees it and comes here (``build_compressed``), so ``evaluate``, ``predict`` and ``export`` work on the folder unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -22,13 +22,6 @@ from safetensors.torch import save_file
 from torch import nn
 
 from tuneforge.compress.base import CompressConfig, Compressor, get_compressor
-from tuneforge.run.folder import RunDir
-
-if TYPE_CHECKING:
-    from tuneforge.api import Loaded
-    from tuneforge.models.resolve import ResolvedModel
-    from tuneforge.recipe import Recipe
-    from tuneforge.tasks.base import Task
 
 COMPRESSION_FILE = "compression.json"
 WEIGHTS_FILE = "trainable.safetensors"
@@ -86,17 +79,3 @@ def build_compressed(folder: Path, head: str, cfg: CompressConfig) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
-
-
-def load_compressed(run: RunDir, recipe: Recipe, task: Task, resolved: ResolvedModel) -> Loaded:
-    """The compressed model of ``run`` with the run's task: what ``load_run`` returns for such a folder.
-
-    Its ``method`` is ``full``: adapters were merged before compressing, so nothing is left to merge.
-    """
-    from tuneforge.api import Loaded
-    from tuneforge.methods import get_method
-    from tuneforge.methods.full import FullMethod
-
-    cfg = CompressConfig(**read_compression(run.root)["config"])
-    model = build_compressed(run.model, task.head, cfg)
-    return Loaded(recipe, task, model, get_method(FullMethod()), resolved)

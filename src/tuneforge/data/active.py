@@ -84,8 +84,8 @@ def select_for_labelling(run_dir: Path | str, pool_file: Path | str, output: Pat
                          strategy: str = "entropy", diversity: str | None = None, embedder: str = "tfidf",
                          seed: int = 0, text_field: str = "text") -> list[dict[str, Any]]:
     """Score the pool with the run's model and write the ``n`` chosen rows for annotation."""
-    from tuneforge.api import load_run
     from tuneforge.data.embed import embed
+    from tuneforge.run.loading import load_run  # torch and the model stack: not for `tuneforge --help`
 
     loaded = load_run(run_dir)
     if not loaded.task.predicts_labels:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuneforge.extras import require
 from tuneforge.data import dedup, pii
 from tuneforge.data.convert import Conversation, detect_format, read_conversation
 from tuneforge.data.readers import MalformedRows, Record, read_records
@@ -250,7 +251,7 @@ def check_mojibake(data: Dataset, opts: AuditOptions) -> Finding:
     Only ``fix_encoding`` is asked, not ``fix_text``: curly quotes and ligatures are not damage.
     Rows holding U+FFFD are flagged too: there the original bytes are gone and nothing can repair them.
     """
-    import ftfy
+    ftfy = require("ftfy", "tuneforge data audit")
 
     rows = []
     for i in data.text_indices():
@@ -268,9 +269,9 @@ def check_mojibake(data: Dataset, opts: AuditOptions) -> Finding:
 @CHECKS.register("language")
 def check_language(data: Dataset, opts: AuditOptions) -> Finding:
     """Language mix by ``py3langid`` (langid.py's model); rows confidently in another language than most are flagged."""
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    langid = require("py3langid.langid", "tuneforge data audit")
 
-    ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    ident = langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE, norm_probs=True)
     found = {i: ident.classify(data.texts[i]) for i in data.text_indices()}
     confident = Counter(lang for lang, p in found.values() if p >= 0.8)
     main = confident.most_common(1)[0][0] if confident else None

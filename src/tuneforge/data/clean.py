@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge.extras import require
 from tuneforge.data import dedup, pii
 from tuneforge.data.audit import string_values
 from tuneforge.data.readers import Record, read_records
@@ -43,7 +44,7 @@ _SKIP_KEYS = ("role",)
 
 
 def _fix_encoding(text: str) -> str:
-    import ftfy
+    ftfy = require("ftfy", "tuneforge data clean")
 
     return ftfy.fix_encoding(text)
 

@@ -11,6 +11,8 @@ in seconds.
 
 from __future__ import annotations
 
+from tuneforge.extras import require
+
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -52,7 +54,7 @@ def exact_groups(texts: Sequence[str]) -> list[DuplicateGroup]:
 
 
 def _minhashes(sets: Sequence[set[bytes]], num_perm: int, seed: int) -> list:
-    from datasketch import MinHash
+    MinHash = require("datasketch", "near-duplicate detection").MinHash
 
     return list(MinHash.bulk([list(s) for s in sets], num_perm=num_perm, seed=seed))
 
@@ -67,7 +69,7 @@ def near_pairs(texts: Sequence[str], others: Sequence[str] | None = None, *, thr
     every candidate is then checked with its exact Jaccard similarity, so the result has neither
     the index's misses nor its false alarms near the threshold.
     """
-    from datasketch import MinHashLSH
+    MinHashLSH = require("datasketch", "near-duplicate detection").MinHashLSH
 
     lsh = MinHashLSH(threshold=max(0.3, threshold - 0.2), num_perm=num_perm)
     base_sets = [shingles(t) for t in texts]

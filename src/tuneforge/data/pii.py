@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tuneforge.extras import require
 from tuneforge.registry import Registry
 
 
@@ -55,7 +56,7 @@ def find_emails(text: str) -> list[Span]:
 
 @DETECTORS.register("card_number")
 def find_card_numbers(text: str) -> list[Span]:
-    from stdnum import luhn
+    luhn = require("stdnum.luhn", "PII detection")
 
     spans = []
     for m in _CARD.finditer(text):
@@ -67,7 +68,7 @@ def find_card_numbers(text: str) -> list[Span]:
 
 @DETECTORS.register("iban")
 def find_ibans(text: str) -> list[Span]:
-    from stdnum import iban
+    iban = require("stdnum.iban", "PII detection")
 
     return [Span("iban", m.start(), m.end(), m.group()) for m in _IBAN.finditer(text) if iban.is_valid(m.group())]
 
@@ -77,7 +78,7 @@ def find_phones(text: str, region: str = "US") -> list[Span]:
     """Valid phone numbers; ``region`` decides how numbers without a ``+country`` prefix are read."""
     if not _DIGITS7.search(text):  # libphonenumber is slow; most texts hold no 7 digits at all
         return []
-    import phonenumbers
+    phonenumbers = require("phonenumbers", "PII detection")
 
     matcher = phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)
     return [Span("phone", m.start, m.end, m.raw_string) for m in matcher]
@@ -87,7 +88,7 @@ def find_phones(text: str, region: str = "US") -> list[Span]:
 def find_addresses(text: str) -> list[Span]:
     if not _STREET_HINT.search(text):  # every address pyap knows has a house number
         return []
-    import pyap
+    pyap = require("pyap", "PII detection")
 
     spans = []
     for country in ("US", "CA", "GB"):

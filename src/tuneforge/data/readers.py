@@ -6,8 +6,8 @@ reports errors. Readers therefore collect every malformed row and fail once with
 rather than stopping at the first.
 
 Formats are plug-ins in ``READERS``, keyed by file extension without the dot (the registry only
-accepts letters, digits, ``-`` and ``_`` in names): ``jsonl``, ``json``, ``csv``, ``tsv`` and
-``parquet``. A third party adds one with ``@READERS.register("ext")``.
+accepts letters, digits, ``-`` and ``_`` in names): ``jsonl``, ``json``, ``csv``, ``tsv``,
+``parquet``, ``arrow`` and ``txt``. A third party adds one with ``@READERS.register("ext")``.
 
 What ``Record.line`` means per format:
 
@@ -16,7 +16,7 @@ What ``Record.line`` means per format:
 - ``.json`` holding an array: the physical line where the element starts.
 - CSV / TSV: the physical line where the row starts (the header is line 1 when the file starts
   with it); a quoted cell may span several lines.
-- Parquet: the 1-based row number.
+- Parquet and Arrow: the 1-based row number.
 """
 
 from __future__ import annotations
@@ -387,4 +387,22 @@ def read_parquet(path: Path) -> list[Record]:
         raise DataError(f"not a readable Parquet file: {path} ({e})") from None
     source = str(path)
     records = [Record(source, i, row) for i, row in enumerate(table.to_pylist(), start=1)]
+    return _raise_if_empty(path, records)
+
+
+@READERS.register("arrow")
+def read_arrow(path: Path) -> list[Record]:
+    """An Arrow file, stream (what ``datasets``' ``save_to_disk`` writes) or random-access; ``line`` is the row."""
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(str(path)) as source:
+            try:
+                table = pa.ipc.open_stream(source).read_all()
+            except pa.ArrowInvalid:
+                source.seek(0)
+                table = pa.ipc.open_file(source).read_all()
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"not a readable Arrow file: {path} ({e})") from None
+    records = [Record(str(path), i, row) for i, row in enumerate(table.to_pylist(), start=1)]
     return _raise_if_empty(path, records)

@@ -28,6 +28,7 @@ from tuneforge.data import dedup
 from tuneforge.data.readers import read_records
 from tuneforge.errors import DataError, UserError
 from tuneforge.files import write_jsonl_atomic
+from tuneforge.run.loading import load_run
 
 PROMPT = ("{task}\n\nHere are examples of requests with the label \"{label}\":\n{examples}\n\n"
           "Write one new request with the label \"{label}\". Make it different from the examples "
@@ -104,7 +105,6 @@ def filter_candidates(candidates: list[tuple[str, str]], real: list[str], *, che
 
 def run_label_check(run_dir: Path | str) -> Any:
     """``texts -> predicted labels`` with the model of a finished classification run."""
-    from tuneforge.api import load_run
     from tuneforge.tasks.base import Example
 
     loaded = load_run(run_dir)

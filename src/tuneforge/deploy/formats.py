@@ -31,6 +31,9 @@ from torch import nn
 from tuneforge.errors import UserError
 from tuneforge.registry import Registry
 from tuneforge.run.folder import remove_owned
+from tuneforge.run.loading import load_run
+from tuneforge.run.model_card import write_model_card
+from tuneforge.run.splits import load_saved_split
 from tuneforge.files import write_json_atomic
 
 EXPORTERS: Registry[Callable[..., Path]] = Registry("export format")
@@ -50,8 +53,6 @@ def export_as(fmt: str, run_dir: Path | str, out: Path, **options: Any) -> Path:
 
 def _check_inputs(run_dir: Path | str, loaded: Any, n: int = CHECK_ITEMS) -> list[str]:
     """Texts the check runs on: the model's own prompts for the run's first test items."""
-    from tuneforge.run.splits import load_saved_split
-
     task = loaded.task
     examples = task.parse(load_saved_split(Path(run_dir) / "data", "test"), "the test split")[:n]
     if task.head == "sequence_classification":
@@ -60,8 +61,6 @@ def _check_inputs(run_dir: Path | str, loaded: Any, n: int = CHECK_ITEMS) -> lis
 
 
 def _finish(run_dir: Path | str, loaded: Any, tmp: Path, out: Path, extra: dict[str, Any]) -> Path:
-    from tuneforge.run.model_card import write_model_card
-
     write_json_atomic(tmp / "tuneforge.json", {"task": loaded.task.name, "schema": loaded.task.schema,
                                                "base_model": loaded.recipe.model,
                                                "method": loaded.recipe.method.name, **extra})
@@ -79,9 +78,7 @@ def _fresh_tmp(out: Path) -> Path:
 
 
 def _merged(run_dir: Path | str) -> tuple[Any, nn.Module]:
-    from tuneforge.api import load_run
-
-    loaded = load_run(run_dir)  # quantised compressed folders were refused by api.export
+    loaded = load_run(run_dir)  # quantised compressed folders were refused by deploy.export
     model = loaded.method.merge(loaded.model).eval()
     return loaded, model
 

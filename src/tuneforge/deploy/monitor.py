@@ -38,6 +38,8 @@ from tuneforge.run.splits import load_saved_split
 from tuneforge.errors import DataError, UserError
 from tuneforge.models.resolve import MODELS, resolve_model
 from tuneforge.files import write_json_atomic, write_text_atomic
+from tuneforge.run.folder import RunDir
+from tuneforge.run.loading import load_task
 from tuneforge.tasks.base import Example
 
 WORD = re.compile(r"[^\W\d_]+")  # runs of letters: numbers and punctuation are not vocabulary
@@ -57,15 +59,8 @@ class Thresholds:
 # ----------------------------------------------------------------------------- inputs
 def _run_examples(run_dir: Path) -> tuple[Any, list[Example], list[Example]]:
     """The run's task (tokenizer, schema) and its training and held-out examples, parsed by the task."""
-    import json
-
-    from tuneforge.api import _open_run
-    from tuneforge.models.loading import load_tokenizer
-    from tuneforge.tasks.base import get_task
-
-    run, recipe = _open_run(run_dir)
-    task = get_task(recipe, load_tokenizer(run.model), resolve_model(recipe.model, allow_hub=recipe.allow_hub).kind)
-    task.schema = json.loads((run.data / "schema.json").read_text(encoding="utf-8"))
+    _, task, _ = load_task(run_dir)
+    run = RunDir(run_dir)
     train = task.parse(load_saved_split(run.data, "train"), str(run.data / "train.jsonl"))
     held = []
     for split in ("test", "validation"):

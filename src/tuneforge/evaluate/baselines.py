@@ -31,6 +31,7 @@ import numpy as np
 
 from tuneforge.recipe import Recipe
 from tuneforge.registry import Registry
+from tuneforge.run.loading import load_run
 from tuneforge.tasks.base import Example, Task
 
 
@@ -97,8 +98,6 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 # ----------------------------------------------------------------------------- the run's own models
 def _run_model(ctx: BaselineContext, tuned: bool, run_dir: Path | None = None) -> System:
-    from tuneforge.api import load_run
-
     run_dir = run_dir or ctx.run_dir
     loaded = load_run(run_dir, tuned=tuned)
     predictions, seconds = _timed(lambda: loaded.task.predict(loaded.model, ctx.test))

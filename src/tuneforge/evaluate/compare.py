@@ -21,27 +21,11 @@ from tuneforge.evaluate import page as html
 from tuneforge.evaluate.baselines import BASELINES, BaselineContext, System, other_run
 from tuneforge.evaluate.metrics import accuracy, bootstrap_ci, macro_f1
 from tuneforge.evaluate.metrics_extra import mcnemar, paired_bootstrap
-from tuneforge.run.folder import RunDir
+from tuneforge.run.loading import load_split, load_task
 from tuneforge.files import write_json_atomic, write_text_atomic
 
 DEFAULT_BASELINES = ("zero-shot", "few-shot", "retrieval", "knn", "tfidf")
 ALPHA = 0.05
-
-
-def resolve_run(run_or_recipe: Path | str, echo: Any = print) -> Path:
-    """A finished run folder; a recipe is trained first unless its ``output`` already holds a finished run."""
-    path = Path(run_or_recipe)
-    if path.is_dir():
-        return path
-    if not path.is_file():
-        raise UserError(f"{path} is neither a run folder nor a recipe file")
-    from tuneforge import api
-
-    recipe = api.as_recipe(path)
-    if not RunDir(recipe.output).is_complete():
-        echo(f"{recipe.output} holds no finished run: training {path} first")
-        api.train(recipe, echo=echo)
-    return Path(recipe.output)
 
 
 def _macro_f1_ci(refs: list[str], preds: list[str], labels: list[str], n: int = 500, seed: int = 0) -> list[float]:
@@ -79,20 +63,19 @@ def score_system(system: System, refs: list[str], labels: list[str], reference: 
     return row
 
 
-def compare(run_or_recipe: Path | str, *, baselines: list[str] | None = None, k: int = 5,
+def compare(run_dir: Path | str, *, baselines: list[str] | None = None, k: int = 5,
             prompt_items: int | None = None, prompt_model: str = "smollm2-135m-instruct", encoder_path: str | None = None,
             seed: int = 0, output: Path | str | None = None, runs: list[Path | str] | None = None,
             echo: Any = print) -> dict[str, Any]:
     """Score the run's fine-tune and each baseline on its test split; write compare.json/.md/.html.
 
+    ``run_dir`` is a finished run folder (``tuneforge compare RECIPE`` trains the recipe first, through
+    ``tuneforge.run.composed.finished_run``).
     ``runs``: other finished runs (same test rows) whose tuned models join the table, paired the same way.
     """
-    from tuneforge.api import load_split, load_task
-
     names = list(baselines or DEFAULT_BASELINES)
     for name in names:
         BASELINES.get(name)  # fail on a typo before any model loads
-    run_dir = resolve_run(run_or_recipe, echo)
     recipe, task, _ = load_task(run_dir)
     if not task.predicts_labels:
         raise UserError(f"tuneforge compare supports classification runs; {run_dir} is a {task.name} run")

@@ -1,7 +1,7 @@
-"""``tuneforge curve``: fine-tune on growing subsets of the training data and fit a learning curve.
+"""``tuneforge curve``: fit a learning curve to runs on growing subsets of the training data.
 
-Each point is a real run of the recipe with ``data.max_train_rows`` set to a fraction of the
-training split (nested subsets: the first N rows, so every smaller subset is inside the larger
+The runs are trained by :func:`tuneforge.run.curve.learning_curve`. Each point is a real run of the
+recipe with ``data.max_train_rows`` set to a fraction of the training split (nested subsets: the first N rows, so every smaller subset is inside the larger
 ones; keep the training file in random order). The test score of each run is fitted with the
 inverse power law ``score(n) = a - b * n^(-c)`` (Frey and Fisher, 1999; Figueroa et al., 2012,
 https://doi.org/10.1186/1472-6947-12-8), by ``scipy.optimize.curve_fit`` with ``a`` bounded by the
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from tuneforge.errors import UserError
 from tuneforge.evaluate import plots
 from tuneforge.evaluate import page as html
+from tuneforge.evaluate.report_page import LEARNING_CURVE, render_html
 from tuneforge.run.folder import RunDir
 from tuneforge.files import write_json_atomic, write_text_atomic
 
@@ -56,45 +56,15 @@ def predict(fit: dict[str, float], n: float) -> float:
     return fit["a"] + fit["sign"] * fit["b"] * n ** (-fit["c"])
 
 
-def learning_curve(recipe_path: Path | str, fractions: list[float], *, metric: str | None = None,
-                   output: Path | str | None = None, overrides: list[str] | None = None,
-                   echo: Any = print) -> dict[str, Any]:
-    """Train the recipe on each fraction of its training split; write curve.json/.md/.png/.html."""
-    from tuneforge import api
-
-    if not fractions or any(not 0.0 < f <= 1.0 for f in fractions):
-        raise UserError(f"--fractions must be numbers in (0, 1], got {fractions}")
-    base = api.as_recipe(recipe_path, overrides)
-    out = Path(output) if output else Path(base.output).with_name(Path(base.output).name + "-curve")
-    points = []
-    n_full: int | None = None
-    for fraction in sorted(set(fractions)):
-        run_dir = out / f"fraction-{fraction:g}"
-        recipe = base.model_copy(deep=True)
-        recipe.output = run_dir
-        if n_full is None:  # the size of the training split, from a dry run (reads and splits, trains nothing)
-            n_full = _train_rows(api, base)
-        rows = max(1, round(fraction * n_full))
-        recipe.data.max_train_rows = rows
-        echo(f"curve: fraction {fraction:g} = {rows} training rows -> {run_dir}")
-        if not RunDir(run_dir).is_complete():
-            api.train(recipe, overwrite=True, echo=lambda *_: None)
-        report = json.loads(RunDir(run_dir).report_json.read_text(encoding="utf-8"))
-        name = metric or report["headline"][0]
-        if name not in report["tuned"]:
-            raise UserError(f"--metric {name!r} is not in the report; use one of {', '.join(report['headline'])}")
-        points.append({"fraction": fraction, "n_train": rows, "score": float(report["tuned"][name]),
-                       "ci": report.get("intervals", {}).get(name, {}).get("tuned"),
-                       "train_seconds": report.get("training", {}).get("seconds"), "run": str(run_dir)})
-        echo(f"curve: {rows} rows -> {name} {points[-1]['score']:.4f}")
-    name = metric or report["headline"][0]
-    result = _summarise(points, name, lower=name in ("perplexity", "log_loss", "loss"))
+def write_curve(points: list[dict[str, Any]], metric: str, out: Path, echo: Any = print) -> dict[str, Any]:
+    """Fit the measured points and write curve.json/.md/.png/.html; the curve also joins the largest run's report."""
+    result = summarise(points, metric, lower=metric in ("perplexity", "log_loss", "loss"))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "curve.json", result)
     png = plots.learning_curve(result)
     (out / "curve.png").write_bytes(png)
     write_text_atomic(out / "curve.md", render_markdown(result))
-    write_text_atomic(out / "curve.html", html.page(f"tuneforge learning curve: {name}", [
+    write_text_atomic(out / "curve.html", html.page(f"tuneforge learning curve: {metric}", [
         ("", html.figure(png, "score against training examples, with the fitted power law")),
         ("Points", html.table(_table(result))), ("Extrapolation", html.paragraph(_verdict(result)))]))
     _attach(result, Path(points[-1]["run"]))
@@ -102,19 +72,7 @@ def learning_curve(recipe_path: Path | str, fractions: list[float], *, metric: s
     return result
 
 
-def _train_rows(api: Any, recipe: Any) -> int:
-    from tuneforge.run.splits import parse_splits, read_splits
-    from tuneforge.models.loading import load_tokenizer
-    from tuneforge.models.resolve import resolve_model
-    from tuneforge.tasks.base import get_task
-
-    resolved = resolve_model(recipe.model, allow_hub=recipe.allow_hub)
-    task = get_task(recipe, load_tokenizer(resolved.path), resolved.kind)
-    splits = parse_splits(read_splits(recipe, task, []), task, fit=True, problems=[])
-    return len(splits.examples["train"])
-
-
-def _summarise(points: list[dict[str, Any]], metric: str, lower: bool) -> dict[str, Any]:
+def summarise(points: list[dict[str, Any]], metric: str, lower: bool) -> dict[str, Any]:
     n = [p["n_train"] for p in points]
     score = [p["score"] for p in points]
     fit = fit_power_law(n, score, higher_is_better=not lower, upper=None if lower else 1.0)
@@ -159,8 +117,6 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 def _attach(result: dict[str, Any], run_dir: Path) -> None:
     """Put the curve into the largest run's report (report.json figures, report.html) so it shows there too."""
-    from tuneforge.evaluate.report_page import LEARNING_CURVE, render_html
-
     run = RunDir(run_dir)
     write_json_atomic(run.root / LEARNING_CURVE, result)
     if run.report_json.is_file():

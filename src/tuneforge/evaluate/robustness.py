@@ -25,6 +25,7 @@ from typing import Any
 from tuneforge.evaluate.metrics_extra import paired_bootstrap
 from tuneforge.registry import Registry
 from tuneforge.files import write_json_atomic, write_text_atomic
+from tuneforge.run.loading import load_run, load_split
 from tuneforge.tasks.base import Example
 
 Perturbation = Callable[[str, random.Random], str]
@@ -90,8 +91,6 @@ def perturb(examples: list[Example], name: str, seed: int) -> list[Example]:
 def robustness(run_dir: Path | str, *, perturbations: list[str] | None = None, seed: int = 0,
                echo: Any = print) -> dict[str, Any]:
     """Score the run's tuned model on its clean and perturbed test split; write robustness.json/.md in the run."""
-    from tuneforge.api import load_run, load_split
-
     names = perturbations or PERTURBATIONS.names()
     for name in names:
         PERTURBATIONS.get(name)

@@ -33,6 +33,10 @@ class Method(ABC, Generic[C]):
     def prepare(self, model: PreTrainedModel, head: str) -> nn.Module:
         """Return the model to train, with ``requires_grad`` set on exactly what trains."""
 
+    def load_options(self, device: str) -> dict[str, Any]:
+        """Extra ``from_pretrained`` arguments the method needs on ``device`` (QLoRA: a 4-bit quantisation config)."""
+        return {}
+
     def trainable_names(self, model: nn.Module) -> set[str]:
         """Parameters this method ever trains: what is saved, reloaded and given to the optimizer.
 

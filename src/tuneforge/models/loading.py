@@ -13,12 +13,14 @@ relying on torch's ``weights_only`` default, keeps the promise when a library de
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -29,6 +31,8 @@ from transformers import (
 
 from tuneforge.errors import ConfigError, UserError
 from tuneforge.models.resolve import ResolvedModel, custom_code_refusal, read_json_object
+
+log = logging.getLogger("tuneforge")
 
 PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
 #: keyword arguments of every ``from_pretrained`` in tuneforge: no remote code, no network ...
@@ -159,6 +163,19 @@ HEADS: dict[str, tuple[type, Callable[..., dict[str, object]]]] = {
 }
 
 
+def supported_attention(auto_class: Any, path: Path, wanted: str) -> str:
+    """``wanted``, or ``eager`` where the model's class has no SDPA kernel (DeBERTa): the same maths, slower,
+    instead of transformers' refusal to load."""
+    if wanted != "sdpa":
+        return wanted
+    config = AutoConfig.from_pretrained(path, **NO_CODE)
+    model_class = auto_class._model_mapping.get(type(config), None)
+    if model_class is not None and not model_class._supports_sdpa:
+        log.info("%s has no SDPA attention: using eager attention", model_class.__name__)
+        return "eager"
+    return wanted
+
+
 def load_model(
     resolved: ResolvedModel,
     *,
@@ -167,21 +184,24 @@ def load_model(
     id2label: dict[int, str] | None = None,
     dtype: torch.dtype = torch.float32,
     attn_implementation: str = "sdpa",
+    **options: Any,
 ) -> PreTrainedModel:
     """The model in ``resolved.path`` with a ``causal_lm`` or ``sequence_classification`` head.
 
     A classification head on a bare encoder (MiniLM's folder holds a plain ``BertModel``) is new
     and randomly initialised; transformers says so in a warning. ``config.pad_token_id`` is set
     from the tokenizer when missing: sequence classification on a decoder needs it to find the
-    last real token of each row.
+    last real token of each row. ``options`` are the method's own ``from_pretrained`` arguments
+    (QLoRA's quantisation config).
     """
     if head not in HEADS:
         raise ConfigError(f"unknown head {head!r}; known: {', '.join(sorted(HEADS))}")
     auto_class, head_kwargs = HEADS[head]
     extra = head_kwargs(resolved, num_labels, id2label)
     check_safe_folder(resolved.path)
+    attention = supported_attention(auto_class, resolved.path, attn_implementation)
     model = auto_class.from_pretrained(
-        resolved.path, dtype=dtype, attn_implementation=attn_implementation, **SAFE_LOAD, **extra
+        resolved.path, dtype=dtype, attn_implementation=attention, **SAFE_LOAD, **extra, **options
     )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = load_tokenizer(resolved.path).pad_token_id

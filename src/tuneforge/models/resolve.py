@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tuneforge.data.sources import hub_cache
 from tuneforge.errors import ConfigError, UserError
 from tuneforge.registry import Registry
 
@@ -158,6 +159,17 @@ def custom_code_refusal(config_file: Path) -> str:
             "one converted to a standard architecture")
 
 
+def _sequence_classifier(model_type: Any, architectures: list[str]) -> bool:
+    """Whether transformers has an ``AutoModelForSequenceClassification`` class for this non-decoder model
+    (ModernBERT, DeBERTa, ...): then it works as an encoder. Read from transformers' name table, no import of torch."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    if not isinstance(model_type, str) or model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+        return False
+    return not architectures or any(a.endswith(("ForSequenceClassification", "ForMaskedLM", "Model"))
+                                    for a in architectures)
+
+
 def detect_kind(folder: Path) -> Kind:
     """``"decoder"`` or ``"encoder"`` from a folder's ``config.json`` (read as JSON, no code runs).
 
@@ -174,12 +186,12 @@ def detect_kind(folder: Path) -> Kind:
         return "decoder"
     if model_type in DECODER_MODEL_TYPES:
         return "decoder"
-    if model_type in ENCODER_MODEL_TYPES:
+    if model_type in ENCODER_MODEL_TYPES or _sequence_classifier(model_type, architectures):
         return "encoder"
     raise ConfigError(
         f"model folder {folder} has model_type {model_type!r} and architectures {architectures}, which "
         "tuneforge cannot use: it needs a decoder (architectures ending in ForCausalLM / LMHeadModel) or "
-        f"an encoder of type {', '.join(sorted(ENCODER_MODEL_TYPES))}"
+        "an encoder that transformers' AutoModelForSequenceClassification knows (bert, modernbert, deberta-v2, ...)"
     )
 
 
@@ -205,6 +217,9 @@ def resolve_model(name_or_path: str, *, allow_hub: bool = False) -> ResolvedMode
         return ResolvedModel(name=path.resolve().name, path=path.resolve(), kind=detect_kind(path), spec=None)
 
     if _HUB_ID.match(name_or_path):
+        cached = cached_snapshot(name_or_path)
+        if cached is not None:  # already in the local Hugging Face cache: no network, no allow_hub needed
+            return ResolvedModel(name=name_or_path, path=cached, kind=detect_kind(cached), spec=None)
         if not allow_hub:
             raise ConfigError(
                 f"model {name_or_path!r} is neither a tuneforge model ({', '.join(MODELS.names())}) nor an "
@@ -219,6 +234,22 @@ def resolve_model(name_or_path: str, *, allow_hub: bool = False) -> ResolvedMode
         f"unknown model {name_or_path!r}: not a tuneforge model ({', '.join(MODELS.names())}) and no such "
         "folder exists"
     )
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The folder of ``repo_id`` in the local Hugging Face cache (``HF_HUB_CACHE``), or None; never the network.
+
+    What ``hf download`` / ``from_pretrained`` left there is used as it is, offline; a snapshot without a
+    ``config.json`` (a dataset, a partial download) does not count.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True, cache_dir=hub_cache()))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    return folder if (folder / "config.json").is_file() else None
 
 
 def _download_from_hub(repo_id: str) -> Path:

@@ -10,8 +10,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from tuneforge import api
+from tuneforge.run.composed import train
 from tuneforge.run.folder import RunDir, is_tuneforge_run
+from tuneforge.run.pipeline import TrainResult
 
 DEMO_DIR = files("tuneforge") / "resources" / "demo"
 
@@ -38,10 +39,10 @@ def demo_recipe(output: Path | str) -> dict[str, Any]:
     }
 
 
-def run_demo(output: Path | str = "runs/demo", *, overwrite: bool = False, dry_run: bool = False) -> api.TrainResult:
-    """Continue an unfinished demo run, replace a finished one; any other folder is refused by ``api.train``."""
+def run_demo(output: Path | str = "runs/demo", *, overwrite: bool = False, dry_run: bool = False) -> TrainResult:
+    """Continue an unfinished demo run, replace a finished one; any other folder is refused by ``train``."""
     run = RunDir(output)
     ours = is_tuneforge_run(run.root)
     resume = ours and not run.is_complete() and not overwrite
-    return api.train(demo_recipe(output), overwrite=overwrite or (ours and run.is_complete()), resume=resume,
-                     dry_run=dry_run)
+    return train(demo_recipe(output), overwrite=overwrite or (ours and run.is_complete()), resume=resume,
+                 dry_run=dry_run)

@@ -1,7 +1,9 @@
 """From the recipe's data section to validated train/validation/test examples.
 
-Files given for validation or test are used as they are; what is missing is carved out of
-``train`` deterministically (stratified by label for classification). Every file is parsed in
+Each split may be a file, a folder or glob of files, a ``datasets`` folder or a hub dataset name
+(``tuneforge.data.sources``). Splits given for validation or test are used as they are; what is missing
+is carved out of ``train`` deterministically (stratified by label for classification), and
+``split_sources`` says which, so the preflight never carves silently. Every file is parsed in
 full before anything trains, so all bad rows are reported in one go. The splits actually used are
 saved into the run folder, so ``eval`` and the report always see the same test items.
 """
@@ -13,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.data.readers import MalformedRows, Record, read_records
+from tuneforge.data.readers import MalformedRows, Record
+from tuneforge.data.sources import locate, read_source
 from tuneforge.errors import DataError
 from tuneforge.data.split import fingerprint_file, fingerprint_records, split_records
 from tuneforge.recipe import Recipe
@@ -29,18 +32,43 @@ class Splits:
     examples: dict[str, list[Example]]
 
     def fingerprints(self, recipe: Recipe) -> dict[str, Any]:
-        files = {k: str(p) for k in SPLITS if (p := getattr(recipe.data, k)) is not None}
+        files = {k: locate(p, k, allow_hub=recipe.allow_hub).files for k in SPLITS
+                 if (p := getattr(recipe.data, k)) is not None}
         return {
-            "files": {name: {"path": path, "sha256": fingerprint_file(Path(path))} for name, path in files.items()},
+            "files": {name: _file_prints(paths) for name, paths in files.items()},
             "splits": {k: {"rows": len(v), "sha256": fingerprint_records(v)} for k, v in self.records.items()},
         }
+
+
+def _file_prints(paths: tuple[Path, ...]) -> dict[str, Any] | list[dict[str, Any]]:
+    """One ``{path, sha256}`` for a single file (the layout runs have always had), a list for several."""
+    prints = [{"path": str(p), "sha256": fingerprint_file(p)} for p in paths]
+    return prints[0] if len(prints) == 1 else prints
+
+
+def split_sources(recipe: Recipe) -> dict[str, str]:
+    """Where each split's rows come from, in words: the files read, or the share carved out of train."""
+    data = recipe.data
+    sources = {k: locate(p, k, allow_hub=recipe.allow_hub).describe() for k in SPLITS
+               if (p := getattr(data, k)) is not None}
+    how = f"seed {data.split.seed}" + (", stratified" if data.split.stratify else "")
+    for name, share in (("validation", data.split.validation), ("test", data.split.test)):
+        if name not in sources:
+            sources[name] = (f"{share:.0%} carved from train (data.split.{name}, {how})" if share
+                             else f"none (no data.{name}, data.split.{name} is 0)")
+    if data.max_train_rows:
+        sources["train"] += f", first {data.max_train_rows:,} rows (data.max_train_rows)"
+    if data.max_test_rows:
+        sources["test"] += f", first {data.max_test_rows:,} rows (data.max_test_rows)"
+    return sources
 
 
 def read_splits(recipe: Recipe, task: Task, problems: list[str]) -> dict[str, list[Record]]:
     """The records of each split; rows that do not parse go to ``problems`` and the rest are kept."""
     data = recipe.data
-    train = _read(data.train, problems)
-    given = {k: _read(p, problems) for k in ("validation", "test") if (p := getattr(data, k)) is not None}
+    train = _read(data.train, "train", recipe.allow_hub, problems)
+    given = {k: _read(p, k, recipe.allow_hub, problems) for k in ("validation", "test")
+             if (p := getattr(data, k)) is not None}
     val_share = 0.0 if "validation" in given else data.split.validation
     test_share = 0.0 if "test" in given else data.split.test
     if val_share or test_share:
@@ -53,9 +81,9 @@ def read_splits(recipe: Recipe, task: Task, problems: list[str]) -> dict[str, li
             "test": given.get("test", [])[: data.max_test_rows]}
 
 
-def _read(path: Path, problems: list[str]) -> list[Record]:
+def _read(path: Path, split: str, allow_hub: bool, problems: list[str]) -> list[Record]:
     try:
-        return read_records(path)
+        return read_source(path, split, allow_hub=allow_hub)
     except MalformedRows as err:
         problems.extend(err.problems)
         return err.records

@@ -22,25 +22,25 @@ from typing import Any
 
 import torch
 
-from tuneforge.errors import ConfigError, UserError
-from tuneforge.recipe import Recipe, composed_recipe, recipe_to_yaml
-from tuneforge.run.folder import RunDir, claim_output, mark_owned, remove_owned
+from tuneforge.deploy.export import export
+from tuneforge.errors import UserError
 from tuneforge.files import write_json_atomic, write_text_atomic
+from tuneforge.recipe import Recipe, composed_recipe, recipe_to_yaml
+from tuneforge.run import pipeline
+from tuneforge.run.folder import RunDir, claim_output, mark_owned, remove_owned
 from tuneforge.tasks.base import Encoded
 
 
-def _raw(recipe: Recipe) -> dict[str, Any]:
+def raw_recipe(recipe: Recipe) -> dict[str, Any]:
     return recipe.model_dump(mode="json")
 
 
 # ----------------------------------------------------------------------------- stages
 def run_stages(recipe: Recipe, *, resume: bool, overwrite: bool, echo: Any = print) -> Any:
     """Run every stage in order; the last stage's result is the chain's result."""
-    from tuneforge import api
-
-    raw = _raw(recipe)
+    raw = raw_recipe(recipe)
     run = RunDir(recipe.output)
-    _start_composed(run, recipe, resume=resume, overwrite=overwrite)
+    start_composed(run, recipe, resume=resume, overwrite=overwrite)
     model: str | None = None
     result = None
     summary = []
@@ -53,15 +53,15 @@ def run_stages(recipe: Recipe, *, resume: bool, overwrite: bool, echo: Any = pri
             echo(f"stage {entry['name']} is already complete: skipped")
             report = json.loads(stage_run.report_json.read_text(encoding="utf-8")) if stage_run.report_json.is_file() else None
         else:
-            result = api.train(stage, resume=stage_run.exists(), echo=echo)
+            result = pipeline.train(stage, resume=stage_run.exists(), echo=echo)
             report = result.report
         exported = stage_run.root / "export"
         if i + 1 < len(recipe.stages or []) and not (exported / "config.json").is_file():
-            api.export(stage_run.root, exported, overwrite=True)
+            export(stage_run.root, exported, overwrite=True)
         model = str(exported)
         summary.append({"stage": entry["name"], "task": stage.task, "method": stage.method.name,
                         "run": str(stage_run.root), "headline": headline_of(report)})
-    _finish_composed(run, "stages", summary, echo)
+    finish_composed(run, "stages", summary, echo)
     return result
 
 
@@ -72,8 +72,8 @@ def headline_of(report: dict[str, Any] | None) -> dict[str, Any]:
                 "delta_ci": report.get("intervals", {}).get(m, {}).get("delta")} for m in report["headline"]}
 
 
-def _start_composed(run: RunDir, recipe: Recipe, *, resume: bool, overwrite: bool) -> None:
-    """Claim the chain's folder as ``api.train`` claims a run's: only a tuneforge run is resumed or replaced."""
+def start_composed(run: RunDir, recipe: Recipe, *, resume: bool, overwrite: bool) -> None:
+    """Claim the chain's folder as ``pipeline.train`` claims a run's: only a tuneforge run is resumed or replaced."""
     text = recipe_to_yaml(recipe)
     claim = claim_output(run.root, kind="run", overwrite=overwrite, resume=resume)
     if claim == "exists":
@@ -90,7 +90,8 @@ def _start_composed(run: RunDir, recipe: Recipe, *, resume: bool, overwrite: boo
     write_text_atomic(run.recipe, text)
 
 
-def _finish_composed(run: RunDir, kind: str, summary: list[dict[str, Any]], echo: Any) -> None:
+def finish_composed(run: RunDir, kind: str, summary: list[dict[str, Any]], echo: Any) -> None:
+    """The summary table of a run made of runs (report.json and report.md), and the folder marked complete."""
     lines = [f"# tuneforge {kind} run", "", "| " + ("stage" if kind == "stages" else "task") +
              " | task | method | metric | base | tuned | 95% CI of change |", "|---|---|---|---|---|---|---|"]
     for row in summary:
@@ -136,24 +137,6 @@ def mix(encoded: dict[str, list[Encoded]], weights: dict[str, float], seed: int)
         order = [i for _ in range(passes) for i in torch.randperm(len(examples), generator=gen).tolist()]
         out += [examples[i] for i in order[:want]]
     return out
-
-
-def run_multitask(recipe: Recipe, *, resume: bool, overwrite: bool, echo: Any = print) -> Any:
-    """Train one model on all tasks, then score each on its own test split in ``tasks/<name>``."""
-    from tuneforge.run.multitask import train_mixture
-
-    raw = _raw(recipe)
-    run = RunDir(recipe.output)
-    _start_composed(run, recipe, resume=resume, overwrite=overwrite)
-    subs = [composed_recipe(raw, i) for i in range(len(recipe.tasks or []))]
-    if len({s.method.model_dump_json() for s in subs}) != 1:
-        raise ConfigError("tasks: every task of a multi-task run trains the same model with the same method; "
-                          "set method at the top level only")
-    names = [e["name"] for e in recipe.tasks or []]
-    explicit = {e["name"]: e.get("weight") for e in recipe.tasks or []}
-    summary = train_mixture(run, recipe, dict(zip(names, subs)), explicit, resume=resume, echo=echo)
-    _finish_composed(run, "tasks", summary, echo)
-    return summary
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

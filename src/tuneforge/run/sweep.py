@@ -40,7 +40,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuneforge.errors import ConfigError, UserError
+from tuneforge.run.composed import train
 from tuneforge.run.folder import claim_output, mark_owned
+from tuneforge.run.pipeline import as_recipe
 from tuneforge.files import write_json_atomic, write_text_atomic
 
 Sampler = Literal["grid", "random", "tpe"]
@@ -192,7 +194,6 @@ def sweep(recipe_path: Path | str, space_path: Path | str, *, trials: int = 20, 
     ``--storage`` (a database URL, or ``journal:PATH`` on a shared disk) and ``--study``; no worker starts
     a trial once the study holds ``trials`` finished ones.
     """
-    from tuneforge import api
     from tuneforge.evaluate import plots
     from tuneforge.recipe import recipe_to_yaml
 
@@ -203,7 +204,7 @@ def sweep(recipe_path: Path | str, space_path: Path | str, *, trials: int = 20, 
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     space = load_space(space_path)
-    base = api.as_recipe(recipe_path, overrides)
+    base = as_recipe(recipe_path, overrides)
     base_tree = base.model_dump(mode="json")
     defaults = {name: get_path(base_tree, name) for name in space.params}  # also checks every path exists
     out = Path(output) if output else Path(base.output).with_name(Path(base.output).name + "-sweep")
@@ -271,11 +272,10 @@ def _objective(job: dict[str, Any], echo: Any) -> Any:
     """The function Optuna calls per trial: a normal run of the recipe with the trial's values."""
     import optuna
 
-    from tuneforge import api
     from tuneforge.recipe import recipe_from_dict
 
     space = load_space(job["space"])
-    base = api.as_recipe(job["recipe"], job["overrides"])
+    base = as_recipe(job["recipe"], job["overrides"])
     base_tree = base.model_dump(mode="json")
     out, fraction, minimise = Path(job["out"]), job["fraction"], space.metric == "loss"
     eval_every = max(1, int(_estimated_steps(base) * fraction / space.evaluations))
@@ -305,7 +305,7 @@ def _objective(job: dict[str, Any], echo: Any) -> Any:
             return fraction < 1.0 and step >= fraction * total
 
         started = time.perf_counter()
-        api.train(recipe, overwrite=True, echo=lambda *_: None, on_validation=on_validation)
+        train(recipe, overwrite=True, echo=lambda *_: None, on_validation=on_validation)
         trial.set_user_attr("seconds", time.perf_counter() - started)
         trial.set_user_attr("run", recipe.output.as_posix())
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")

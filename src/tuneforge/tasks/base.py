@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -32,6 +33,18 @@ IGNORE = -100  # label id that cross-entropy skips: prompt and padding positions
 
 
 @dataclass
+class Conversation:
+    """A whole chat to train on: ``messages`` as the template reads them, the indices of the assistant turns that
+    carry loss, and the ``tools`` the row declares (rendered by templates that know tools)."""
+
+    messages: list[dict[str, Any]]
+    trained: tuple[int, ...]
+    tools: list[dict[str, Any]] | None = None
+    #: the final answer as text, the reference that evaluation compares a generation with
+    answer: str = ""
+
+
+@dataclass
 class Example:
     """One validated row. ``messages`` is the prompt for decoders; ``text`` the input for encoders."""
 
@@ -42,6 +55,8 @@ class Example:
     #: every acceptable answer when the data gives several (generation's ``data.references_field``); scores use
     #: them all, training learns ``target``
     references: list[str] | None = None
+    #: the whole chat when more than the last answer is trained (or tools shape it); None for one prompt and answer
+    conversation: Conversation | None = None
 
 
 @dataclass
@@ -56,8 +71,16 @@ class Encoded:
     soft: list[float] | None = None
 
 
+#: a judge's scores of (prompt messages, answer) pairs: one reward each
+JudgeFn = Callable[[list[list[dict[str, str]]], list[str]], list[float]]
+
+
 class Task(ABC):
     """Base class of tasks. Subclasses are registered in ``TASKS`` under their ``name``."""
+
+    #: opens a finished reward_model run as a judge (win rate, RL reward); handed in by the run layer that
+    #: builds the task (``tuneforge.run.loading.build_task``), so a task never imports the run layer
+    open_judge: Callable[[Path], JudgeFn] | None = None
 
     name: ClassVar[str]
     headline: ClassVar[tuple[str, ...]]
@@ -80,6 +103,13 @@ class Task(ABC):
     serve_result_model: ClassVar[type[BaseModel] | None] = None
     #: what the report's per-slice table (``per_class`` / ``per_field``) lists, named in the model card
     slice_noun: ClassVar[str] = "fields"
+
+    def judge(self, run_dir: Path) -> JudgeFn:
+        """The reward-model run ``run_dir`` as a judge, opened by the run layer that built this task."""
+        if self.open_judge is None:
+            raise ConfigError(f"{run_dir}: this {self.name} task was built without a way to open a judge run; "
+                              "build it with tuneforge.run.loading.build_task")
+        return self.open_judge(run_dir)
 
     def __init__(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, model_kind: str) -> None:
         self.recipe = recipe

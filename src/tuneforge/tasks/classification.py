@@ -27,7 +27,7 @@ from tuneforge.tasks.base import (
     prompt_text,
 )
 from tuneforge.tasks.decoding import answer_logprobs, option_logprobs
-from tuneforge.train.distill import distillation_loss_sum
+from tuneforge.tasks.distillation import distillation_loss_sum
 
 DEFAULT_INSTRUCTION = "Classify the text into one of these labels: {labels}. Answer with the label only."
 

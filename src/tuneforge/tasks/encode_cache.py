@@ -50,7 +50,7 @@ def fingerprint(task: Task, examples: list[Example]) -> str:
                 "tokenizer": tokenizer_fingerprint(task.tokenizer)}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for e in examples:
-        h.update(json.dumps([e.text, e.target, e.messages], sort_keys=True, default=str).encode())
+        h.update(json.dumps([e.text, e.target, e.messages, e.conversation], sort_keys=True, default=str).encode())
         h.update(b"\n")
     return h.hexdigest()
 

@@ -1,9 +1,11 @@
 """Generation: an instruction or a conversation to free text.
 
 Rows come in the three layouts practitioners use: prompt/completion, chat ``messages`` (the
-OpenAI fine-tuning format: the last message is the assistant answer to learn) and alpaca
-(instruction/input/output). All become a list of prompt messages plus an answer, so the model's
-own chat template formats them and the loss falls on the answer only.
+OpenAI fine-tuning format: every assistant message is learnt unless it says ``"weight": 0``; see
+``tasks/chat_turns.py``), ShareGPT conversations and alpaca (instruction/input/output). All become
+a list of prompt messages plus an answer (and, for conversations that train more than their last
+answer, the whole conversation), so the model's own chat template formats them and the loss falls
+on the trained answers only.
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from tuneforge.data.validate import Problems, require_text
 from tuneforge.errors import ConfigError
 from tuneforge.evaluate.metrics import bleu, perplexity, rouge_l
 from tuneforge.tasks.base import TASKS, Encoded, Example, Task, encode_prompt_answer
+from tuneforge.tasks.chat_turns import encode_conversation, needs_whole_conversation, parse_conversation
 from tuneforge.tasks.decoding import answer_logprobs, generate
 
-ROLES = {"system", "user", "assistant"}
+#: ShareGPT's speaker names (``from``) -> chat roles, as LLaMA-Factory's ``sharegpt`` formatting reads them
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
 def detect_format(fields: dict[str, Any], recipe_data: Any) -> str:
     if recipe_data.messages_field in fields:
         return "messages"
+    if "conversations" in fields:
+        return "sharegpt"
     if "instruction" in fields and "output" in fields:
         return "alpaca"
     if recipe_data.prompt_field in fields:
@@ -49,22 +55,34 @@ def _references(rec: Record, field: str | None, problems: Problems) -> list[str]
     return list(value)
 
 
-def _parse_messages(rec: Record, field: str, problems: Problems) -> tuple[list[dict[str, str]], str] | None:
-    msgs = rec.fields.get(field)
-    if not isinstance(msgs, list) or not msgs:
-        problems.add(rec, f"field {field!r} must be a non-empty list of messages")
+def sharegpt_messages(rec: Record, problems: Problems) -> list[dict[str, Any]] | None:
+    """ShareGPT's ``conversations: [{from, value}]`` as chat messages (``human`` -> user, ``gpt`` -> assistant)."""
+    turns = rec.fields.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        problems.add(rec, "field 'conversations' must be a non-empty list of {from, value} turns")
         return None
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            problems.add(rec, f"{field}[{i}] must be an object with role in {sorted(ROLES)} and string content")
+    messages = []
+    for i, turn in enumerate(turns):
+        role = SHAREGPT_ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
+        if role is None or not isinstance(turn.get("value"), str):
+            problems.add(rec, f"conversations[{i}] must be an object with from in {sorted(SHAREGPT_ROLES)} "
+                              "and string value")
             return None
-    if msgs[-1]["role"] != "assistant" or not msgs[-1]["content"].strip():
-        problems.add(rec, f"the last message in {field!r} must be a non-empty assistant answer to learn from")
-        return None
-    if len(msgs) < 2 or msgs[-2]["role"] == "assistant":
-        problems.add(rec, f"{field!r} needs a user (or system) message before the final assistant answer")
-        return None
-    return [{"role": m["role"], "content": m["content"]} for m in msgs[:-1]], msgs[-1]["content"]
+        messages.append({"role": role, "content": turn["value"]})
+    if isinstance(rec.fields.get("system"), str) and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": rec.fields["system"]})
+    return messages
+
+
+def alpaca_history(rec: Record) -> list[dict[str, str]]:
+    """LLaMA-Factory's alpaca ``system`` and ``history: [[instruction, answer], ...]`` as the turns before the prompt."""
+    turns: list[dict[str, str]] = []
+    if isinstance(rec.fields.get("system"), str) and rec.fields["system"].strip():
+        turns.append({"role": "system", "content": rec.fields["system"]})
+    for pair in rec.fields.get("history") or []:
+        if isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) for t in pair):
+            turns += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    return turns
 
 
 def references_of(example: Example) -> list[str]:
@@ -98,16 +116,22 @@ class Generation(Task):
 
     def _parse_body(self, rec: Record, fmt: str, problems: Problems) -> Example | None:
         cfg = self.recipe.data
-        if fmt == "messages":
-            parsed = _parse_messages(rec, cfg.messages_field, problems)
-            if parsed is None:
+        if fmt in ("messages", "sharegpt"):
+            turns = sharegpt_messages(rec, problems) if fmt == "sharegpt" else None
+            if fmt == "sharegpt" and turns is None:
                 return None
-            prompt, answer = parsed
-            prompt = [{"role": m["role"], "content": self.clip(m["content"])} for m in prompt]
-            answer = self.clip(answer, keep_end=False)
-            if prompt[0]["role"] != "system":
-                prompt = self._system() + prompt
-            return Example(where=rec.where(), text=prompt[-1]["content"], target=answer, messages=prompt)
+            msgs = rec.fields.get(cfg.messages_field) if turns is None else turns
+            conv = parse_conversation(rec, cfg.messages_field, msgs, problems)
+            if conv is None:
+                return None
+            conv.messages = [{**m, "content": self.clip(m["content"])} for m in conv.messages]
+            if conv.messages[0]["role"] != "system" and self._system():
+                conv.messages = self._system() + conv.messages
+                conv.trained = tuple(i + 1 for i in conv.trained)
+            prompt, answer = conv.messages[:-1], self.clip(conv.answer, keep_end=False)
+            whole = conv if needs_whole_conversation(conv) else None
+            return Example(where=rec.where(), text=prompt[-1]["content"], target=answer, messages=prompt,
+                           conversation=whole)
         if fmt == "alpaca":
             instruction = require_text(rec, "instruction", problems)
             answer = require_text(rec, "output", problems)
@@ -115,6 +139,12 @@ class Generation(Task):
             if instruction is None or answer is None:
                 return None
             user = instruction + (f"\n\n{extra}" if isinstance(extra, str) and extra.strip() else "")
+            history = [{"role": m["role"], "content": self.clip(m["content"])} for m in alpaca_history(rec)]
+            if history:
+                user, answer = self.clip(user), self.clip(answer, keep_end=False)
+                system = [] if history[0]["role"] == "system" else self._system()
+                messages = system + history + [{"role": "user", "content": user}]
+                return Example(where=rec.where(), text=user, target=answer, messages=messages)
         else:
             user = require_text(rec, cfg.prompt_field, problems)
             answer = require_text(rec, cfg.completion_field, problems)
@@ -151,6 +181,10 @@ class Generation(Task):
         if isinstance(msgs, list):  # a conversation: the answer to predict is the assistant turn it lacks
             if not msgs or not isinstance(msgs[-1], dict) or msgs[-1].get("role") != "assistant":
                 fields[cfg.messages_field] = [*msgs, {"role": "assistant", "content": "-"}]
+        elif isinstance(fields.get("conversations"), list):
+            turns = fields["conversations"]
+            if not turns or not isinstance(turns[-1], dict) or SHAREGPT_ROLES.get(turns[-1].get("from")) != "assistant":
+                fields["conversations"] = [*turns, {"from": "gpt", "value": "-"}]
         elif "instruction" in fields:
             fields.setdefault("output", "-")
         else:
@@ -162,6 +196,7 @@ class Generation(Task):
         a prompt field."""
         cfg = self.recipe.data
         layouts: dict[str, dict[str, Any]] = {"messages": {cfg.messages_field: [{"role": "user", "content": text}]},
+                   "sharegpt": {"conversations": [{"from": "human", "value": text}]},
                    "alpaca": {"instruction": text}}
         return layouts.get(self._format(), {cfg.prompt_field: text})
 
@@ -172,6 +207,9 @@ class Generation(Task):
         return super().chat_fields(messages)
 
     def encode(self, example: Example) -> Encoded:
+        """Every trained assistant turn of a conversation, else the one answer after its prompt."""
+        if example.conversation is not None:
+            return encode_conversation(self.tokenizer, example.conversation, self.recipe.train.max_length)
         return encode_prompt_answer(self.tokenizer, example.messages, example.target, self.recipe.train.max_length)
 
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:

@@ -258,10 +258,8 @@ class Preference(FeedbackTask):
         if self.recipe.eval.judge is None:
             return None
         if self._judge is None:
-            from tuneforge.preference.judge import Judge
-
-            self._judge = Judge(self.recipe.eval.judge)
-        return self._judge.score(prompts, tuned), self._judge.score(prompts, base)
+            self._judge = self.judge(self.recipe.eval.judge)
+        return self._judge(prompts, tuned), self._judge(prompts, base)
 
     def _item(self, e: Example, p: dict[str, Any], key: str) -> float:
         values = p[key]

@@ -23,7 +23,7 @@ from typing import Any
 from tuneforge.errors import ConfigError, UserError
 from tuneforge.evaluate.metrics import normalise_record, parse_json_object
 from tuneforge.registry import Registry
-from tuneforge.tasks.base import Example, Task
+from tuneforge.tasks.base import Example, JudgeFn, Task
 
 RewardFn = Callable[[list[str], list[Example], Task], list[float]]
 REWARDS: Registry[RewardFn] = Registry("reward")
@@ -79,28 +79,28 @@ def field_accuracy(completions: list[str], examples: list[Example], task: Task) 
     return out
 
 
-def reward_model_reward(run_dir: Path) -> RewardFn:
-    """A trained reward model as the reward: it scores each (prompt, completion)."""
-    from tuneforge.preference.judge import Judge
-
-    judge = Judge(run_dir)
+def reward_model_reward(judge: JudgeFn) -> RewardFn:
+    """A trained reward model (opened as a judge) as the reward: it scores each (prompt, completion)."""
 
     def score(completions: list[str], examples: list[Example], task: Task) -> list[float]:
-        return judge.score([task.prompt_messages(e) for e in examples], completions)
+        return judge([task.prompt_messages(e) for e in examples], completions)
 
     return score
 
 
-def resolve_reward(spec: str, *, allow_code: bool) -> RewardFn:
+def resolve_reward(spec: str, *, allow_code: bool, task: Task | None = None) -> RewardFn:
     """``rl.reward`` as a function: a registered name, ``module:function``, or a reward-model run folder.
 
     Call it only when a reward is about to be computed: a ``module:function`` is imported here, and only
-    with ``allow_code``; without it the user hears how to allow it.
+    with ``allow_code``; without it the user hears how to allow it. A run folder is opened as a judge by
+    ``task`` (``Task.judge``), the task that asks for the reward.
     """
     if spec in REWARDS:
         return REWARDS.get(spec)
     if Path(spec).is_dir():
-        return reward_model_reward(Path(spec))
+        if task is None:
+            raise ConfigError(f"rl.reward {spec!r} is a run folder: only a task can open it as a judge")
+        return reward_model_reward(task.judge(Path(spec)))
     if ":" in spec:
         return _import_reward(spec, allow_code)
     raise ConfigError(f"rl.reward {spec!r} is not a registered reward ({', '.join(REWARDS.names())}), "

@@ -197,7 +197,7 @@ class ReinforcementLearning(Task):
     @cached_property
     def reward_fn(self) -> RewardFn:
         """The reward, imported (user code only with ``allow_code``) the first time training or scoring needs it."""
-        return resolve_reward(self.cfg.reward, allow_code=code_allowed(self.recipe.allow_code))
+        return resolve_reward(self.cfg.reward, allow_code=code_allowed(self.recipe.allow_code), task=self)
 
     @property  # type: ignore[override]
     def schema(self) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """What a run adds around the loop: the training set as the recipe shapes it, and the forgetting check.
 
-Kept out of ``api.train`` so that the order of a run stays readable there: distillation relabels the
+Kept out of ``tuneforge.run.pipeline.train`` so that the order of a run stays readable there: distillation relabels the
 training examples, rehearsal mixes general text in, and the forgetting check gives the loop its hooks:
 the measurement of the base model before training and of the tuned one after, and the EWC penalty.
 """
@@ -15,18 +15,24 @@ from tuneforge.recipe import Recipe
 from tuneforge.run.folder import RunDir
 from tuneforge.tasks.base import Encoded, Example, Task
 from tuneforge.train import forgetting
-from tuneforge.train.distill import apply_teacher
+from tuneforge.train.distill import TeacherOpener, apply_teacher
 from tuneforge.train.ewc import EWCHook
 from tuneforge.train.hooks import TrainHook
 
 
-def training_set(recipe: Recipe, task: Task, examples: list[Example], echo: Any = print) -> list[Encoded]:
-    """Encoded training examples with answer tokens, relabelled by a teacher when distilling."""
+def training_set(recipe: Recipe, task: Task, examples: list[Example], echo: Any = print,
+                 open_teacher: TeacherOpener | None = None) -> list[Encoded]:
+    """Encoded training examples with answer tokens, relabelled by a teacher when distilling.
+
+    ``open_teacher`` opens the run ``distill.teacher`` names; the run pipeline hands it in.
+    """
     soft = None
     if recipe.distill is not None:
         task.check_distill()
         echo(f"asking the teacher {recipe.distill.teacher} about {len(examples)} training examples")
-        examples, soft = apply_teacher(recipe.distill, task, examples)
+        if open_teacher is None:
+            raise ConfigError("distill: this caller cannot open a teacher run; train through tuneforge.api.train")
+        examples, soft = apply_teacher(recipe.distill, task, examples, open_teacher(recipe.distill.teacher))
         if soft is not None and task.model_kind != "encoder":
             raise ConfigError("distill: soft labels train an encoder classifier; a decoder student learns a "
                               "classification teacher's labels through task: extraction or generation instead")

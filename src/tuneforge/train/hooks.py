@@ -16,6 +16,7 @@ The points, in the order a run meets them:
 - ``on_backward(model, backward)``: after the step's gradients, before clipping: add an extra loss
   term's gradient through ``backward`` and return its value (EWC's penalty).
 - ``on_step_end(step)``: figures merged into the step's line of metrics.jsonl.
+- ``on_logged(entry)``: the step's finished line of metrics.jsonl, on the main process (trackers copy it).
 - ``on_validation(step, total, record)``: after each validation; True stops training there (a sweep
   prunes through it).
 - ``on_end(model)``: after training, on the unwrapped model with the best weights back in place.
@@ -63,6 +64,9 @@ class TrainHook:
     def on_step_end(self, step: int) -> dict[str, float]:
         """Figures for the step's line of metrics.jsonl."""
         return {}
+
+    def on_logged(self, entry: dict[str, Any]) -> None:
+        """The step's line of metrics.jsonl as written (main process only)."""
 
     def on_validation(self, step: int, total: int, record: dict[str, Any]) -> bool:
         """After a validation; True stops training."""

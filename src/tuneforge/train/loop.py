@@ -24,7 +24,6 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -43,6 +42,7 @@ from tuneforge.tasks.packing import pack_rows
 from tuneforge.train.hooks import TaskMetrics, TrainHook, check_processes, gradient_hook
 from tuneforge.train.hooks import ValidationHook as ValidationHook  # re-exported: what api.train(on_validation=) takes
 from tuneforge.train.preflight import resolve_frozen_dtype
+from tuneforge.train.state import TrainState
 from tuneforge.train.checkpoint import (
     load_best,
     load_checkpoint,
@@ -56,25 +56,6 @@ from tuneforge.train.checkpoint import (
 
 #: validation metric (name -> value) computed on the current model
 Validator = Callable[[nn.Module], dict[str, float]]
-
-
-@dataclass
-class TrainState:
-    """Everything needed to continue a run exactly; saved in each checkpoint's state.json."""
-
-    step: int = 0
-    best_metric: float | None = None
-    best_step: int | None = None
-    bad_evals: int = 0
-    stopped_early: bool = False
-    tokens: int = 0
-    seconds: float = 0.0
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        """What a report says about the training: steps, time, tokens and the best validation."""
-        return {"steps": self.step, "seconds": self.seconds, "tokens": self.tokens, "best_step": self.best_step,
-                "best_val": self.best_metric, "stopped_early": self.stopped_early}
 
 
 def steps_per_epoch(n_examples: int, cfg: TrainConfig) -> int:
@@ -225,6 +206,8 @@ def fit(
                 entry.update(hook.on_step_end(state.step))
             if accelerator.is_main_process:
                 run.log(entry)
+                for hook in hooks:
+                    hook.on_logged(entry)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{entry['lr']:.2e}")
             if state.step % eval_every == 0 or state.step == steps:

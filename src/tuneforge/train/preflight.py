@@ -42,6 +42,8 @@ class Preflight:
     estimated_train_seconds: float | None = None
     steps: int = 0
     warnings: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    """split -> where its rows came from (``run.splits.split_sources``): files read, or the share carved from train"""
 
     def lines(self) -> list[str]:
         p, d = self.parameters, self.data
@@ -50,6 +52,7 @@ class Preflight:
             f"device            {self.device} (weights {self.dtype}, mixed precision {self.mixed_precision})",
             f"parameters        {p['total']:,} total, {p['trainable']:,} trainable ({share:.2f}%)",
             f"train rows        {d['rows']:,}  validation {d['validation_rows']:,}  test {d['test_rows']:,}",
+            *(f"  {name + ' from':<16}{where}" for name, where in self.sources.items()),
             f"train tokens      {d['tokens']:,} after templating, {d['loss_tokens']:,} carry loss; "
             f"longest {d['longest']} (max_length {d['max_length']})",
             f"truncated rows    {d['truncated']:,}" + ("  <- raise train.max_length?" if d["truncated"] else ""),
@@ -224,10 +227,11 @@ def worst_micro_batch(train: list[Encoded], cfg: TrainConfig) -> list[Encoded]:
 
 def run_preflight(*, model: nn.Module, task: Task, train: list[Encoded], n_val: int, n_test: int,
                   cfg: TrainConfig, device: str, precision: str, steps: int, warnings: list[str],
-                  autocast: Any, measure: bool = True) -> Preflight:
+                  autocast: Any, measure: bool = True, sources: dict[str, str] | None = None) -> Preflight:
     params = count_parameters(model)
     pre = Preflight(device=device, dtype="float32", mixed_precision=precision, parameters=params,
-                    data=data_stats(train, n_val, n_test, cfg.max_length), steps=steps, warnings=list(warnings))
+                    data=data_stats(train, n_val, n_test, cfg.max_length), steps=steps, warnings=list(warnings),
+                    sources=dict(sources or {}))
     if n_test == 0:
         pre.warnings.append("no test rows: nothing will be scored; give data.test or raise data.split.test")
     if n_val == 0:

@@ -21,6 +21,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from tuneforge.extras import require
 from tuneforge.recipe import PrivacyConfig
 from tuneforge.tasks.base import Encoded, Task
 from tuneforge.train.hooks import TrainHook
@@ -35,7 +36,7 @@ class PrivacyPlan:
 
 
 def plan_privacy(cfg: PrivacyConfig, n_examples: int, batch: int, steps: int) -> PrivacyPlan:
-    from opacus.accountants.utils import get_noise_multiplier
+    get_noise_multiplier = require("opacus.accountants.utils", "DP-SGD (train.privacy)").get_noise_multiplier
 
     delta = cfg.delta if cfg.delta is not None else 1.0 / (10 * n_examples)
     rate = min(1.0, batch / n_examples)
@@ -49,7 +50,7 @@ def plan_privacy(cfg: PrivacyConfig, n_examples: int, batch: int, steps: int) ->
 
 
 def spent(plan: PrivacyPlan, steps: int) -> dict[str, float | str]:
-    from opacus.accountants import RDPAccountant
+    RDPAccountant = require("opacus.accountants", "DP-SGD (train.privacy)").RDPAccountant
 
     accountant = RDPAccountant()
     accountant.history = [(plan.noise_multiplier, plan.sample_rate, steps)]

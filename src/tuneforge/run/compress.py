@@ -31,8 +31,11 @@ from tuneforge.compress.store import COMPRESSION_FILE, WEIGHTS_FILE, is_compress
 from tuneforge.run.splits import load_saved_split
 from tuneforge.errors import UserError
 from tuneforge.evaluate.report import build_report, headline_table, model_scores
+from tuneforge.run.catalogue import register_finished_run
 from tuneforge.run.folder import RunDir, claim_output, mark_owned, remove_owned
-from tuneforge.files import write_json_atomic, write_text_atomic
+from tuneforge.run.loading import load_run
+from tuneforge.run.model_card import write_model_card
+from tuneforge.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from tuneforge.tasks.base import Example, Task
 
 
@@ -45,8 +48,6 @@ class CompressResult:
 def compress(run_dir: Path | str, cfg: CompressConfig | dict[str, Any], out_dir: Path | str, *,
              overwrite: bool = False, echo: Any = print) -> CompressResult:
     """Write a compressed copy of a finished run to ``out_dir`` with its own report."""
-    from tuneforge.api import load_run
-
     cfg = compress_config(cfg)
     source, out = RunDir(run_dir), Path(out_dir)
     _check_paths(source, out, overwrite)
@@ -165,8 +166,6 @@ def _float_size(model: nn.Module, path: Path) -> int:
 
 def _write_folder(source: RunDir, tmp: Path, out: Path, facts: dict[str, Any],
                   report: dict[str, Any], predictions: list[dict[str, Any]]) -> None:
-    from tuneforge.files import write_jsonl_atomic
-
     run = RunDir(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     mark_owned(tmp, "compressed")
@@ -185,9 +184,6 @@ def _write_folder(source: RunDir, tmp: Path, out: Path, facts: dict[str, Any],
 
 def _after_write(out: Path) -> None:
     """Model card for the compressed folder, and the folder in the run catalogue (it can be promoted)."""
-    from tuneforge.run.model_card import write_model_card
-    from tuneforge.run.catalogue import register_finished_run
-
     write_model_card(out)
     register_finished_run(out)
 
