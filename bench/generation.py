@@ -131,16 +131,14 @@ def run_one(name: str, args: argparse.Namespace, dev: list[dict[str, Any]], trai
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "samples": [{"input": r["prompt"], "output": p} for r, p in list(zip(dev, preds))[:3]]}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"generation-{name}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (RESULTS / f"generation-{name}{args.tag}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(name, json.dumps(result["scores"]), flush=True)
 
 
 def write_markdown() -> None:
-    rows = []
-    for name in ("base", "fewshot", "lora", "full"):
-        path = RESULTS / f"generation-{name}.json"
-        if path.is_file():
-            rows.append(json.loads(path.read_text(encoding="utf-8")))
+    order = {"base": 0, "fewshot": 1, "lora": 2, "full": 3}
+    rows = [json.loads(p.read_text(encoding="utf-8")) for p in RESULTS.glob("generation-*.json")]
+    rows.sort(key=lambda r: (order.get(r["system"], 9), r.get("rows", 0)))
     md = ["# Generation on E2E (data-to-text), scored with every reference", "",
           "Written by `bench/generation.py` from `bench/results/generation-*.json`. Dev set: "
           "`../shared/datasets/e2e/dev.jsonl` (inputs never seen in training), greedy decoding, at most 64 new "
@@ -173,6 +171,7 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=3)
     parser.add_argument("--test-rows", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default="", help="suffix of the results file (e.g. -2500 for a second lora size)")
     parser.add_argument("--data", type=Path, default=E2E, help="the E2E folder (default ../shared/datasets/e2e)")
     args = parser.parse_args()
     dev = read_jsonl(args.data / "dev.jsonl")[: args.test_rows]
