@@ -24,7 +24,7 @@ import io
 import json
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -85,8 +85,8 @@ def _predictions(run: RunDir, side: str) -> list[str]:
         raise UserError(f"{run.root}: no {side} predictions ({path}); a finished run with a test split holds them"
                         + (" (base ones need eval.base: true)" if side == "base" else ""))
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
-    return [r.get("raw", r["prediction"]) if isinstance(r.get("raw", r["prediction"]), str)
-            else json.dumps(r.get("raw", r["prediction"]), ensure_ascii=False) for r in rows]
+    shown = [r.get("raw", r["prediction"]) for r in rows]  # the text a user saw (extraction keeps it as raw)
+    return [s if isinstance(s, str) else json.dumps(s, ensure_ascii=False) for s in shown]
 
 
 def _test_rows(run: RunDir) -> list[Record]:
@@ -312,7 +312,3 @@ def summary_text(summary: dict[str, Any]) -> str:
     lines += [f"Cohen's kappa {k['raters'][0]} / {k['raters'][1]}: {k['kappa']:.3f} on {k['items']} items"
               for k in summary["agreement"]]
     return "\n".join(lines)
-
-
-def ratings_rows(ratings: list[Rating]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in ratings]
