@@ -55,13 +55,13 @@ def sft(base: dict[str, Any], out: Path) -> Path:
 
 
 def rl(base: dict[str, Any], model: Path, out: Path, algorithm: str, rollouts: int, epochs: int,
-       minibatches: int) -> dict[str, Any]:
+       minibatches: int, test_rows: int) -> dict[str, Any]:
     from tuneforge import api
 
     per_rollout = epochs * minibatches if algorithm == "ppo" else 1
     recipe = stage(base, 1, out / algorithm, model=str(model),
                    rl={"algorithm": algorithm, "ppo_epochs": epochs, "ppo_minibatches": minibatches},
-                   train={"max_steps": rollouts * per_rollout})
+                   train={"max_steps": rollouts * per_rollout}, data={"max_test_rows": test_rows})
     start = time.perf_counter()
     result = api.train(recipe, overwrite=True, echo=lambda *_: None)
     seconds = time.perf_counter() - start
@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--ppo-epochs", type=int, default=2)
     parser.add_argument("--ppo-minibatches", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("/tmp/tuneforge-ppo-vs-grpo"))
+    parser.add_argument("--test-rows", type=int, default=32, help="held-out listings the greedy reward is read on")
     parser.add_argument("--model", default=None, help="another base model (a smoke test on a tiny local one)")
     parser.add_argument("--no-write", action="store_true", help="print only: leave bench/ untouched")
     args = parser.parse_args()
@@ -115,7 +116,8 @@ def main() -> None:
         base["stages"][1]["rl"]["max_new_tokens"] = 8
         base["eval"]["max_new_tokens"] = 8
     model = sft(base, args.out)
-    runs = [rl(base, model, args.out, a, args.rollouts, args.ppo_epochs, args.ppo_minibatches) for a in ("grpo", "ppo")]
+    runs = [rl(base, model, args.out, a, args.rollouts, args.ppo_epochs, args.ppo_minibatches, args.test_rows)
+            for a in ("grpo", "ppo")]
     result = {"command": "python " + " ".join(sys.argv), "machine": machine(),
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "rollouts": args.rollouts,
               "ppo_epochs": args.ppo_epochs, "ppo_minibatches": args.ppo_minibatches, "runs": runs}
