@@ -37,6 +37,7 @@ MODEL = "smollm2-135m-instruct"
 SYSTEM = "You write restaurant descriptions."
 INSTRUCTION = "Write one sentence about this restaurant that states each of its attributes."
 METRICS = ("bleu", "rouge_l", "meteor", "chrf", "slot_error_rate")
+NOTES = "<!-- notes: written by hand, kept when the table is rewritten -->"
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -157,7 +158,9 @@ def write_markdown() -> None:
                   f"{r.get('rows', '-')} | {train_s} | {other:.0f} |")
     md += ["", "Commands and machines:", ""]
     md += [f"- {r['system']}: `{r['command']}` on {r['machine']} ({r['date']})" for r in rows]
-    (ROOT / "bench" / "GENERATION_RESULTS.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    target = ROOT / "bench" / "GENERATION_RESULTS.md"
+    notes = target.read_text(encoding="utf-8").partition(NOTES)[2] if target.is_file() else ""
+    target.write_text("\n".join(md) + "\n\n" + NOTES + notes.rstrip("\n") + "\n", encoding="utf-8")
 
 
 def main() -> None:
