@@ -74,6 +74,10 @@ class DataConfig(Section):
     prompt_field: str = "prompt"
     completion_field: str = "completion"
     messages_field: str = "messages"
+    references_field: str | None = Field(None, description="generation: a field holding every acceptable answer "
+                                         "(a list "
+                                         "of strings); scores use all of them (multi-reference BLEU, best-reference "
+                                         "ROUGE-L/METEOR/BERTScore); training still learns the completion")
     labels: list[str] | None = Field(None, description="classification: the label set; default = labels seen in train")
     fields: list[str] | None = Field(None, description="extraction: the object's keys; default = keys seen in train")
     split: SplitConfig = SplitConfig()
@@ -250,14 +254,17 @@ class GoldenCase(Section):
     exact: str | None = None
     regex: str | None = None
     json_schema: dict[str, Any] | None = None
-    must_contain: list[str] | None = None
+    must_contain: list[str] | None = Field(None, description="phrases the answer must mention (case-insensitive)")
+    must_not_contain: list[str] | None = Field(None, description="phrases the answer must not mention: facts the "
+                                               "input does not hold, banned claims (case-insensitive)")
     must_refuse: bool = False
 
     @model_validator(mode="after")
     def _has_a_check(self) -> GoldenCase:
         if self.exact is None and self.regex is None and self.json_schema is None and not self.must_contain \
-                and not self.must_refuse:
-            raise ValueError("give at least one of exact, regex, json_schema, must_contain, must_refuse")
+                and not self.must_not_contain and not self.must_refuse:
+            raise ValueError("give at least one of exact, regex, json_schema, must_contain, must_not_contain, "
+                             "must_refuse")
         if self.regex is not None:
             try:
                 re.compile(self.regex)
@@ -370,17 +377,26 @@ class RewardConfig(Section):
 
 class RLConfig(Section):
     """On-policy RL from a reward (``task: rl``): GRPO (Shao et al. 2024, https://arxiv.org/abs/2402.03300)
-    or RLOO (Ahmadian et al. 2024, https://arxiv.org/abs/2402.14740) advantages, KL to the reference."""
+    or RLOO (Ahmadian et al. 2024, https://arxiv.org/abs/2402.14740) advantages, or PPO (Schulman et al. 2017,
+    https://arxiv.org/abs/1707.06347) with a value head and GAE; KL to the reference."""
 
     task: Literal["extraction", "generation"] = Field("extraction",
                                                       description="the task whose data and prompts are used")
     reward: str = Field("json_fields", description="a registered reward (see tuneforge.tasks.rewards), "
                         "'module:function', or a finished reward_model run folder")
-    algorithm: str = Field("grpo", description="a registered advantage estimator (tuneforge.tasks.rl.ADVANTAGES)")
+    algorithm: str = Field("grpo", description="a registered policy update (tuneforge.tasks.rl.ALGORITHMS): grpo, "
+                           "rloo or ppo")
     group_size: int = Field(4, ge=2, le=64, description="completions sampled per prompt")
     beta: float = Field(0.04, ge=0, description="weight of the KL to the reference (adapter off)")
     temperature: float = Field(1.0, gt=0)
     max_new_tokens: int = Field(64, ge=1)
+    ppo_epochs: int = Field(4, ge=1, le=64, description="ppo: passes over each rollout")
+    ppo_minibatches: int = Field(2, ge=1, le=256, description="ppo: optimizer steps per pass (the rollout's "
+                                 "completions split this many ways); a rollout serves epochs x minibatches steps")
+    ppo_clip: float = Field(0.2, gt=0, lt=1, description="ppo: clip range of the probability ratio and the values")
+    gamma: float = Field(1.0, gt=0, le=1, description="ppo: discount per token")
+    lam: float = Field(0.95, ge=0, le=1, description="ppo: GAE lambda")
+    value_lr: float = Field(1.0e-3, gt=0, description="ppo: learning rate of the value head (its own AdamW)")
 
 
 #: the section each preference task reads, so a section given to another task is an error
@@ -720,7 +736,7 @@ class NamedField:
 
 NAMED_FIELDS = (
     NamedField(PreferenceConfig, "loss", "preference loss"),
-    NamedField(RLConfig, "algorithm", "advantage estimator"),
+    NamedField(RLConfig, "algorithm", "rl algorithm"),
     NamedField(EvalConfig, "metrics", "metric", many=True, configured=True),
 )
 _BUILT: dict[str, Any] = {}

@@ -68,3 +68,9 @@ def test_eval_reports_golden_cases_and_export_refuses_a_failing_model(tmp_path: 
         api.export(run, tmp_path / "export")
     assert not (tmp_path / "export").exists()
     assert (api.export(run, tmp_path / "export", force=True) / "config.json").is_file()
+
+
+def test_must_not_contain_fails_an_answer_that_states_a_banned_fact() -> None:
+    banned = case(must_contain=["Cocum"], must_not_contain=["Italian", "family friendly"])
+    assert check_answer(banned, "Cocum serves English food.") == []
+    assert check_answer(banned, "Cocum serves italian food.") == ["must_not_contain: 'Italian' stated"]

@@ -13,7 +13,7 @@ from tuneforge.preference.losses import LOSSES
 from tuneforge.recipe import MethodSection, json_schema, recipe_from_dict
 from tuneforge.registry import Registry
 from tuneforge.tasks import TASKS
-from tuneforge.tasks.rl import ADVANTAGES
+from tuneforge.tasks.rl import ALGORITHMS
 
 
 def recipe(**extra: Any) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def test_the_schema_is_one_of_every_registered_method() -> None:
 @pytest.mark.parametrize(("extra", "path", "registry"), [
     ({"task": "generaton"}, "task", TASKS),
     ({"task": "preference", "preference": {"loss": "dpoo"}}, "preference.loss", LOSSES),
-    ({"task": "rl", "rl": {"algorithm": "ppo"}}, "rl.algorithm", ADVANTAGES),
+    ({"task": "rl", "rl": {"algorithm": "ppoo"}}, "rl.algorithm", ALGORITHMS),
 ])
 def test_an_unknown_name_lists_the_registered_ones(extra: dict[str, Any], path: str, registry: Registry[Any]) -> None:
     message = errors(**extra)

@@ -17,7 +17,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "tuneforge"
 
 # Modules that sit on the run layer or above it: they may compose the pipeline.
-ABOVE_RUN = ("tuneforge.run", "tuneforge.api", "tuneforge.cli", "tuneforge.serve", "tuneforge.deploy")
+ABOVE_RUN = ("tuneforge.run", "tuneforge.api", "tuneforge.cli", "tuneforge.serve", "tuneforge.deploy",
+             "tuneforge.studio")
 # The package's own __init__ exposes the API lazily to its users; it is not a layer below run.
 FACADE = ("tuneforge",)
 

@@ -7,7 +7,6 @@ errors mapped to exit codes in one place (2 = bad input, 3 = training failed).
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 import traceback
@@ -19,10 +18,11 @@ from tuneforge.cli import run as cli_run
 from tuneforge.cli import deploy as cli_deploy
 from tuneforge.cli import recipe as cli_recipe
 from tuneforge.cli import evaluate as cli_evaluate
+from tuneforge.cli import fairness as cli_fairness
+from tuneforge.cli import review as cli_review
 from tuneforge.cli import serve as cli_serve
 from tuneforge.cli import studio as cli_studio
-from tuneforge.errors import TuneforgeError
-from tuneforge.extras import EXTRA_OF, missing_extra_message
+from tuneforge.messages import describe_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_deploy.add_commands(sub)
     cli_evaluate.add_commands(sub)  # compare, curve, sweep
     cli_data.add_commands(sub)
+    cli_review.add_commands(sub)
+    cli_fairness.add_commands(sub)
     cli_recipe.add_commands(sub)  # recipe import
     cli_studio.add_commands(sub)
     for command in sub.choices.values():  # any command that trains or scores may meet a recipe naming code
@@ -71,52 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(message, file=sys.stderr)
         return code
     return 0
-
-
-def describe_error(err: BaseException) -> tuple[str, int]:
-    """The line a user sees for ``err`` and the exit code: 2 for anything the input or the system caused.
-
-    Errors tuneforge raises on purpose carry their own message. A file-system failure (permission
-    denied, disk full, a folder where a file was expected) names the path; a RecursionError or a
-    UnicodeError can only come from an input nested too deeply or not valid text. Anything else is
-    a bug: one line, and the traceback behind ``--debug``.
-    """
-    if isinstance(err, TuneforgeError):
-        return f"tuneforge: error: {err}", err.exit_code
-    if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in EXTRA_OF:
-        return f"tuneforge: error: {missing_extra_message(err.name or '')}", 2  # an optional extra not installed
-    if isinstance(err, OSError):
-        return f"tuneforge: error: {_os_error(err)}", 2
-    if isinstance(err, RecursionError):
-        return ("tuneforge: error: an input is nested too deeply to read (a recipe, data row or file with "
-                "thousands of levels of brackets); flatten it"), 2
-    if isinstance(err, UnicodeError):
-        return f"tuneforge: error: text that is not valid Unicode ({_one_line(err)}); re-save the input as UTF-8", 2
-    if isinstance(err, MemoryError):
-        return "tuneforge: error: out of memory; use smaller inputs, train.batch_size or train.max_length", 2
-    return (f"tuneforge: internal error: {type(err).__name__}: {_one_line(err)} "
-            "(rerun with --debug for the traceback)"), 1
-
-
-_OS_HINTS = {errno.ENOSPC: "free some disk space and rerun", errno.EDQUOT: "free some disk space and rerun",
-             errno.EACCES: "check the permissions", errno.EPERM: "check the permissions",
-             errno.EROFS: "the file system is read-only; pick another folder",
-             errno.EISDIR: "give a file path, not a folder",
-             errno.ENOTDIR: "a part of the path is a file, not a folder",
-             errno.ENOENT: "check the path"}
-
-
-def _os_error(err: OSError) -> str:
-    """``<what went wrong>: <path>[ -> <path>]; <what to do>`` for a file-system error."""
-    what = err.strerror or _one_line(err) or type(err).__name__
-    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
-    hint = _OS_HINTS.get(err.errno or -1)
-    return what + (f": {' -> '.join(paths)}" if paths else "") + (f"; {hint}" if hint else "")
-
-
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -33,6 +33,14 @@ def _clean(args: argparse.Namespace) -> None:
     print(f"wrote {result.output}; every change is in {result.log}")
 
 
+def _feedback(args: argparse.Namespace) -> None:
+    from tuneforge.data.feedback import feedback_from_log
+
+    result = feedback_from_log(args.log, args.output, kind=args.kind, feedback_path=args.feedback)
+    print(f"{result.feedback} answers judged: {len(result.rows)} {args.kind} rows written to {args.output}; "
+          f"{len(result.unmatched)} feedback id(s) not in the log, {result.unused} judged answer(s) gave no row")
+
+
 def _split(args: argparse.Namespace) -> None:
     from tuneforge.data.split_groups import split_file
 
@@ -187,6 +195,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-field", default="text")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_select)
+
+    p = dsub.add_parser("feedback", help="a served model's request log + its feedback -> preference data (DPO/KTO)")
+    p.add_argument("log", type=Path, help="the request log of `tuneforge serve --log-requests`")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--kind", choices=["pairwise", "binary"], default="pairwise",
+                   help="prompt/chosen/rejected pairs (DPO) or prompt/completion/label rows (KTO)")
+    p.add_argument("--feedback", type=Path, default=None, help="default: LOG's stem + .feedback.jsonl beside it")
+    p.set_defaults(func=_feedback)
 
     p = dsub.add_parser("merge", help="append a labelled batch to the training data (as a new file)")
     p.add_argument("train", type=Path)

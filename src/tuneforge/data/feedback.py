@@ -13,16 +13,24 @@ A prompt is a string or a list of ``{role, content}`` messages. Anthropic HH tra
 (``"\\n\\nHuman: ... \\n\\nAssistant:"``) are turned into chat messages, so the model's own chat template
 frames them rather than the HH markers. Every row becomes one :class:`Feedback`; every bad row is reported
 with its file and line, all at once (see :mod:`tuneforge.data.validate`).
+
+``feedback_from_log`` makes such rows from a served model: the request log (``tuneforge serve --log-requests``)
+joined by answer id to what users sent to ``POST /v1/feedback`` (``tuneforge data feedback LOG``).
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tuneforge.data.readers import Record
 from tuneforge.data.validate import Problems
+from tuneforge.errors import DataError, UserError
+from tuneforge.files import write_jsonl_atomic
 
 Messages = list[dict[str, str]]
 
@@ -232,3 +240,108 @@ def prompt_preview(messages: Messages) -> str:
     """The last user turn, as the short input shown in reports."""
     users = [m["content"] for m in messages if m["role"] == "user"]
     return users[-1] if users else messages[-1]["content"]
+
+
+# ----------------------------------------------------------------------------- feedback from a served model
+@dataclass
+class ServedFeedback:
+    """Preference rows built from a server's request log and its feedback file, and what could not be used."""
+
+    rows: list[dict[str, Any]]
+    feedback: int
+    unmatched: list[str]
+    unused: int
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{n}: not JSON ({err.msg}); a request or feedback log holds one object a line") \
+                from None
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def served_feedback(log: list[dict[str, Any]], feedback: list[dict[str, Any]], kind: str) -> ServedFeedback:
+    """Join feedback to the logged answers by ``id`` and write preference data of ``kind``.
+
+    ``pairwise``: a ``preferred`` answer beats the served one (``prompt``/``chosen``/``rejected``); two served
+    answers to the same prompt, one rated good and one bad, make a pair too. ``binary``: each rated answer is a
+    ``prompt``/``completion``/``label`` row, and a ``preferred`` answer a good row beside the served one's bad
+    row (what KTO trains on). The last feedback on an answer wins. Prompts and answers are as logged: redacted.
+    """
+    if kind not in FEEDBACK_KINDS:
+        raise UserError(f"--kind {kind!r}: choose one of {', '.join(FEEDBACK_KINDS)}")
+    answers = {r["id"]: r for r in log if isinstance(r.get("id"), str) and r.get("inputs") and r.get("outputs")}
+    latest: dict[str, dict[str, Any]] = {}
+    for row in feedback:
+        if isinstance(row.get("id"), str):
+            latest[row["id"]] = row
+    unmatched = sorted(i for i in latest if i not in answers)
+    judged = [(answers[i], fb) for i, fb in latest.items() if i in answers]
+    rows = FEEDBACK_KINDS[kind](judged)
+    used = {r["id"] for r in rows}
+    return ServedFeedback(rows=rows, feedback=len(latest), unmatched=unmatched,
+                          unused=sum(1 for a, _ in judged if a["id"] not in used))
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _pairwise(judged: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows = []
+    by_prompt: dict[str, dict[bool, list[str]]] = {}
+    for answer, fb in judged:
+        prompt, served = _text(answer["inputs"][0]), _text(answer["outputs"][0])
+        preferred = fb.get("preferred")
+        if isinstance(preferred, str) and preferred.strip() and preferred.strip() != served.strip():
+            rows.append({"prompt": prompt, "chosen": preferred, "rejected": served, "id": answer["id"]})
+        elif fb.get("rating") in ("good", "bad"):
+            by_prompt.setdefault(prompt, {True: [], False: []})[fb["rating"] == "good"].append(answer["id"])
+    texts = {a["id"]: _text(a["outputs"][0]) for a, _ in judged}
+    for prompt, rated in by_prompt.items():
+        for good in rated[True]:
+            for bad in rated[False]:
+                if texts[good] != texts[bad]:
+                    rows.append({"prompt": prompt, "chosen": texts[good], "rejected": texts[bad], "id": good})
+    return rows
+
+
+def _binary_rows(judged: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows = []
+    for answer, fb in judged:
+        prompt, served = _text(answer["inputs"][0]), _text(answer["outputs"][0])
+        preferred = fb.get("preferred")
+        if isinstance(preferred, str) and preferred.strip() and preferred.strip() != served.strip():
+            rows.append({"prompt": prompt, "completion": preferred, "label": "good", "id": answer["id"]})
+            rows.append({"prompt": prompt, "completion": served, "label": "bad", "id": answer["id"]})
+        elif fb.get("rating") in ("good", "bad"):
+            rows.append({"prompt": prompt, "completion": served, "label": fb["rating"], "id": answer["id"]})
+    return rows
+
+
+FEEDBACK_KINDS: dict[str, Callable[[list[tuple[dict[str, Any], dict[str, Any]]]], list[dict[str, Any]]]] = {
+    "pairwise": _pairwise, "binary": _binary_rows}
+
+
+def feedback_from_log(log_path: Path | str, output: Path | str, *, kind: str = "pairwise",
+                      feedback_path: Path | str | None = None) -> ServedFeedback:
+    """Read a request log and its feedback file (default ``<log>.feedback.jsonl``) and write ``output`` (JSONL)."""
+    log_path = Path(log_path)
+    fb_path = Path(feedback_path) if feedback_path else log_path.with_name(f"{log_path.stem}.feedback.jsonl")
+    for p in (log_path, fb_path):
+        if not p.is_file():
+            raise UserError(f"{p}: no such file (the server writes the log with --log-requests and feedback beside it)")
+    result = served_feedback(_jsonl(log_path), _jsonl(fb_path), kind)
+    if not result.rows:
+        raise DataError(f"{fb_path}: {result.feedback} feedback row(s), none usable as {kind} preference data "
+                        f"({len(result.unmatched)} with an id not in {log_path})")
+    write_jsonl_atomic(Path(output), result.rows)
+    return result

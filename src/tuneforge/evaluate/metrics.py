@@ -294,25 +294,52 @@ def field_f1(refs: list[dict[str, Any]], preds: list[dict[str, Any] | None]) -> 
 # --------------------------------------------------------------------------------------------------
 
 
+References = Sequence[str | Sequence[str]]
+
+
+def alternatives(ref: str | Sequence[str]) -> list[str]:
+    """The references of one item as a list: a string is one reference, a list holds all of them.
+
+    >>> alternatives("a"), alternatives(["a", "b"])
+    (['a'], ['a', 'b'])
+    """
+    alts = [ref] if isinstance(ref, str) else list(ref)
+    if not alts or not all(isinstance(a, str) for a in alts):
+        raise ValueError(f"a reference must be a string or a non-empty list of strings, not {ref!r}")
+    return alts
+
+
+def reference_streams(refs: References) -> list[list[Any]]:
+    """sacrebleu's layout of multi-reference data: stream ``k`` holds every item's ``k``-th reference,
+    ``None`` where an item has fewer (sacrebleu ignores those, so items may have different counts)."""
+    lists = [alternatives(r) for r in refs]
+    width = max(len(alts) for alts in lists)
+    return [[alts[k] if k < len(alts) else None for alts in lists] for k in range(width)]
+
+
 @METRICS.register("rouge_l", config=TextMetric(per_item=True))
-def rouge_l(refs: list[str], preds: list[str]) -> float:
+def rouge_l(refs: References, preds: list[str]) -> float:
     """Mean ROUGE-L F-measure (longest common subsequence; Lin, 2004), on a 0-1 scale.
 
     Computed by Google's ``rouge_score`` with the Porter stemmer, the setting most papers report.
     Its default tokenizer keeps only ASCII letters and digits, so non-Latin text scores 0; use
-    ``chrf`` there.
+    ``chrf`` there. An item with several references scores against the best of them (``score_multi``),
+    as the E2E challenge scored it.
     """
     from rouge_score import rouge_scorer
 
     check_pairs(refs, preds)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    scores = [scorer.score(r, p)["rougeL"].fmeasure for r, p in zip(refs, preds)]
+    scores = [max(scorer.score(a, p)["rougeL"].fmeasure for a in alternatives(r)) for r, p in zip(refs, preds)]
     return float(sum(scores) / len(scores))
 
 
 @METRICS.register("bleu", config=TextMetric(value="score"))
-def bleu(refs: list[str], preds: list[str]) -> dict[str, Any]:
+def bleu(refs: References, preds: list[str]) -> dict[str, Any]:
     """Corpus BLEU (Papineni et al., 2002) on a 0-100 scale, with sacrebleu's signature.
+
+    An item given as a list of references counts n-gram matches against all of them (clipped by the
+    most any one reference holds) and takes the closest reference length, as multi-reference BLEU does.
 
     Why the signature: BLEU moves by points with tokenisation and smoothing, so a score is only
     comparable with another that has the same signature (Post, 2018, https://aclanthology.org/W18-6319).
@@ -321,21 +348,23 @@ def bleu(refs: list[str], preds: list[str]) -> dict[str, Any]:
 
     check_pairs(refs, preds)
     metric = BLEU()
-    return {"score": float(metric.corpus_score(preds, [refs]).score), "signature": str(metric.get_signature())}
+    return {"score": float(metric.corpus_score(preds, reference_streams(refs)).score),
+            "signature": str(metric.get_signature())}
 
 
 @METRICS.register("chrf", config=TextMetric(value="score"))
-def chrf(refs: list[str], preds: list[str]) -> dict[str, Any]:
+def chrf(refs: References, preds: list[str]) -> dict[str, Any]:
     """Corpus chrF (Popović, 2015; character n-gram F-score) on a 0-100 scale, with sacrebleu's signature.
 
     Works on any script and rewards partial word matches, so it suits morphologically rich languages
-    better than BLEU.
+    better than BLEU. With several references per item, each item counts against its best one (sacrebleu).
     """
     from sacrebleu.metrics import CHRF
 
     check_pairs(refs, preds)
     metric = CHRF()
-    return {"score": float(metric.corpus_score(preds, [refs]).score), "signature": str(metric.get_signature())}
+    return {"score": float(metric.corpus_score(preds, reference_streams(refs)).score),
+            "signature": str(metric.get_signature())}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,14 +14,16 @@ from typing import Any
 
 import torch
 
-from tuneforge.evaluate.metrics import METRICS, TextMetric, check_pairs
+from tuneforge.evaluate.metrics import METRICS, References, TextMetric, alternatives, check_pairs
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
 @METRICS.register("rouge")
-def rouge(refs: list[str], preds: list[str]) -> dict[str, float]:
+def rouge(refs: References, preds: list[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L/Lsum F-measures (Lin, 2004) on a 0-1 scale, via ``rouge_score`` with the Porter stemmer.
+
+    An item with several references takes, for each variant, its best reference (``score_multi``).
 
     ROUGE-Lsum is the summary-level LCS: sentences are the lines of the text (split on ``\\n``), as
     in ``rouge_score``; put one sentence per line to get the number summarisation papers report.
@@ -32,26 +34,26 @@ def rouge(refs: list[str], preds: list[str]) -> dict[str, float]:
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     for r, p in zip(refs, preds):
-        scores = scorer.score(r, p)
+        scores = scorer.score_multi(alternatives(r), p)
         for name in ROUGE_TYPES:
             totals[name] += scores[name].fmeasure
     return {name: totals[name] / n for name in ROUGE_TYPES}
 
 
 @METRICS.register("rouge_1", config=TextMetric(per_item=True))
-def rouge_1(refs: list[str], preds: list[str]) -> float:
+def rouge_1(refs: References, preds: list[str]) -> float:
     """Mean ROUGE-1 F-measure (unigram overlap), the first of ``rouge``'s values, for selecting by name."""
     return rouge(refs, preds)["rouge1"]
 
 
 @METRICS.register("rouge_2", config=TextMetric(per_item=True))
-def rouge_2(refs: list[str], preds: list[str]) -> float:
+def rouge_2(refs: References, preds: list[str]) -> float:
     """Mean ROUGE-2 F-measure (bigram overlap), for selecting by name."""
     return rouge(refs, preds)["rouge2"]
 
 
 @METRICS.register("rouge_lsum", config=TextMetric(per_item=True))
-def rouge_lsum(refs: list[str], preds: list[str]) -> float:
+def rouge_lsum(refs: References, preds: list[str]) -> float:
     """Mean summary-level ROUGE-L F-measure (sentences = lines), for selecting by name."""
     return rouge(refs, preds)["rougeLsum"]
 
@@ -86,7 +88,7 @@ def _wordnet() -> tuple[Any, bool]:
 
 
 @METRICS.register("meteor", config=TextMetric(value="score", per_item=True))
-def meteor(refs: list[str | list[str]], preds: list[str]) -> dict[str, Any]:
+def meteor(refs: References, preds: list[str]) -> dict[str, Any]:
     """Mean METEOR (Banerjee and Lavie, 2005) on a 0-1 scale, by NLTK, with the settings it reports in.
 
     Tokenised with NLTK's regex ``wordpunct_tokenize`` (needs no downloaded model), lower-cased,
@@ -101,8 +103,8 @@ def meteor(refs: list[str | list[str]], preds: list[str]) -> dict[str, Any]:
     wordnet, real = _wordnet()
     total = 0.0
     for ref, pred in zip(refs, preds):
-        alternatives = [ref] if isinstance(ref, str) else list(ref)
-        total += meteor_score([wordpunct_tokenize(a) for a in alternatives], wordpunct_tokenize(pred), wordnet=wordnet)
+        total += meteor_score([wordpunct_tokenize(a) for a in alternatives(ref)], wordpunct_tokenize(pred),
+                              wordnet=wordnet)
     return {"score": total / n, "synonyms": real}
 
 
@@ -119,13 +121,14 @@ def _bertscore_pair(hyp: torch.Tensor, ref: torch.Tensor, hyp_w: torch.Tensor,
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
-def bertscore_items(refs: list[str], preds: list[str], *, encoder_path: str | None = None,
+def bertscore_items(refs: References, preds: list[str], *, encoder_path: str | None = None,
                     layer: int | None = None) -> list[dict[str, float]]:
     """Per-item BERTScore ``{"precision", "recall", "f1"}`` (Zhang et al., 2020, https://arxiv.org/abs/1904.09675).
 
     Every token's embedding (layer ``layer`` of the encoder, default its last) is matched to the most
     similar token of the other sentence; precision averages over the prediction's tokens, recall over
-    the reference's. No IDF weighting and no baseline rescaling (bert-score's defaults).
+    the reference's. No IDF weighting and no baseline rescaling (bert-score's defaults). An item with
+    several references keeps the one of highest F1 (bert-score's multi-reference rule).
     """
     from tuneforge.evaluate.embed import get_encoder
 
@@ -136,11 +139,18 @@ def bertscore_items(refs: list[str], preds: list[str], *, encoder_path: str | No
     special = {tok.cls_token_id, tok.sep_token_id}
     out = []
     for ref, pred in zip(refs, preds):
-        ids = [_encode(tok, s) for s in (pred, ref)]
-        hyp_e, ref_e = (enc.token_embeddings(i, layer) for i in ids)
-        hyp_w, ref_w = (torch.tensor([0.0 if t in special else 1.0 for t in i]) for i in ids)
-        p, r, f = _bertscore_pair(hyp_e, ref_e, hyp_w, ref_w)
-        out.append({"precision": p, "recall": r, "f1": f})
+        hyp_ids = _encode(tok, pred)
+        hyp_e = enc.token_embeddings(hyp_ids, layer)
+        hyp_w = torch.tensor([0.0 if t in special else 1.0 for t in hyp_ids])
+        best = None
+        for alt in alternatives(ref):
+            ref_ids = _encode(tok, alt)
+            ref_w = torch.tensor([0.0 if t in special else 1.0 for t in ref_ids])
+            p, r, f = _bertscore_pair(hyp_e, enc.token_embeddings(ref_ids, layer), hyp_w, ref_w)
+            if best is None or f > best[2]:
+                best = (p, r, f)
+        assert best is not None  # alternatives() is never empty
+        out.append({"precision": best[0], "recall": best[1], "f1": best[2]})
     return out
 
 
@@ -153,7 +163,7 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
 
 
 @METRICS.register("bertscore", config=TextMetric(value="f1", per_item=True))
-def bertscore(refs: list[str], preds: list[str], *, encoder_path: str | None = None,
+def bertscore(refs: References, preds: list[str], *, encoder_path: str | None = None,
               layer: int | None = None) -> dict[str, Any]:
     """Mean BERTScore precision, recall and F1 with the embedded MiniLM encoder (or ``encoder_path``)."""
     items = bertscore_items(refs, preds, encoder_path=encoder_path, layer=layer)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from tuneforge.evaluate.faithfulness import (faithfulness, faithfulness_markdown, slot_error_rate,
+                                             structured_inputs, vocabulary)
 from tuneforge.evaluate.metrics import METRICS, TextMetric, bootstrap_ci
 from tuneforge.tasks.base import Example, Task
 
@@ -47,20 +49,32 @@ def build_report(task: Task, examples: list[Example], base: dict[str, Any] | Non
                 None if base is None else _task_metric(task, examples, base, metric))
     if metrics:
         _add_text_metrics(report, list(metrics), examples, base, tuned)
+    _add_faithfulness(report, examples, base, tuned)
     report["samples"] = _samples(examples, base, tuned, samples)
     return report
 
 
-def text_pairs(examples: list[Example], predictions: list[dict[str, Any]]) -> tuple[list[str], list[str]] | None:
-    """References and predictions as text, or ``None`` when the task's are not text (labels are text)."""
-    refs = [e.target for e in examples]
+TextPairs = tuple[list[str | list[str]], list[str]]
+
+
+def text_pairs(examples: list[Example], predictions: list[dict[str, Any]]) -> TextPairs | None:
+    """References and predictions as text, or ``None`` when the task's are not text (labels are text).
+
+    An item with several references (``data.references_field``) gives the list of them, so each text
+    metric scores it with all of them (BLEU, chrF) or against the best one (ROUGE, METEOR, BERTScore).
+    """
+    refs: list[str | list[str]] = [e.references if e.references is not None else e.target for e in examples]
     preds = [p["prediction"] for p in predictions]
-    if all(isinstance(x, str) for x in refs + preds):
+    if all(isinstance(x, str) for x in preds) and all(_is_text(x) for x in refs):
         return refs, preds
     return None
 
 
-def text_metric(name: str, refs: list[str], preds: list[str]) -> float:
+def _is_text(ref: Any) -> bool:
+    return isinstance(ref, str) or (isinstance(ref, list) and all(isinstance(a, str) for a in ref))
+
+
+def text_metric(name: str, refs: Sequence[str | list[str]], preds: list[str]) -> float:
     """The number the registered text metric ``name`` gives (its ``TextMetric.value`` entry for a dict)."""
     info: TextMetric = METRICS.config(name)
     out = METRICS.get(name)(refs, preds)
@@ -90,7 +104,31 @@ def _add_text_metrics(report: dict[str, Any], names: list[str], examples: list[E
                 len(examples), _resampled_text(name, after), None if before is None else _resampled_text(name, before))
 
 
-def _resampled_text(name: str, pairs: tuple[list[str], list[str]]) -> Callable[[list[int]], float]:
+def _add_faithfulness(report: dict[str, Any], examples: list[Example], base: dict[str, Any] | None,
+                      tuned: dict[str, Any]) -> None:
+    """Text generated from structured inputs (``key[value]`` or JSON): the slot error rate of both models, per
+    item and in total, with the paired interval of its change (see ``evaluate.faithfulness``)."""
+    inputs = structured_inputs([e.text for e in examples])
+    after = text_pairs(examples, tuned["predictions"])
+    if inputs is None or after is None:
+        return
+    before = None if base is None else text_pairs(examples, base["predictions"])
+    vocab = vocabulary(inputs)
+    report["faithfulness"] = {"tuned": faithfulness(inputs, after[1])}
+    report["tuned"]["slot_error_rate"] = report["faithfulness"]["tuned"]["slot_error_rate"]
+    if before is not None:
+        report["faithfulness"]["base"] = faithfulness(inputs, before[1])
+        report["base"]["slot_error_rate"] = report["faithfulness"]["base"]["slot_error_rate"]
+        report["delta"]["slot_error_rate"] = report["tuned"]["slot_error_rate"] - report["base"]["slot_error_rate"]
+
+    def rate(preds: list[str]) -> Callable[[list[int]], float]:
+        return lambda idx: slot_error_rate([inputs[i] for i in idx], [preds[i] for i in idx], vocab)
+
+    report["intervals"]["slot_error_rate"] = _resampled_interval(
+        len(examples), rate(after[1]), None if before is None else rate(before[1]))
+
+
+def _resampled_text(name: str, pairs: TextPairs) -> Callable[[list[int]], float]:
     refs, preds = pairs
     return lambda idx: text_metric(name, [refs[i] for i in idx], [preds[i] for i in idx])
 
@@ -176,7 +214,8 @@ def _fmt(value: Any) -> str:
 
 def headline_table(report: dict[str, Any]) -> list[list[str]]:
     rows = [["metric", "base", "tuned", "change", "95% CI of change"]]
-    for metric in report["headline"] + report.get("metrics", []):
+    faithful = ["slot_error_rate"] if "faithfulness" in report else []
+    for metric in report["headline"] + report.get("metrics", []) + faithful:
         ci = report["intervals"].get(metric, {}).get("delta")
         sig = report["intervals"].get(metric, {}).get("significant")
         ci_text = "-" if ci is None else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" + (" real" if sig else " not significant")
@@ -258,6 +297,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         from tuneforge.evaluate.errors_analysis import analysis_markdown
 
         md.append(analysis_markdown(report["analysis"]))
+    if report.get("faithfulness"):
+        md += faithfulness_markdown(report["faithfulness"])
     if report.get("golden"):
         from tuneforge.evaluate.golden import golden_markdown
 

@@ -17,12 +17,14 @@ from typing import Any
 
 import yaml
 
+from tuneforge.evaluate.fairness import card_lines
 from tuneforge.run.folder import RunDir
 from tuneforge.files import write_text_atomic
 from tuneforge.tasks import TASKS
 from tuneforge.tasks.base import Task
 
 CARD_FILE = "MODEL_CARD.md"
+FAIRNESS_FILE = "fairness.json"  # written by `tuneforge fairness RUN`
 FAILURES_SHOWN = 5
 WORST_SHOWN = 3
 
@@ -50,7 +52,7 @@ def render_model_card(run_dir: Path | str) -> str:
     parts = [
         _title(recipe, compression),
         _base_model(recipe),
-        _intended_use(recipe, _read_json(run.data / "schema.json") or {}),
+        _intended_use(recipe, _read_json(run.data / "schema.json") or {}, _read_json(run.root / FAIRNESS_FILE)),
         _data(_read_json(run.data / "fingerprints.json")),
         _method(recipe, report),
         _compression(compression),
@@ -87,12 +89,13 @@ def answers_task(recipe: dict[str, Any]) -> type[Task]:
     return TASKS.get(recipe["task"]).answers_task(recipe)
 
 
-def _intended_use(recipe: dict[str, Any], schema: dict[str, Any]) -> str:
+def _intended_use(recipe: dict[str, Any], schema: dict[str, Any], fairness: dict[str, Any] | None) -> str:
+    """What the model is for, and what bias checks (``tuneforge fairness``, ``fairness.json``) found, if any ran."""
     does = answers_task(recipe).card_purpose(schema)
     return (f"## Intended use\n\nThis model {does}. It is meant for inputs like its training data (see Data) and "
             "was evaluated only on a held-out split of that data. Out of scope: inputs from another domain, "
             "language or format; decisions about people without human review; any use the base model's licence "
-            "forbids. It was not tested for bias, toxicity or robustness to adversarial input.\n")
+            f"forbids. {card_lines(fairness)}\n")
 
 
 def _data(fingerprints: dict[str, Any] | None) -> str:

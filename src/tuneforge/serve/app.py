@@ -49,6 +49,7 @@ from tuneforge.serve.batching import Batcher, BatchStats, QueueFull
 from tuneforge.serve.config import ServeConfig, resolve_api_key
 from tuneforge.serve.continuous import ContinuousBatcher, Stream, TextDeltas
 from tuneforge.serve.error_shape import error_body
+from tuneforge.serve.feedback import register_feedback
 from tuneforge.serve.guard import Guard, Scope
 from tuneforge.serve.metrics import Metrics
 from tuneforge.serve.redact import redact
@@ -69,7 +70,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 Predict = Callable[[list[Example]], Awaitable[list[dict[str, Any]]]]  # validated, batched, timed-out prediction
 SSE = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events when stream is true"}}
-KNOWN = {"/health", "/metrics", "/v1/chat/completions", "/v1/completions", "/v1/models"}  # and the task's own route
+# and the task's own route
+KNOWN = {"/health", "/metrics", "/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/feedback"}
 DOCS = {"/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")  # a field name fit to repeat: ours all are
 MAX_ERRORS = 20  # validation errors listed in one answer (a list of 10,000 bad items needs no 10,000 lines)
@@ -206,6 +208,7 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
 
     _task_routes(app, served, run_generated if decoder is not None else run, auth, models.texts)
     _openai_routes(app, served, run, generated, auth, models.chat, models.completion)
+    register_feedback(app, cfg, auth, RequestLog)
     return app
 
 
@@ -338,6 +341,7 @@ def _openai_routes(app: FastAPI, served: ServedModel, run: Predict, decoding: De
         _refuse_unsupported(body)
         if decoding is None:
             answer, usage = await answer_one(example, body.max_completion_tokens or body.max_tokens, request)
+            request.state.log["id"] = ident  # so feedback on this answer (/v1/feedback) finds it in the log
             if body.stream:
                 return _sse(_listed(_whole_chunks(kind, ident, created_at, served.name, answer)))
             return _response(kind, ident, created_at, served.name, [answer], usage)
@@ -345,7 +349,7 @@ def _openai_routes(app: FastAPI, served: ServedModel, run: Predict, decoding: De
                                  None if body.seed is None else body.seed + i, body.stop_strings())
                  for i in range(body.n)]
         streams = decoding.open([example] * body.n, rules)
-        request.state.log = {"inputs": [example.text]}
+        request.state.log = {"inputs": [example.text], "id": ident}  # the id /v1/feedback refers to
         if body.stream:
             return _sse(_token_chunks(kind, ident, created_at, served.name, streams, served, rules))
         done = await decoding.finish(streams)

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from tuneforge.cli import describe_error
+from tuneforge.messages import describe_error
 from tuneforge.errors import UserError
 from tuneforge.studio.context import Studio, studio
 from tuneforge.studio.pages import PAGES

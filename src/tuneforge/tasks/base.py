@@ -52,6 +52,9 @@ class Example:
     text: str
     target: Any
     messages: list[dict[str, str]] = field(default_factory=list)
+    #: every acceptable answer when the data gives several (generation's ``data.references_field``); scores use
+    #: them all, training learns ``target``
+    references: list[str] | None = None
     #: the whole chat when more than the last answer is trained (or tools shape it); None for one prompt and answer
     conversation: Conversation | None = None
 

@@ -43,6 +43,18 @@ def detect_format(fields: dict[str, Any], recipe_data: Any) -> str:
     )
 
 
+def _references(rec: Record, field: str | None, problems: Problems) -> list[str] | None:
+    """The row's list of acceptable answers (``data.references_field``); ``None`` when the recipe names no such
+    field or the row lacks it (training rows usually hold one completion each, the test rows all references)."""
+    if field is None or field not in rec.fields:
+        return None
+    value = rec.fields[field]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        problems.add(rec, f"field {field!r} (data.references_field) must be a non-empty list of non-empty strings")
+        return None
+    return list(value)
+
+
 def sharegpt_messages(rec: Record, problems: Problems) -> list[dict[str, Any]] | None:
     """ShareGPT's ``conversations: [{from, value}]`` as chat messages (``human`` -> user, ``gpt`` -> assistant)."""
     turns = rec.fields.get("conversations")
@@ -73,6 +85,11 @@ def alpaca_history(rec: Record) -> list[dict[str, str]]:
     return turns
 
 
+def references_of(example: Example) -> list[str]:
+    """Every answer an item accepts: its ``references`` when the data gave them, else its one target."""
+    return example.references if example.references is not None else [example.target]
+
+
 @TASKS.register("generation")
 class Generation(Task):
     name = "generation"
@@ -91,6 +108,14 @@ class Generation(Task):
         return [] if self.recipe.prompt.system is None else [{"role": "system", "content": self.recipe.prompt.system}]
 
     def _parse_one(self, rec: Record, fmt: str, problems: Problems) -> Example | None:
+        """One row as an example; with ``data.references_field``, all its references ride along for scoring."""
+        refs = _references(rec, self.recipe.data.references_field, problems)
+        example = self._parse_body(rec, fmt, problems)
+        if example is not None and refs is not None:
+            example.references = refs
+        return example
+
+    def _parse_body(self, rec: Record, fmt: str, problems: Problems) -> Example | None:
         cfg = self.recipe.data
         if fmt in ("messages", "sharegpt"):
             turns = sharegpt_messages(rec, problems) if fmt == "sharegpt" else None
@@ -196,13 +221,15 @@ class Generation(Task):
         return [self.from_answer(text) for text in out]
 
     def score(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, Any]:
-        refs = [e.target for e in examples]
+        """BLEU against all references of each item, ROUGE-L against its best one; the number of references used."""
+        refs = [references_of(e) for e in examples]
         preds = [p["prediction"] for p in predictions]
         b = bleu(refs, preds)
-        return {"rouge_l": rouge_l(refs, preds), "bleu": b["score"], "bleu_signature": b["signature"]}
+        return {"rouge_l": rouge_l(refs, preds), "bleu": b["score"], "bleu_signature": b["signature"],
+                "references_per_item": sum(len(r) for r in refs) / len(refs)}
 
     def item_scores(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
-        return {"rouge_l": [rouge_l([e.target], [p["prediction"]]) for e, p in zip(examples, predictions)]}
+        return {"rouge_l": [rouge_l([references_of(e)], [p["prediction"]]) for e, p in zip(examples, predictions)]}
 
     def extra_eval(self, model: PreTrainedModel, examples: list[Example]) -> dict[str, Any]:
         """Perplexity of the reference answers (teacher-forced), end-of-turn token included."""

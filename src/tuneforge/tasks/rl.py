@@ -1,12 +1,18 @@
-"""On-policy reinforcement learning from a reward: GRPO or RLOO, inside the one training loop.
+"""On-policy reinforcement learning from a reward: GRPO, RLOO or PPO, inside the one training loop.
 
-Each call of ``loss`` is one on-policy step for a batch of prompts: sample ``rl.group_size`` completions
-per prompt from the current policy (no gradient), score them with the reward, turn the rewards into
-advantages against the group's own baseline, and return the policy-gradient loss plus ``rl.beta`` times
-the KL to the reference (the same network with its adapter off). No value model and no second copy of the
-policy: the group is the baseline (GRPO, Shao et al. 2024, https://arxiv.org/abs/2402.03300; RLOO,
-Ahmadian et al. 2024, https://arxiv.org/abs/2402.14740). One gradient step per sample batch, so the
-importance ratio is 1 and clipping has nothing to do; the loss is ``-A * log pi`` per token.
+``rl.algorithm`` picks the policy update (``ALGORITHMS``). GRPO and RLOO: each call of ``loss`` is one
+on-policy step for a batch of prompts: sample ``rl.group_size`` completions per prompt from the current
+policy (no gradient), score them with the reward, turn the rewards into advantages against the group's own
+baseline, and return the policy-gradient loss plus ``rl.beta`` times the KL to the reference (the same
+network with its adapter off). No value model and no second copy of the policy: the group is the baseline
+(GRPO, Shao et al. 2024, https://arxiv.org/abs/2402.03300; RLOO, Ahmadian et al. 2024,
+https://arxiv.org/abs/2402.14740). One gradient step per sample batch, so the importance ratio is 1 and
+clipping has nothing to do; the loss is ``-A * log pi`` per token.
+
+PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347; see ``tuneforge.preference.ppo``): the same
+samples, then a value head, GAE advantages on per-token rewards that carry the KL penalty to the adapter-off
+reference, and ``rl.ppo_epochs`` passes of ``rl.ppo_minibatches`` clipped-surrogate steps per rollout, each
+one optimizer step of the loop.
 
 Data, prompts, prediction and scoring come from ``rl.task`` (extraction or generation), so the report
 compares base and tuned models on that task's metrics, plus the mean ``reward`` of their greedy answers.
@@ -19,6 +25,7 @@ refusal comes before any model loads) and scoring; ``predict`` alone never compu
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
@@ -31,11 +38,12 @@ from tuneforge.infer import Sampling, generate_ids
 from tuneforge.tasks.answers import Group, adapter_off, check_reference, collate_groups, group_token_logps
 from tuneforge.preference.meter import Meter
 from tuneforge.tasks.decoding import generate_with_transformers, prompt_learning, stop_token_ids
+from tuneforge.preference.ppo import PPOLearner, PPOSettings, answer_logps_values
 from tuneforge.tasks.rewards import RewardFn, code_allowed, resolve_reward
 from tuneforge.recipe import RLConfig
 from tuneforge.registry import Registry
-from tuneforge.tasks.base import (IGNORE, TASKS, Encoded, Example, Task, pad_id, prompt_text,
-                                  without_ddp)
+from tuneforge.tasks.base import (IGNORE, TASKS, Encoded, Example, Task, collate_causal, pad_id,
+                                  prompt_text, without_ddp)
 
 
 # ----------------------------------------------------------------------------- advantages
@@ -86,6 +94,88 @@ def policy_gradient_loss(logp: torch.Tensor, ref_logp: torch.Tensor, advantages:
     sums = torch.zeros(n_rows, dtype=per_token.dtype, device=per_token.device).index_add(0, rows, per_token)
     counts = torch.bincount(rows, minlength=n_rows).clamp(min=1)
     return sums / counts
+
+
+# ----------------------------------------------------------------------------- policy updates
+class PolicyUpdate(ABC):
+    """How one training step turns sampled completions into a loss: what ``rl.algorithm`` names."""
+
+    @abstractmethod
+    def loss(self, task: ReinforcementLearning, model: PreTrainedModel,
+             batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]: ...
+
+
+class GroupBaseline(PolicyUpdate):
+    """GRPO / RLOO: one gradient step per sample batch, the group as the baseline, ``-A log pi + beta KL``."""
+
+    def __init__(self, cfg: RLConfig, advantages: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.cfg, self.advantages = cfg, advantages
+
+    def loss(self, task: ReinforcementLearning, model: PreTrainedModel,
+             batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        b, g = batch["input_ids"].shape[0], self.cfg.group_size
+        completions, rewards = task.rollout(model, batch)
+        advantages = self.advantages(rewards.view(b, g)).view(-1)  # (B * G,)
+        groups = task.groups(batch, completions)  # a prompt's G answers
+        collated = collate_groups(groups, pad_id(task.tokenizer))
+        grouped = {k: v.to(batch["input_ids"].device) for k, v in collated.items()}
+        logp, rows, _ = group_token_logps(model, grouped)  # (N,), (N,): each prompt runs once for its G answers
+        ref_logp = logp.detach()
+        if self.cfg.beta > 0:
+            with adapter_off(model):
+                ref_logp, _, _ = group_token_logps(model, grouped)
+        per_seq = policy_gradient_loss(logp, ref_logp, advantages.to(logp.device), rows, b * g, self.cfg.beta)  # (S,)
+        kl = torch.zeros(b * g, device=logp.device).index_add(0, rows, k3_kl(logp.detach(), ref_logp))  # (S,)
+        task.record(rewards, kl, completions)
+        return per_seq.view(b, g).mean(1).sum(), b
+
+
+class ProximalPolicy(PolicyUpdate):
+    """PPO (``tuneforge.preference.ppo``): a rollout serves ``rl.ppo_epochs x rl.ppo_minibatches`` clipped steps,
+    with a value head, GAE, and the KL to the adapter-off reference in the per-token reward."""
+
+    def __init__(self, cfg: RLConfig, seed: int) -> None:
+        self.cfg = cfg
+        self.learner = PPOLearner(PPOSettings(beta=cfg.beta, epochs=cfg.ppo_epochs, minibatches=cfg.ppo_minibatches,
+                                              clip=cfg.ppo_clip, value_clip=cfg.ppo_clip, gamma=cfg.gamma,
+                                              lam=cfg.lam, value_lr=cfg.value_lr, seed=seed))
+
+    def loss(self, task: ReinforcementLearning, model: PreTrainedModel,
+             batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        if self.learner.needs_rollout:
+            completions, rewards = task.rollout(model, batch)
+            groups = task.groups(batch, completions)
+            causal = {k: v.to(batch["input_ids"].device)
+                      for k, v in collate_causal([s for grp in groups for s in grp.sequences],
+                                                 pad_id(task.tokenizer)).items()}
+            reference = None
+            if self.cfg.beta > 0:
+                with adapter_off(model):
+                    reference, _, _ = answer_logps_values(model, None, causal)
+            r = self.learner.collect(model, causal, rewards, reference)
+            ref = r.logp_old if reference is None else reference
+            task.record(rewards, ((r.logp_old - ref) * r.mask).sum(-1), completions)
+        policy, n, stats = self.learner.step(model)
+        for name, value in stats.items():
+            task.meter.add(name, value, n)
+        return policy, n
+
+
+#: what ``rl.algorithm`` names: a policy update built from the RL section and the run's seed
+ALGORITHMS: Registry[Callable[[RLConfig, int], PolicyUpdate]] = Registry("rl algorithm")
+
+
+@ALGORITHMS.register("grpo")
+def grpo(cfg: RLConfig, seed: int) -> PolicyUpdate:
+    return GroupBaseline(cfg, grpo_advantages)
+
+
+@ALGORITHMS.register("rloo")
+def rloo(cfg: RLConfig, seed: int) -> PolicyUpdate:
+    return GroupBaseline(cfg, rloo_advantages)
+
+
+ALGORITHMS.register("ppo")(ProximalPolicy)
 
 
 # ----------------------------------------------------------------------------- the task
@@ -196,33 +286,36 @@ class ReinforcementLearning(Task):
 
     def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *,
              training: bool = False) -> tuple[torch.Tensor, int]:
-        """Summed per-prompt loss and the number of prompts; outside training, minus the mean sampled reward."""
+        """Summed per-prompt loss and the number of prompts (``rl.algorithm`` decides how); outside training,
+        minus the mean sampled reward."""
+        if training:
+            return self.update.loss(self, model, batch)
         b, g = batch["input_ids"].shape[0], self.cfg.group_size
+        _, rewards = self.rollout(model, batch)
+        return -rewards.view(b, g).mean(1).sum().to(batch["input_ids"].device), b
+
+    @cached_property
+    def update(self) -> PolicyUpdate:
+        return ALGORITHMS.get(self.cfg.algorithm)(self.cfg, self.recipe.train.seed)
+
+    def rollout(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[list[list[int]], torch.Tensor]:
+        """``group_size`` sampled completions per prompt and their rewards ``(B * G,)``."""
+        g = self.cfg.group_size
         completions = self._sample(model, batch)
         examples = [self._prompts[int(i)] for i in batch["index"] for _ in range(g)]
         texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
-        rewards = torch.tensor(self.reward_fn(texts, examples, self.inner), dtype=torch.float32)  # (B * G,)
-        if not training:
-            return -rewards.view(b, g).mean(1).sum().to(batch["input_ids"].device), b
-        advantages = ADVANTAGES.get(self.cfg.algorithm)(rewards.view(b, g)).view(-1)  # (B * G,)
-        prompts = [row[m.bool()].tolist() for row, m in zip(batch["input_ids"], batch["attention_mask"])]
-        groups = [Group.of([Encoded(input_ids=prompts[i] + c, labels=[IGNORE] * len(prompts[i]) + c)
-                            for c in completions[i * g : (i + 1) * g]]) for i in range(b)]  # a prompt's G answers
-        collated = collate_groups(groups, pad_id(self.tokenizer))
-        grouped = {k: v.to(batch["input_ids"].device) for k, v in collated.items()}
-        logp, rows, _ = group_token_logps(model, grouped)  # (N,), (N,): each prompt runs once for its G answers
-        ref_logp = logp.detach()
-        if self.cfg.beta > 0:
-            with adapter_off(model):
-                ref_logp, _, _ = group_token_logps(model, grouped)
-        per_seq = policy_gradient_loss(logp, ref_logp, advantages.to(logp.device), rows, b * g, self.cfg.beta)  # (S,)
-        self._record(rewards, logp.detach(), ref_logp, rows, completions)
-        return per_seq.view(b, g).mean(1).sum(), b
+        return completions, torch.tensor(self.reward_fn(texts, examples, self.inner), dtype=torch.float32)
 
-    def _record(self, rewards: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, rows: torch.Tensor,
-                completions: list[list[int]]) -> None:
+    def groups(self, batch: dict[str, torch.Tensor], completions: list[list[int]]) -> list[Group]:
+        """Each prompt with its G sampled answers, as answer groups (loss on the answer tokens only)."""
+        g = self.cfg.group_size
+        prompts = [row[m.bool()].tolist() for row, m in zip(batch["input_ids"], batch["attention_mask"])]
+        return [Group.of([Encoded(input_ids=prompts[i] + c, labels=[IGNORE] * len(prompts[i]) + c)
+                          for c in completions[i * g : (i + 1) * g]]) for i in range(len(prompts))]
+
+    def record(self, rewards: torch.Tensor, kl: torch.Tensor, completions: list[list[int]]) -> None:
+        """Log a sample batch: its mean reward and spread within groups, KL per sequence ``(S,)``, answer length."""
         n = len(completions)
-        kl = torch.zeros(n, device=logp.device).index_add(0, rows, k3_kl(logp, ref_logp))  # (S,): per sequence
         self.meter.add("reward", float(rewards.mean()), n)
         self.meter.add("reward_std", float(rewards.view(-1, self.cfg.group_size).std(-1).mean()), n)
         self.meter.add("kl", float(kl.mean()), n)
