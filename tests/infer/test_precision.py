@@ -29,8 +29,8 @@ def tok(tiny_decoder: Path) -> PreTrainedTokenizerBase:
 
 @pytest.mark.parametrize(("fast", "device", "want"), [(True, CPU, torch.bfloat16), (False, CPU, None),
                                                       (None, CPU, None), (True, META, None)])
-def test_auto_is_bf16_only_on_a_cpu_that_multiplies_it_natively(monkeypatch: pytest.MonkeyPatch, fast: bool | None,
-                                                                 device: torch.device, want: torch.dtype | None) -> None:
+def test_auto_is_bf16_only_on_a_cpu_that_multiplies_it_natively(
+        monkeypatch: pytest.MonkeyPatch, fast: bool | None, device: torch.device, want: torch.dtype | None) -> None:
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast)
     assert resolve_dtype("auto", device) == want
     assert resolve_dtype("float32", device) == torch.float32

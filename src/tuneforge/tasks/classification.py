@@ -172,7 +172,8 @@ class Classification(Task):
             scored = []
             for prompt in tqdm(prompts_ids, desc="classify", leave=False):
                 encoded = [Encoded(prompt + o, [IGNORE] * len(prompt) + o, n_answer=len(o)) for o in options]
-                scored.append([s for s, _ in answer_logprobs(model, tok, encoded, len(options), self.recipe.eval.dtype)])
+                pairs = answer_logprobs(model, tok, encoded, len(options), self.recipe.eval.dtype)
+                scored.append([s for s, _ in pairs])
         out = [torch.softmax(torch.tensor(scores), dim=0).tolist() for scores in scored]
         model.train(was_training)
         return out
