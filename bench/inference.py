@@ -66,7 +66,7 @@ def timed(fn: Callable[[], list[Generated]]) -> tuple[list[Generated], float]:
 def generation(model: Any, tok: Any, n: int, batch: int, new: int) -> dict[str, Any]:
     """Four sides on the same prompts, interleaved twice (a load spike from elsewhere hits all); means reported.
 
-    generate fp32, ours fp32, generate in auto's dtype, ours in auto's dtype (``eval.dtype`` auto).
+    generate fp32, ours fp32, generate bf16, ours bf16 (``eval.dtype: bfloat16``; "auto" decodes in float32).
     """
     chats = prompts(n)
     encoded = [prompt_ids(tok, c) for c in chats]
@@ -74,7 +74,7 @@ def generation(model: Any, tok: Any, n: int, batch: int, new: int) -> dict[str, 
 
     def old(dtype: Any) -> Callable[[], list[Generated]]:
         def run() -> list[Generated]:
-            with weights_in(model, dtype):
+            with weights_in(model, dtype, "decode"):
                 return generate_with_transformers(model, tok, encoded, rule, batch, "transformers")
         return run
 
@@ -82,8 +82,9 @@ def generation(model: Any, tok: Any, n: int, batch: int, new: int) -> dict[str, 
         return lambda: generate_answers(model, tok, chats, max_new_tokens=new, batch_size=batch, desc="infer",
                                         dtype=dtype)
 
-    sides = {"hf_fp32": old("float32"), "ours_fp32": fast("float32"), "hf_auto": old("auto"), "ours_auto": fast("auto")}
-    for dtype in ("float32", "auto"):  # warm-up (allocator, kernels) in both dtypes
+    sides = {"hf_fp32": old("float32"), "ours_fp32": fast("float32"), "hf_auto": old("bfloat16"),
+             "ours_auto": fast("bfloat16")}
+    for dtype in ("float32", "bfloat16"):  # warm-up (allocator, kernels) in both dtypes
         generate_answers(model, tok, chats[:2], max_new_tokens=4, batch_size=batch, dtype=dtype)
     outs: dict[str, list[Generated]] = {}
     seconds = {k: 0.0 for k in sides}
@@ -137,18 +138,19 @@ def scoring(model: Any, tok: Any, path: Path, hh: Path, pairs: int) -> dict[str,
 
 def write(out: Path, rows: list[dict[str, Any]], score: dict[str, Any] | None, argv: str) -> None:
     """The measured tables; a ``## Notes`` section already in ``out`` (written by hand) is kept."""
-    auto = resolve_dtype("auto", torch.device("cpu"))
+    auto = resolve_dtype("auto", torch.device("cpu"), "score")
     auto_name = str(auto or torch.float32).removeprefix("torch.")
     lines = ["# Inference results", "", f"Command: `{argv}`", "", f"Machine: {machine()}", "",
              "## Generation (SmolLM2-135M-Instruct, greedy, demo extraction prompts)", "",
              ("generate: length-sorted batches through transformers' `model.generate` (the pre-session "
               "`tasks.decoding.generate`); ours: `tuneforge.infer` (`tasks.decoding.generate` now). "
-              f"`eval.dtype: auto` is {auto_name} on this machine. The four sides run interleaved twice; each "
+              "`eval.dtype: auto` decodes in float32 (the model's own dtype); the bf16 columns are "
+              "`eval.dtype: bfloat16`. The four sides run interleaved twice; each "
               "figure is the mean of its two runs. Ratios are against generate in float32 (a user's default) and "
               "against generate in the same dtype."),
-             "", f"| batch | prompts | max new | generate fp32 tok/s | ours fp32 tok/s | generate {auto_name} tok/s | "
-             f"ours {auto_name} tok/s | ours {auto_name} / generate fp32 | ours / generate, same dtype | "
-             "identical fp32 | identical auto | auto = fp32 answers |",
+             "", "| batch | prompts | max new | generate fp32 tok/s | ours fp32 tok/s | generate bf16 tok/s | "
+             "ours bf16 tok/s | ours bf16 / generate fp32 | ours / generate, same dtype | "
+             "identical fp32 | identical bf16 | bf16 = fp32 answers |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t, n = r["tps"], r["prompts"]
@@ -158,7 +160,7 @@ def write(out: Path, rows: list[dict[str, Any]], score: dict[str, Any] | None, a
                      f"{r['auto_vs_fp32']}/{n} |")
     if score is not None:
         f32, au = score["float32"], score["auto"]
-        lines += ["", "## Held-out DPO scoring (hh_harmless pairs_test, `task.predict`)", "",
+        lines += ["", f"## Held-out DPO scoring (hh_harmless pairs_test, `task.predict`; auto = {auto_name} here)", "",
                   "SmolLM2 under a fresh LoRA adapter (r 16, every projection): policy and reference scores.", "",
                   "| pairs | float32 s | auto s | auto / float32 | max abs logp difference | same preferred answer |",
                   "|---|---|---|---|---|---|",

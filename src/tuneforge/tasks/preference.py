@@ -225,7 +225,7 @@ class Preference(FeedbackTask):
 
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
         reference = self._has_reference(model)
-        with weights_in(model, self.recipe.eval.dtype):  # held-out scoring in eval.dtype (tuneforge.infer.precision)
+        with weights_in(model, self.recipe.eval.dtype, "score"):  # in eval.dtype (tuneforge.infer.precision)
             scores = self._answer_scores(model, examples)
         preds = [{**s, "prediction": self._rewards(s, reference)} for s in scores]
         for e, p in zip(examples, preds):
