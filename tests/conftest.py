@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 import torch
 
+from tuneforge.infer import precision
+
 torch.set_num_threads(1)  # tiny models: threads only add noise and overhead
+
+
+@pytest.fixture(autouse=True)
+def _inference_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``eval.dtype: auto`` decodes in bfloat16 on CPUs with AMX or AVX-512-BF16; tests compare decoding with float32
+    references, so they see a CPU without (tests/infer/test_precision.py sets it back where bf16 is the point)."""
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
 
 
 @pytest.fixture(scope="session", autouse=True)

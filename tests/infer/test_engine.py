@@ -136,7 +136,7 @@ def test_bad_sampling_is_refused() -> None:
 def test_chat_generation_matches_the_transformers_path(model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> None:
     """``tasks.decoding`` on the fast path and on ``model.generate`` (its soft-prompt path) agree, end of turn too."""
     chats = [[{"role": "user", "content": t}] for t in ["say red", "the blue lamp is great item 3", "hi", "colour?"]]
-    fast = generate_answers(model, tok, chats, max_new_tokens=NEW, batch_size=3)
+    fast = generate_answers(model, tok, chats, max_new_tokens=NEW, batch_size=3, dtype="float32")
     from tuneforge.tasks.decoding import prompt_ids, stop_token_ids
     slow = generate_with_transformers(model, tok, [prompt_ids(tok, c) for c in chats], Sampling(max_new_tokens=NEW),
                                        2, "test")

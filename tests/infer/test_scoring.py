@@ -18,6 +18,6 @@ OPTIONS = [[40, 2], [41], [42, 43, 44, 2], [45, 2]]  # different lengths, so rig
 def test_batched_option_scores_equal_one_prompt_at_a_time(tiny_decoder: Path, batch_size: int) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_decoder).eval()
     want = [option_logprobs(model, p, OPTIONS, 0) for p in PROMPTS]
-    got = options_logprobs(model, PROMPTS, OPTIONS, 0, batch_size)
+    got = options_logprobs(model, PROMPTS, OPTIONS, 0, batch_size, "float32")
     assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-5, rtol=0)
     assert len({tuple(round(x, 3) for x in row) for row in got}) == len(PROMPTS)  # the prompts really differ

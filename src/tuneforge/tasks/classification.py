@@ -166,12 +166,14 @@ class Classification(Task):
         prompts_ids = [tok(prompt_text(tok, m), add_special_tokens=False)["input_ids"][-max(budget, 1) :]
                        for m in prompts]
         if shared_cache:  # prompts batched by length, each prompt's cache shared by its labels
-            scored = options_logprobs(model, prompts_ids, options, pad_id(tok), self.recipe.eval.batch_size)
+            scored = options_logprobs(model, prompts_ids, options, pad_id(tok), self.recipe.eval.batch_size,
+                                      self.recipe.eval.dtype)
         else:  # soft prompts own the cache's first positions: score each label as a full sequence
             scored = []
             for prompt in tqdm(prompts_ids, desc="classify", leave=False):
                 encoded = [Encoded(prompt + o, [IGNORE] * len(prompt) + o, n_answer=len(o)) for o in options]
-                scored.append([s for s, _ in answer_logprobs(model, tok, encoded, len(options))])
+                pairs = answer_logprobs(model, tok, encoded, len(options), self.recipe.eval.dtype)
+                scored.append([s for s, _ in pairs])
         out = [torch.softmax(torch.tensor(scores), dim=0).tolist() for scores in scored]
         model.train(was_training)
         return out

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tuneforge.infer import Generated, Sampling, generate_ids
 from tuneforge.infer.cache import new_cache
 from tuneforge.infer.engine import cache_keyword, left_padded
+from tuneforge.infer.precision import InferDtype, weights_in
 from tuneforge.tasks.base import (
     Encoded, answer_logits, collate_causal, end_of_turn, pad_id, prompt_text, without_ddp,
 )
@@ -57,13 +58,16 @@ def generate(
     batch_size: int,
     desc: str = "generate",
     sampling: Sampling | None = None,
+    dtype: InferDtype = "auto",
 ) -> list[str]:
     """Answers to chat prompts (greedy unless ``sampling`` says otherwise), decoded without special tokens.
 
     ``sampling`` carries temperature, top_p, seed and stop strings; its ``max_new_tokens`` wins.
+    ``dtype`` is the recipe's ``eval.dtype`` (``tuneforge.infer.precision``).
     """
     return [g.text.strip() for g in generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                                     batch_size=batch_size, desc=desc, sampling=sampling)]
+                                                     batch_size=batch_size, desc=desc, sampling=sampling,
+                                                     dtype=dtype)]
 
 
 def generate_answers(
@@ -75,13 +79,20 @@ def generate_answers(
     batch_size: int,
     desc: str = "generate",
     sampling: Sampling | None = None,
+    dtype: InferDtype = "auto",
 ) -> list[Generated]:
-    """Answers with their tokens and finish reasons, on the fast decode path (``tuneforge.infer``)."""
+    """Answers with their tokens and finish reasons, on the fast decode path (``tuneforge.infer``), in ``dtype``."""
     rule = sampling or Sampling(max_new_tokens=max_new_tokens)
     encoded = [prompt_ids(tokenizer, m) for m in prompts]
-    if prompt_learning(model):
-        return generate_with_transformers(model, tokenizer, encoded, rule, batch_size, desc)
-    with tqdm(total=len(prompts), desc=desc, leave=False) as bar:
+    with weights_in(model, dtype, "decode"):
+        if prompt_learning(model):
+            return generate_with_transformers(model, tokenizer, encoded, rule, batch_size, desc)
+        return _decode(model, tokenizer, encoded, rule, batch_size, desc)
+
+
+def _decode(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: list[list[int]], rule: Sampling,
+            batch_size: int, desc: str) -> list[Generated]:
+    with tqdm(total=len(encoded), desc=desc, leave=False) as bar:
         return generate_ids(model, tokenizer, encoded, [rule] * len(encoded), batch_size=batch_size,
                             stop_ids=stop_token_ids(tokenizer), pad=pad_id(tokenizer), on_done=lambda: bar.update(1))
 
@@ -127,9 +138,17 @@ def generate_with_transformers(model: PreTrainedModel, tokenizer: PreTrainedToke
 
 @torch.no_grad()
 def answer_logprobs(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: list[Encoded], batch_size: int,
+    dtype: InferDtype = "auto",
+) -> list[tuple[float, int]]:
+    """Summed log-probability of each example's answer tokens, and how many there were (model in ``dtype``)."""
+    with weights_in(model, dtype, "score"):
+        return _answer_logprobs(model, tokenizer, encoded, batch_size)
+
+
+def _answer_logprobs(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: list[Encoded], batch_size: int
 ) -> list[tuple[float, int]]:
-    """Summed log-probability of each example's answer tokens, and how many there were."""
     was_training = model.training
     model.eval()
     device = _device(model)
@@ -183,13 +202,20 @@ OPTION_ROWS = 128  # prompt x option rows per scoring forward: bounds the repeat
 
 @torch.no_grad()
 def options_logprobs(model: PreTrainedModel, prompts: list[list[int]], options: list[list[int]], pad: int,
-                     batch_size: int) -> list[list[float]]:
+                     batch_size: int, dtype: InferDtype = "auto") -> list[list[float]]:
     """Summed log-probability of each option after each prompt, many prompts per forward.
 
     :func:`option_logprobs` runs one prompt at a time, which on CPU leaves the matrix products
     at one row (bound by reading the weights). Here length-sorted prompts run together, left-padded;
-    their cache is repeated for the K options, which then run as one ``(B*K, W)`` batch.
+    their cache is repeated for the K options, which then run as one ``(B*K, W)`` batch. The model
+    runs in ``dtype`` (``tuneforge.infer.precision``).
     """
+    with weights_in(model, dtype, "score"):
+        return _options_logprobs(model, prompts, options, pad, batch_size)
+
+
+def _options_logprobs(model: PreTrainedModel, prompts: list[list[int]], options: list[list[int]], pad: int,
+                      batch_size: int) -> list[list[float]]:
     device = _device(model)
     k = len(options)
     per_forward = max(1, min(batch_size, OPTION_ROWS // k))

@@ -127,7 +127,8 @@ class Extraction(Task):
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
         ev = self.recipe.eval
         raw = generate(model, self.tokenizer, [self.prompt_messages(e) for e in examples],
-                       max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, desc="extract")
+                       max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, desc="extract",
+                       dtype=ev.dtype)
         return [self.from_answer(r) for r in raw]
 
     def from_answer(self, raw: str) -> dict[str, Any]:

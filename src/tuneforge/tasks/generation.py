@@ -217,7 +217,8 @@ class Generation(Task):
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
         ev = self.recipe.eval
         out = generate(model, self.tokenizer, [self.prompt_messages(e) for e in examples],
-                       max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, desc="generate")
+                       max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, desc="generate",
+                       dtype=ev.dtype)
         return [self.from_answer(text) for text in out]
 
     def score(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -233,7 +234,8 @@ class Generation(Task):
 
     def extra_eval(self, model: PreTrainedModel, examples: list[Example]) -> dict[str, Any]:
         """Perplexity of the reference answers (teacher-forced), end-of-turn token included."""
-        scored = answer_logprobs(model, self.tokenizer, [self.encode(e) for e in examples], self.recipe.eval.batch_size)
+        scored = answer_logprobs(model, self.tokenizer, [self.encode(e) for e in examples], self.recipe.eval.batch_size,
+                                 self.recipe.eval.dtype)
         nll = -sum(s for s, _ in scored)
         n = sum(k for _, k in scored)
         return {"perplexity": perplexity(nll, n) if n else math.nan}

@@ -80,7 +80,8 @@ class LanguageModeling(Task):
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
         windows = [self._windows(e) for e in examples]
         flat = [w for ws in windows for w in ws]
-        scored = iter(answer_logprobs(model, self.tokenizer, flat, self.recipe.eval.batch_size))
+        scored = iter(answer_logprobs(model, self.tokenizer, flat, self.recipe.eval.batch_size,
+                                      self.recipe.eval.dtype))
         out = []
         for ws in windows:
             parts = [next(scored) for _ in ws]

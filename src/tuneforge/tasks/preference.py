@@ -36,6 +36,7 @@ from tuneforge.preference.losses import LOSSES, SequenceScores
 from tuneforge.preference.meter import Meter
 from tuneforge.recipe import PreferenceConfig
 from tuneforge.tasks.base import TASKS, Encoded, Example, Task, pad_id, without_ddp
+from tuneforge.infer.precision import weights_in
 from tuneforge.tasks.decoding import generate
 
 
@@ -224,7 +225,8 @@ class Preference(FeedbackTask):
 
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
         reference = self._has_reference(model)
-        scores = self._answer_scores(model, examples)
+        with weights_in(model, self.recipe.eval.dtype, "score"):  # in eval.dtype (tuneforge.infer.precision)
+            scores = self._answer_scores(model, examples)
         preds = [{**s, "prediction": self._rewards(s, reference)} for s in scores]
         for e, p in zip(examples, preds):
             if e.target.kind == "single":  # `tuneforge predict` on prompt + completion rows: one implicit reward
@@ -243,10 +245,10 @@ class Preference(FeedbackTask):
         budget = self.recipe.train.max_length
         prompts = [fit_messages(self.tokenizer, e.target.messages, budget) for e in chosen]
         tuned = generate(model, self.tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
-                         batch_size=ev.batch_size, desc="generate (tuned)")
+                         batch_size=ev.batch_size, desc="generate (tuned)", dtype=ev.dtype)
         with adapter_off(model):
             base = generate(model, self.tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
-                            batch_size=ev.batch_size, desc="generate (reference)")
+                            batch_size=ev.batch_size, desc="generate (reference)", dtype=ev.dtype)
         judged = self._judge_scores(prompts, tuned, base)
         for k, (t, b) in enumerate(zip(tuned, base)):
             preds[k]["raw"] = t
