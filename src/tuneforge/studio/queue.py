@@ -180,7 +180,18 @@ class JobQueue:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.ws.logs / job.log, "ab") as log:
             proc = subprocess.Popen(job.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, start_new_session=True)
+                                    env=env, start_new_session=True, preexec_fn=_interruptible)
         self._procs[job.id] = proc
         job.pid, job.state, job.started = proc.pid, "running", time.time()
         self._save()
+
+
+def _interruptible() -> None:
+    """In the child, before exec: SIGINT back to its default action.
+
+    A studio started in the background by a shell (``tuneforge studio &``, a service) inherits SIGINT
+    as *ignored*, and an ignored signal stays ignored across exec: Python would then never raise
+    KeyboardInterrupt, and the stop button would hang instead of stopping the run cleanly.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
