@@ -229,6 +229,19 @@ def _baseline_lines(report: dict[str, Any]) -> list[str]:
     return md + ["| " + " | ".join(r) + " |" for r in rows[1:]]
 
 
+def _grounding_lines(report: dict[str, Any]) -> list[str]:
+    """Extraction: the share of predicted values the input never states, per field, base beside tuned."""
+    tuned = report["tuned"].get("invented_by_field")
+    if tuned is None:
+        return []
+    base = report.get("base", {}).get("invented_by_field", {})
+    md = ["", "## Grounding: predicted values that do not occur in the input", "",
+          f"Invented-value rate: {report['tuned']['invented_rate']:.3f} tuned"
+          + (f", {report['base']['invented_rate']:.3f} base" if "invented_rate" in report.get("base", {}) else "")
+          + ".", "", "| field | tuned | base |", "|---|---|---|"]
+    return md + [f"| {f} | {v:.3f} | {_fmt(base.get(f))} |" for f, v in sorted(tuned.items(), key=lambda kv: -kv[1])]
+
+
 def _choice_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     if report.get("choices"):
@@ -324,7 +337,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "training" in report:
         t = report["training"]
         md += [f"Training: {t.get('steps')} steps in {t.get('seconds', 0):.0f} s, best step {t.get('best_step')}."]
-    md += _baseline_lines(report) + _choice_lines(report)
+    md += _baseline_lines(report) + _grounding_lines(report) + _choice_lines(report)
     md += _interval_lines(report) + _side_by_side_lines(report["tuned"])
     md += _privacy_lines(report.get("privacy")) + _forgetting_lines(report.get("forgetting"))
     if report.get("analysis"):
