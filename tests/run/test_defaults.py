@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import sentiment_rows, write_jsonl
@@ -142,3 +143,11 @@ def test_a_tight_time_budget_cuts_the_chosen_steps(tmp_path: Path, tiny_encoder:
     result = api.train(three_line(tmp_path, tiny_encoder, train={"time_budget": 0.001}, eval={"baselines": []}),
                        dry_run=True, echo=lambda _line: None)
     assert result.preflight is not None and result.preflight.steps == 1
+
+
+def test_an_unknown_baseline_fails_before_training(tmp_path: Path, tiny_encoder: Path) -> None:
+    from tuneforge import api
+    from tuneforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown baseline 'knnn'"):
+        api.train(three_line(tmp_path, tiny_encoder, eval={"baselines": ["knnn"]}), dry_run=True)

@@ -148,6 +148,8 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
         recipe = with_choices(given, choices)
         task.recipe = recipe  # the task reads its train settings (label smoothing, batch sizes) from the recipe
     check_early_stopping_metric(recipe, task)
+    for name in recipe.eval.baselines:  # a typo fails now, not after training
+        BASELINES.get(name)
     slice_fields(splits.records["test"], recipe.eval.slice_by, "the test split")  # fails early on a typo
     train_enc = training_set(recipe, task, splits.examples["train"], echo, open_teacher=load_run)
     check = ForgettingCheck(recipe, task) if recipe.forgetting is not None else None
@@ -346,13 +348,19 @@ def cheap_baselines(run: RunDir, recipe: Recipe, task: Task, splits: Splits, tun
     own = str(resolved.path) if resolved.kind == "encoder" else None  # kNN over the base model's own embeddings
     ctx = BaselineContext(run_dir=run.root, recipe=recipe, task=task, train=splits.examples["train"], test=test,
                           encoder_path=own)
-    systems = {}
+    systems, skipped = {}, {}
     for name in recipe.eval.baselines:
         echo(f"scoring the {name} baseline on {len(test)} test items")
         started = time.perf_counter()
-        system = BASELINES.get(name)(ctx)
+        try:
+            system = BASELINES.get(name)(ctx)
+        except ValueError as err:  # e.g. one class in train: a baseline that cannot fit must not lose the run
+            skipped[name] = str(err)
+            echo(f"WARNING: the {name} baseline was skipped: {err}")
+            continue
         systems[name] = (system, time.perf_counter() - started)
-    return baseline_comparison(task, test, tuned, systems)
+    out = baseline_comparison(task, test, tuned, systems)
+    return {**out, "skipped": skipped} if skipped else out
 
 
 def check_early_stopping_metric(recipe: Recipe, task: Task) -> None:
