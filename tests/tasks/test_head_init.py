@@ -41,3 +41,11 @@ def test_the_imprinted_head_votes_like_the_nearest_centred_class_mean(tiny_encod
     assert done["train_accuracy"] == float((nearest == y).float().mean())
     rows = torch.nn.functional.normalize(head.weight.detach(), dim=-1)
     assert torch.allclose(rows, means, atol=1e-5)  # each label's row points at its centred mean
+
+
+def test_the_head_start_reads_at_most_a_fixed_number_of_rows_per_label() -> None:
+    from tuneforge.tasks.classification import per_class_sample
+
+    rows = [Example(where=str(i), text="t", target="a" if i % 4 else "b") for i in range(40)]
+    kept = per_class_sample(rows, 5)
+    assert [e.where for e in kept] == ["0", "1", "2", "3", "4", "5", "6", "8", "12", "16"]
