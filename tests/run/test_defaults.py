@@ -49,7 +49,8 @@ def test_a_large_set_gets_large_batches_and_one_epoch() -> None:
 def test_balance_decides_the_early_stopping_metric() -> None:
     balanced = picked(choose(LARGE, ENCODER, set(), None), "train.early_stopping")
     skewed = DataShape(rows=2_000, validation_rows=200, classes=3, smallest_class=50, largest_class=1_500)
-    assert balanced["metric"] == "accuracy"
+    assert balanced["metric"] == "accuracy" and balanced["patience"] == 3
+    assert picked(choose(FEW_SHOT, ENCODER, set(), None), "train.early_stopping")["patience"] == 5  # 128 noisy rows
     assert picked(choose(skewed, ENCODER, set(), None), "train.early_stopping")["metric"] == "macro_f1"
 
 
