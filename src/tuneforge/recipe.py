@@ -198,6 +198,12 @@ class TrainConfig(Section):
     report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = Field(
         default_factory=list, description="experiment trackers that also receive the run's metrics, through "
         "accelerate (offline where the tracker has an offline mode); see tuneforge.run.tracking")
+    head_init: Literal["random", "class_mean"] = Field(
+        "random", description="encoder classification: start the new label head at random, or as a "
+        "nearest-class-mean classifier over the body's features (chosen when the recipe leaves out method/train)")
+    time_budget: float = Field(300.0, gt=0, le=10**7, description="seconds of training the chosen steps must fit "
+                               "when the recipe leaves the steps to tuneforge (no epochs or max_steps given); "
+                               "the preflight's measured throughput turns it into steps")
 
     @model_validator(mode="before")
     @classmethod
@@ -228,6 +234,7 @@ class TrainConfig(Section):
     def _default_epochs(self) -> TrainConfig:
         if self.epochs is None and self.max_steps is None:
             self.epochs = 3.0
+            self.model_fields_set.discard("epochs")  # a default, not the user's: tuneforge may still choose it
         speed = self.speed
         if speed.pack_width is not None and speed.pack_width < self.max_length:
             raise ValueError(f"speed.pack_width ({speed.pack_width}) must be at least max_length ({self.max_length}): "
@@ -297,6 +304,9 @@ class EvalConfig(Section):
     judge: Path | None = Field(None, description="preference: a finished reward_model run folder (trained on other "
                                "data) that judges tuned against reference generations for the win rate")
     judge_prompts: int = Field(32, ge=0, description="preference: held-out prompts generated on for the win rate")
+    baselines: list[str] = Field(default_factory=lambda: ["knn", "tfidf"], description="tasks that predict labels: "
+                                 "cheap baselines scored on the same test items and compared with the fine-tune "
+                                 "(knn over the base model's own embeddings, tfidf + logistic regression); [] for none")
     metrics: list[str] = Field(default_factory=list, description="registered text metrics (rouge_1, chrf, bertscore "
                                "...) the report adds for tasks whose predictions are text, on base and tuned")
     dtype: EvalDtype = Field("auto", description="decoder tasks: dtype the model generates and scores in (restored "

@@ -58,8 +58,8 @@ def _shown(prediction: dict[str, Any]) -> Any:
     return prediction.get("raw", prediction["prediction"])
 
 
-def worst_items(examples: list[Example], predictions: list[dict[str, Any]], item: list[float] | None,
-                top: int = 10) -> list[dict[str, Any]]:
+def worst_items(examples: list[Example], predictions: list[dict[str, Any]],
+                item: list[float] | list[tuple[float, ...]] | None, top: int = 10) -> list[dict[str, Any]]:
     """Confident mistakes (wrong, by descending confidence) or, without confidences, the lowest item scores."""
     rows = []
     if all("confidence" in p for p in predictions):
@@ -74,9 +74,29 @@ def worst_items(examples: list[Example], predictions: list[dict[str, Any]], item
     if item is None:
         return rows
     for i in sorted(range(len(examples)), key=lambda i: item[i])[:top]:
+        score = item[i]
         rows.append({"where": examples[i].where, "input": examples[i].text, "reference": examples[i].target,
-                     "prediction": _shown(predictions[i]), "score": item[i]})
+                     "prediction": _shown(predictions[i]), "score": score[0] if isinstance(score, tuple) else score})
     return rows
+
+
+def informative_order(items: dict[str, list[float]]) -> list[str]:
+    """The per-item metrics, those that tell items apart first (most distinct values; ties keep the task's order).
+
+    Why: ranking an extraction's items by ``json_valid`` lists items that score 1.000 while every field is
+    wrong; field F1 (many values) then exact match (two) says which items are worst.
+    """
+    present = [m for m, v in items.items() if v]
+    return sorted(present, key=lambda m: -len(set(items[m])))
+
+
+def ranked_scores(items: dict[str, list[float]], order: list[str]) -> list[tuple[float, ...]] | None:
+    """One sort key per item: its scores in ``order`` (the lowest tuple is the worst item)."""
+    if not order:
+        return None
+    n = len(items[order[0]])
+    order = [m for m in order if len(items[m]) == n]  # a task may keep per-item lists of other lengths (pairs)
+    return [tuple(items[m][i] for m in order) for i in range(n)]
 
 
 def _slice_rows(keys: list[str], item: list[float]) -> list[dict[str, Any]]:
@@ -120,7 +140,9 @@ def analyse(task: Task, examples: list[Example], predictions: list[dict[str, Any
     items = task.item_scores(examples, predictions)
     metric = next((m for m in task.per_item_metrics if items.get(m)), None)
     item = items.get(metric) if metric else None
-    out: dict[str, Any] = {"metric": metric, "worst": worst_items(examples, predictions, item, top)}
+    ranking = informative_order(items)
+    out: dict[str, Any] = {"metric": metric, "ranked_by": ranking,
+                           "worst": worst_items(examples, predictions, ranked_scores(items, ranking), top)}
     if task.predicts_labels:
         scores = task.score(examples, predictions)
         out["confusion_pairs"] = confusion_pairs(scores["confusion_matrix"], top)
@@ -143,10 +165,17 @@ def analysis_markdown(analysis: dict[str, Any]) -> str:
         md += ["", f"{analysis['metric']} by {name}:", "", "| slice | n | score | 95% CI |", "|---|---|---|---|"]
         md += [f"| {r['slice']} | {r['n']} | {r['score']:.4f} | [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] |" for r in rows]
     if analysis.get("worst"):
-        title = "Most confident mistakes" if "confidence" in analysis["worst"][0] else "Lowest-scoring items"
+        title = "Most confident mistakes" if "confidence" in analysis["worst"][0] else worst_title(analysis)
         md += ["", f"{title}:", ""]
+        first = (analysis.get("ranked_by") or ["score"])[0]
         for w in analysis["worst"]:
-            how = f"confidence {w['confidence']:.3f}" if "confidence" in w else f"score {w['score']:.3f}"
+            how = f"confidence {w['confidence']:.3f}" if "confidence" in w else f"{first} {w['score']:.3f}"
             md.append(f"- `{w['where']}` {w['input']!r}: reference `{w['reference']}`, "
                       f"predicted `{w['prediction']}` ({how})")
     return "\n".join(md) + "\n"
+
+
+def worst_title(analysis: dict[str, Any]) -> str:
+    """``Lowest-scoring items (by field_f1, then exact_match)``: the ranking said out loud."""
+    order = analysis.get("ranked_by") or []
+    return "Lowest-scoring items" + (f" (by {', then '.join(order)})" if order else "")

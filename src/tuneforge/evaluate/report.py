@@ -205,6 +205,94 @@ def _samples(examples: list[Example], base: dict[str, Any] | None, tuned: dict[s
     return rows
 
 
+# ----------------------------------------------------------------------------- was fine-tuning worth it?
+def baseline_comparison(task: Task, examples: list[Example], tuned: dict[str, Any],
+                        systems: dict[str, tuple[Any, float]]) -> dict[str, Any]:
+    """Each cheap baseline against the fine-tune on the same test items, with a paired interval, and a verdict.
+
+    ``systems`` maps a baseline's name to (its ``System``: predictions on ``items``, the seconds it took). The
+    metric is the task's first per-item one (accuracy): the change fine-tuned minus baseline is resampled over
+    the same items, so a verdict holds only when its interval clears zero.
+    """
+    metric = task.per_item_metrics[0]
+    rows: dict[str, Any] = {}
+    for name, (system, seconds) in systems.items():
+        items = list(system.items)
+        mine = [tuned["items"][metric][i] for i in items]
+        theirs = task.item_scores([examples[i] for i in items], system.predictions)[metric]
+        entry = _paired_interval(mine, theirs)
+        rows[name] = {"description": system.description, metric: float(np.mean(theirs)),
+                      "tuned": float(np.mean(mine)), "n_items": len(items), "seconds": seconds,
+                      "delta": entry["delta"], "significant": entry["significant"]}
+    return {"metric": metric, "systems": rows, "verdict": verdict(metric, rows)}
+
+
+def verdict(metric: str, rows: dict[str, Any]) -> str:
+    """One line: does the fine-tune beat every baseline, with the paired interval of the closest one?"""
+    if not rows:
+        return "no baseline was scored"
+    closest = min(rows, key=lambda n: rows[n]["delta"][0])
+    lo, hi = rows[closest]["delta"]
+    gains = ", ".join(f"{n} by {r['tuned'] - r[metric]:+.3f}" for n, r in rows.items())
+    ci = f"paired 95% CI vs {closest} [{lo:+.3f}, {hi:+.3f}]"
+    if lo > 0:
+        which = "both baselines" if len(rows) == 2 else "every baseline"
+        return f"fine-tuning beats {which} on {metric}: {gains} ({ci})"
+    if hi < 0:
+        return (f"a baseline is better: do not fine-tune ({closest} {rows[closest][metric]:.3f} vs fine-tuned "
+                f"{rows[closest]['tuned']:.3f} {metric}, {ci})")
+    return (f"a baseline is as good: do not fine-tune ({closest} {rows[closest][metric]:.3f} vs fine-tuned "
+            f"{rows[closest]['tuned']:.3f} {metric}, {ci} includes zero)")
+
+
+def baseline_table(report: dict[str, Any]) -> list[list[str]]:
+    """The baselines beside the fine-tune: their score, the paired change and its interval, their cost."""
+    b = report["baselines"]
+    metric = b["metric"]
+    rows = [["system", metric, "fine-tuned minus it", "95% CI (paired)", "seconds"]]
+    for name, r in b["systems"].items():
+        lo, hi = r["delta"]
+        rows.append([name, f"{r[metric]:.4f}", f"{r['tuned'] - r[metric]:+.4f}",
+                     f"[{lo:+.4f}, {hi:+.4f}]" + (" real" if r["significant"] else " not significant"),
+                     f"{r['seconds']:.1f}"])
+    return rows
+
+
+def _baseline_lines(report: dict[str, Any]) -> list[str]:
+    if not report.get("baselines"):
+        return []
+    rows = baseline_table(report)
+    md = ["", "## Was fine-tuning worth it?", "", f"**{report['baselines']['verdict']}**", "",
+          "Cheap baselines on the same test items: " + "; ".join(
+              f"{n}: {r['description']}" for n, r in report["baselines"]["systems"].items()) + ".", "",
+          "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return md + ["| " + " | ".join(r) + " |" for r in rows[1:]]
+
+
+def _grounding_lines(report: dict[str, Any]) -> list[str]:
+    """Extraction: the share of predicted values the input never states, per field, base beside tuned."""
+    tuned = report["tuned"].get("invented_by_field")
+    if tuned is None:
+        return []
+    base = report.get("base", {}).get("invented_by_field", {})
+    md = ["", "## Grounding: predicted values that do not occur in the input", "",
+          f"Invented-value rate: {report['tuned']['invented_rate']:.3f} tuned"
+          + (f", {report['base']['invented_rate']:.3f} base" if "invented_rate" in report.get("base", {}) else "")
+          + ".", "", "| field | tuned | base |", "|---|---|---|"]
+    return md + [f"| {f} | {v:.3f} | {_fmt(base.get(f))} |" for f, v in sorted(tuned.items(), key=lambda kv: -kv[1])]
+
+
+def _choice_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    if report.get("choices"):
+        lines += ["", "## Chosen for you", "", "The recipe left these keys to tuneforge (give one to decide it):", ""]
+        lines += [f"- `{c['key']}` = `{c['value']}`: {c['reason']}" for c in report["choices"]]
+    if report.get("phases"):
+        lines += ["", "Wall time by phase: " + ", ".join(
+            f"{k.removesuffix('_s').replace('_', ' ')} {v:.1f} s" for k, v in report["phases"].items()) + "."]
+    return lines
+
+
 # ----------------------------------------------------------------------------- rendering
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
@@ -291,6 +379,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "training" in report:
         t = report["training"]
         md += [f"Training: {t.get('steps')} steps in {t.get('seconds', 0):.0f} s, best step {t.get('best_step')}."]
+    md += _baseline_lines(report) + _grounding_lines(report) + _choice_lines(report)
     md += _interval_lines(report) + _side_by_side_lines(report["tuned"])
     md += _privacy_lines(report.get("privacy")) + _forgetting_lines(report.get("forgetting"))
     if report.get("analysis"):

@@ -17,7 +17,7 @@ from tuneforge.data.readers import Record
 from tuneforge.run.splits import load_saved_split
 from tuneforge.errors import ConfigError
 from tuneforge.evaluate import page as html
-from tuneforge.evaluate.errors_analysis import analyse
+from tuneforge.evaluate.errors_analysis import analyse, worst_title
 from tuneforge.evaluate.report import headline_table
 from tuneforge.run.folder import RunDir
 from tuneforge.tasks.base import Example, Task
@@ -104,10 +104,11 @@ def _analysis_html(analysis: dict[str, Any]) -> str:
     worst = analysis.get("worst") or []
     if worst:
         confident = "confidence" in worst[0]
-        rows = [["where", "input", "reference", "prediction", "confidence" if confident else "score"]]
+        first = (analysis.get("ranked_by") or ["score"])[0]
+        rows = [["where", "input", "reference", "prediction", "confidence" if confident else first]]
         rows += [[w["where"], w["input"], w["reference"], w["prediction"],
                   f"{w['confidence' if confident else 'score']:.3f}"] for w in worst]
-        title = "Most confident mistakes" if confident else "Lowest-scoring items"
+        title = "Most confident mistakes" if confident else worst_title(analysis)
         parts.append(f"<h3>{title}</h3>" + html.table(rows))
     return "".join(parts)
 

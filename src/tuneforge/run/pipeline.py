@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,11 @@ from transformers import PreTrainedTokenizerBase
 from tuneforge.accel.allocator import loaded_allocator
 from tuneforge.data.readers import read_records
 from tuneforge.errors import ConfigError, UserError
+from tuneforge.evaluate.baselines import BASELINES, BaselineContext
 from tuneforge.evaluate.golden import gate, run_cases
-from tuneforge.evaluate.report import build_report, headline_table, model_scores, render_markdown, render_table
+from tuneforge.evaluate.report import (
+    baseline_comparison, baseline_table, build_report, headline_table, model_scores, render_markdown, render_table,
+)
 from tuneforge.evaluate.report_page import add_analysis, render_html, slice_fields
 from tuneforge.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from tuneforge.methods import count_parameters
@@ -40,6 +44,9 @@ from tuneforge.models.loading import load_tokenizer
 from tuneforge.models.resolve import resolve_model
 from tuneforge.recipe import Recipe, load_recipe, recipe_from_dict, recipe_to_yaml
 from tuneforge.run.catalogue import register_finished_run
+from tuneforge.run.defaults import (
+    Choice, InitialisesHead, ModelShape, as_overrides, budget_choice, choose, data_shape, model_params,
+)
 from tuneforge.run.folder import RunDir, claim_output, mark_owned, remove_owned
 from tuneforge.run.loading import build_task, load_run, load_split, model_for, open_run
 from tuneforge.run.model_card import write_model_card
@@ -98,7 +105,10 @@ def prepare_output(run: RunDir, *, resume: bool, overwrite: bool, recipe_yaml: s
     if claim == "exists":
         raise UserError(f"{run.root} holds an unfinished run; "
                         "pass --resume to continue it or --overwrite to start again")
-    if run.recipe.is_file() and run.recipe.read_text(encoding="utf-8") != recipe_yaml:
+    choices = run.root / CHOICES  # the recipe as given: what tuneforge chose is not the user's to repeat
+    saved = json.loads(choices.read_text(encoding="utf-8"))["given_recipe"] if choices.is_file() else (
+        run.recipe.read_text(encoding="utf-8") if run.recipe.is_file() else None)
+    if saved is not None and saved != recipe_yaml:
         raise UserError(f"cannot resume {run.root}: the recipe differs from the one it was started with "
                         f"({run.recipe}); use the same recipe, or --overwrite")
 
@@ -124,15 +134,24 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
                           "(tuneforge.run.composed.train) runs it")
     assert recipe.task is not None and recipe.data is not None
     run = RunDir(recipe.output)
-    recipe_yaml = recipe_to_yaml(recipe)
+    given_yaml = recipe_to_yaml(recipe)
     if not dry_run:
-        prepare_output(run, resume=resume, overwrite=overwrite, recipe_yaml=recipe_yaml)
+        prepare_output(run, resume=resume, overwrite=overwrite, recipe_yaml=given_yaml)
     resolved = resolve_model(recipe.model, allow_hub=recipe.allow_hub)
     tokenizer = load_tokenizer(resolved.path)
     task = build_task(recipe, tokenizer, resolved.kind)
     problems: list[str] = []
     splits = parse_splits(read_splits(recipe, task, problems), task, fit=True, problems=problems)
+    choices = saved_choices(run) if resume else None
+    if choices is None:
+        choices = default_choices(recipe, task, resolved.kind, model_params(resolved), splits)
+    given = recipe
+    if choices:
+        recipe = with_choices(given, choices)
+        task.recipe = recipe  # the task reads its train settings (label smoothing, batch sizes) from the recipe
     check_early_stopping_metric(recipe, task)
+    for name in recipe.eval.baselines:  # a typo fails now, not after training
+        BASELINES.get(name)
     slice_fields(splits.records["test"], recipe.eval.slice_by, "the test split")  # fails early on a typo
     train_enc = training_set(recipe, task, splits.examples["train"], echo, open_teacher=load_run)
     check = ForgettingCheck(recipe, task) if recipe.forgetting is not None else None
@@ -151,7 +170,18 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
                         n_test=len(splits.examples["test"]), cfg=recipe.train, device=device, precision=precision,
                         steps=steps, warnings=warnings + more, autocast=accelerator.autocast,
                         sources=split_sources(recipe))
+    budget = within_budget(recipe, choices, pre) if choices and not resume else None
+    if budget is not None:
+        choices = [*(fewer_validations(c, int(budget.value)) for c in choices), budget]
+        recipe = with_choices(given, choices)
+        task.recipe = recipe
+        pre.estimated_train_seconds = (pre.estimated_train_seconds or 0.0) * budget.value / max(pre.steps, 1)
+        pre.steps = int(budget.value)
+    recipe_yaml = recipe_to_yaml(recipe)
     echo("\n".join(["preflight", *("  " + line for line in pre.lines())]))
+    if choices:
+        echo("\n".join(["chosen for you (give a key in the recipe to decide it yourself)",
+                        *("  " + c.line() for c in choices)]))
     if dry_run:
         echo("resolved recipe:\n" + recipe_yaml)
         return TrainResult(run.root, None, pre)
@@ -162,9 +192,10 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     main = accelerator.is_main_process  # only the main process writes the run folder
     if main:
         write_run_start(run, recipe_yaml, splits, recipe, task, device, precision, pre, resume)
+        write_json_atomic(run.root / CHOICES, {"given_recipe": given_yaml, "choices": [c.as_dict() for c in choices]})
     try:
         report = train_and_report(run, recipe, task, splits, train_enc, model, method, accelerator, resume, echo,
-                                   check, on_validation)
+                                   check, on_validation, choices)
     except KeyboardInterrupt:
         if main:
             run.set_status("interrupted", resume_with="tuneforge train RECIPE --resume")
@@ -179,9 +210,14 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
 def train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, train_enc: list[Encoded],
                       model: nn.Module, method: Method[Any], accelerator: Accelerator, resume: bool,
                       echo: Any, check: ForgettingCheck | None,
-                      on_validation: ValidationHook | None = None) -> dict[str, Any] | None:
+                      on_validation: ValidationHook | None = None,
+                      choices: list[Choice] | None = None) -> dict[str, Any] | None:
     test = splits.examples["test"]
+    phases: dict[str, float] = {}
+    started = time.perf_counter()
     base = base_scores(run, recipe, task, model, test, echo) if accelerator.is_main_process else None
+    phases["base_scoring_s"] = time.perf_counter() - started
+    imprinted = start_head(recipe, task, model, splits.examples["train"], resume, echo)
     hooks = check.hooks(run, echo, main=accelerator.is_main_process) if check is not None else []
     validate = validator(task, recipe, splits) if splits.examples["validation"] else None
     metric = recipe.train.early_stopping.metric if recipe.train.early_stopping else "loss"
@@ -194,16 +230,28 @@ def train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, tr
     hooks += [OnValidation(on_validation)] if on_validation is not None else []
     tracking = TrackingHook.planned(recipe, run.root) if accelerator.is_main_process else None
     hooks += [tracking] if tracking is not None else []
+    started = time.perf_counter()
     state = fit(model, train_enc, recipe.train, hooks, task=task, method=method, run=run, accelerator=accelerator,
                 resume=resume, validate=validate, lower_is_better=lower)
+    phases["training_s"] = time.perf_counter() - started
     if not accelerator.is_main_process:
         return None  # the main process saves and scores the model
     model = accelerator.unwrap_model(model)
     save_model(run, method, model, task.tokenizer, task)
     echo(f"scoring the tuned model on {len(test)} test items")
+    started = time.perf_counter()
     tuned = score(task, model, test) if test else None
+    phases["tuned_scoring_s"] = time.perf_counter() - started
     training = state.summary()
-    extra: dict[str, Any] = {"adapter_bytes": folder_bytes(run.model)}
+    extra: dict[str, Any] = {"adapter_bytes": folder_bytes(run.model), "phases": phases}
+    if choices:
+        extra["choices"] = [c.as_dict() for c in choices]
+    if imprinted is not None:
+        extra["head_init"] = imprinted
+    if tuned is not None and recipe.eval.baselines and task.predicts_labels:
+        started = time.perf_counter()
+        extra["baselines"] = cheap_baselines(run, recipe, task, splits, tuned, echo)
+        phases["baselines_s"] = time.perf_counter() - started
     if dp is not None:
         extra["privacy"] = dp.spent(state.step)
     forgetting = [h.result for h in hooks if isinstance(h, ForgettingHook) and h.result is not None]
@@ -213,8 +261,113 @@ def train_and_report(run: RunDir, recipe: Recipe, task: Task, splits: Splits, tr
     if tracking is not None:
         tracking.finish(report)
     echo(render_table(headline_table(report)) if report else "no test split: nothing to report")
+    if report and report.get("baselines"):
+        echo(render_table(baseline_table(report)))
+        echo(report["baselines"]["verdict"])
     echo(f"run folder: {run.root}")
     return report
+
+
+# ----------------------------------------------------------------------------- defaults and baselines
+#: the run folder's record of what tuneforge chose and the recipe as the user gave it (a resume reuses both)
+CHOICES = "choices.json"
+
+
+def default_choices(recipe: Recipe, task: Task, kind: str, params: int, splits: Splits) -> list[Choice]:
+    """What :mod:`tuneforge.run.defaults` chooses for a recipe that leaves out ``method`` or ``train``.
+
+    A recipe that gives both is the user's own setup and gets nothing; otherwise every key the recipe gives
+    (in the file or by ``--set``) wins and the rest is chosen from the data's and the model's shape.
+    """
+    given_method = "method" in recipe.model_fields_set
+    if given_method and "train" in recipe.model_fields_set:
+        return []
+    train = splits.examples["train"]
+    labels = [str(e.target) for e in train] if task.predicts_labels else None
+    lengths = [len(task.tokenizer(e.text)["input_ids"]) for e in train[:2_000]]
+    shape = data_shape(len(train), len(splits.examples["validation"]), lengths, labels)
+    model = ModelShape(kind=kind, params=params,
+                       new_head=kind == "encoder" and task.predicts_labels and isinstance(task, InitialisesHead))
+    given = {f"train.{k}" for k in recipe.train.model_fields_set}
+    return choose(shape, model, given, recipe.method.name if given_method else None)
+
+
+def with_choices(recipe: Recipe, choices: list[Choice]) -> Recipe:
+    """The recipe with the choices merged under the keys it gives (which always win)."""
+    raw = recipe.model_dump(mode="json", exclude_unset=True)
+    merged = _merge_under(as_overrides(choices), raw)
+    return recipe_from_dict(merged, check_files=False)
+
+
+def _merge_under(chosen: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    out = dict(chosen)
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "method":
+            out[key] = _merge_under(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def within_budget(recipe: Recipe, choices: list[Choice], pre: Preflight) -> Choice | None:
+    """Cap the chosen steps to ``train.time_budget`` from the preflight's measured time per step."""
+    if not any(c.key == "train.epochs" for c in choices) or not pre.steps or not pre.estimated_train_seconds:
+        return None
+    return budget_choice(pre.steps, pre.estimated_train_seconds / pre.steps, recipe.train.time_budget)
+
+
+def fewer_validations(choice: Choice, steps: int) -> Choice:
+    """A chosen ``eval_every`` re-spaced for the steps the budget leaves (still about ten validations)."""
+    if choice.key != "train.eval_every":
+        return choice
+    return Choice(choice.key, max(10, steps // 10), choice.reason)
+
+
+def saved_choices(run: RunDir) -> list[Choice] | None:
+    """The choices a run being resumed made when it started (its throughput is not measured again)."""
+    path = run.root / CHOICES
+    if not path.is_file():
+        return None
+    return [Choice(**c) for c in json.loads(path.read_text(encoding="utf-8"))["choices"]]
+
+
+def start_head(recipe: Recipe, task: Task, model: nn.Module, train: list[Example], resume: bool,
+               echo: Any) -> dict[str, Any] | None:
+    """Imprint a new label head from class means (``train.head_init: class_mean``), after the base was scored."""
+    if recipe.train.head_init != "class_mean" or resume:
+        return None
+    if not isinstance(task, InitialisesHead) or task.model_kind != "encoder":
+        raise ConfigError(f"train.head_init: class_mean needs an encoder with a label head; {task.name} on a "
+                          f"{task.model_kind} has none (set train.head_init: random)")
+    started = time.perf_counter()
+    done = task.init_head(model, train)
+    done["seconds"] = time.perf_counter() - started
+    echo(f"head started from class means (temperature {done['temperature']:g}, "
+         f"training accuracy {done['train_accuracy']:.3f})")
+    return done
+
+
+def cheap_baselines(run: RunDir, recipe: Recipe, task: Task, splits: Splits, tuned: dict[str, Any],
+                    echo: Any) -> dict[str, Any]:
+    """Score ``eval.baselines`` on the same test items and compare each with the fine-tune, paired."""
+    test = splits.examples["test"]
+    resolved = resolve_model(recipe.model, allow_hub=recipe.allow_hub)
+    own = str(resolved.path) if resolved.kind == "encoder" else None  # kNN over the base model's own embeddings
+    ctx = BaselineContext(run_dir=run.root, recipe=recipe, task=task, train=splits.examples["train"], test=test,
+                          encoder_path=own)
+    systems, skipped = {}, {}
+    for name in recipe.eval.baselines:
+        echo(f"scoring the {name} baseline on {len(test)} test items")
+        started = time.perf_counter()
+        try:
+            system = BASELINES.get(name)(ctx)
+        except ValueError as err:  # e.g. one class in train: a baseline that cannot fit must not lose the run
+            skipped[name] = str(err)
+            echo(f"WARNING: the {name} baseline was skipped: {err}")
+            continue
+        systems[name] = (system, time.perf_counter() - started)
+    out = baseline_comparison(task, test, tuned, systems)
+    return {**out, "skipped": skipped} if skipped else out
 
 
 def check_early_stopping_metric(recipe: Recipe, task: Task) -> None:
@@ -344,7 +497,8 @@ def evaluate(run_dir: Path | str, *, echo: Any = print) -> dict[str, Any]:
         base = score(base_run.task, base_run.model, test)
         golden_base = run_cases(base_run.task, base_run.model, cases) if cases else None
     previous = json.loads(run.report_json.read_text(encoding="utf-8")) if run.report_json.is_file() else {}
-    kept = {k: previous[k] for k in ("adapter_bytes", "privacy", "forgetting") if k in previous}
+    kept = {k: previous[k] for k in ("adapter_bytes", "privacy", "forgetting", "choices", "head_init", "baselines",
+                                     "phases") if k in previous}
     if golden_tuned is not None:
         kept["golden"] = gate(golden_tuned, golden_base)
     report = finish(run, recipe, task, test, base, tuned, params, previous.get("training"), kept)

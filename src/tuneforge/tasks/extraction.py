@@ -151,6 +151,7 @@ class Extraction(Task):
             "field_precision": prf["precision"],
             "field_recall": prf["recall"],
             "per_field": prf["per_field"],
+            **invented_values([e.text for e in examples], preds, self.fields),
         }
 
     def item_scores(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -158,6 +159,7 @@ class Extraction(Task):
         return {
             "json_valid": [float(p["prediction"] is not None) for p in predictions],
             "exact_match": [exact_match([r], [p]) for r, p in zip(refs, preds)],
+            "field_f1": [item_field_f1(r, p) for r, p in zip(refs, preds)],
         }
 
     # -- serving and the model card ---------------------------------------------------
@@ -177,3 +179,41 @@ class Extraction(Task):
     @classmethod
     def is_wrong(cls, reference: Any, prediction: Any) -> bool:
         return not isinstance(prediction, dict) or normalise_record(reference) != normalise_record(prediction)
+
+
+def item_field_f1(ref: dict[str, Any], pred: dict[str, Any] | None) -> float:
+    """Field F1 of one record; a record with no fields that is predicted with none is right (1.0), not 0."""
+    if not normalise_record(ref) and not normalise_record(pred or {}):
+        return 1.0
+    return float(field_prf([ref], [pred])["f1"])
+
+
+def _values(value: Any) -> list[str]:
+    """A field's predicted value as the strings that should occur in the input (a list holds several)."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [str(v).strip() for v in items if v is not None and str(v).strip()]
+
+
+def invented_values(texts: list[str], preds: list[dict[str, Any] | None], fields: list[str]) -> dict[str, Any]:
+    """Grounding: the share of predicted values that do not occur in the input (case-insensitive), per field.
+
+    A value the input never states is invented (a brand guessed from the product type, "Hestia" made
+    into a value the listing does not hold); it is the error a copy-from-input constraint would remove. Fields
+    whose values are rightly not copied (a normalised unit, a yes/no) show a high rate by design, so read it per
+    field. ``invented_rate`` is over all predicted values; a field with no predicted values is left out.
+
+    >>> invented_values(["Acme red mug"], [{"brand": "Acme", "colour": "blue"}], ["brand", "colour"])["invented_rate"]
+    0.5
+    """
+    counts = {f: [0, 0] for f in fields}  # field -> [invented, predicted]
+    for text, pred in zip(texts, preds):
+        haystack = text.casefold()
+        for field in fields:
+            for value in _values((pred or {}).get(field)):
+                counts[field][1] += 1
+                counts[field][0] += value.casefold() not in haystack
+    total = sum(n for _, n in counts.values())
+    return {"invented_rate": sum(i for i, _ in counts.values()) / total if total else 0.0,
+            "invented_by_field": {f: i / n for f, (i, n) in counts.items() if n}}
