@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -166,10 +168,10 @@ def test_encoded_examples_are_cached_by_fingerprint(tmp_path: Path, tiny_decoder
     monkeypatch.undo()
     monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
     # each of these decides the token ids, so each must miss
-    task.recipe.train.max_length = 32
+    task.configure(replace(task.settings, max_length=32))
     shorter, hit = encode_cached(task, examples)
     assert not hit and max(len(e.input_ids) for e in shorter) <= 32
-    task.recipe.train.max_length = 64
+    task.configure(replace(task.settings, max_length=64))
     examples[0].messages[-1]["content"] += " please"
     assert not encode_cached(task, examples)[1]
     task.tokenizer.chat_template = task.tokenizer.chat_template.replace("<|im_start|>system", "<|im_start|>sys")

@@ -247,7 +247,7 @@ def test_timeout_follows_the_preflights_measured_latency(ext_model: ServedModel,
 
     (tmp_path / "preflight.json").write_text(json.dumps(slow))
     slow_model = ServedModel(ext_model.loaded, "slow", tmp_path)
-    forwards = 1 + ext_model.task.recipe.eval.max_new_tokens
+    forwards = 1 + ext_model.task.settings.eval.max_new_tokens
     assert slow_model.forwards_per_item == forwards
     assert create_app(slow_model).state.timeout.seconds == pytest.approx(0.1 * forwards * 272 * 2)
     assert create_app(slow_model, ServeConfig(timeout=7)).state.timeout.seconds == 7  # the user's flag wins

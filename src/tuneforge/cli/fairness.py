@@ -37,7 +37,7 @@ def _fairness(args: argparse.Namespace) -> None:
     pairs = _pairs(args.terms, args.only_terms)
     loaded = load_run(args.run)
     test = load_split(args.run, loaded.task, "test")
-    names = args.slice_by or loaded.task.recipe.eval.slice_by
+    names = args.slice_by or loaded.task.settings.eval.slice_by
     fields = slice_fields(load_saved_split(Path(args.run) / "data", "test"), names, "the test split") if names else {}
     result = check_fairness(loaded.task, loaded.model, test, fields, pairs)
     write_json_atomic(Path(args.run) / FAIRNESS_FILE, result)

@@ -59,8 +59,8 @@ def slice_fields(records: list[Record], names: list[str], where: str) -> dict[st
 def add_analysis(report: dict[str, Any], run: RunDir, task: Task, test: list[Example],
                  predictions: list[dict[str, Any]]) -> None:
     """Error analysis of the tuned predictions, and the numbers behind each figure, into ``report``."""
-    records = load_saved_split(run.data, "test") if task.recipe.eval.slice_by else []
-    fields = slice_fields(records, task.recipe.eval.slice_by, str(run.data / "test.jsonl"))
+    records = load_saved_split(run.data, "test") if task.settings.eval.slice_by else []
+    fields = slice_fields(records, task.settings.eval.slice_by, str(run.data / "test.jsonl"))
     report["analysis"] = analyse(task, test, predictions, fields)
     figures: dict[str, Any] = {}
     curve = loss_curve(run.metrics)

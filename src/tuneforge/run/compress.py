@@ -135,7 +135,7 @@ def _timed_predict(task: Task, model: nn.Module, test: list[Example]) -> tuple[l
 
 def timed_score(task: Task, model: nn.Module, test: list[Example]) -> dict[str, Any]:
     """Predict and score ``test``; ``ms_per_item`` times ``task.predict`` after a warm-up batch."""
-    task.predict(model, test[: task.recipe.eval.batch_size])  # warm-up: first-call allocations, kernel choice
+    task.predict(model, test[: task.settings.eval.batch_size])  # warm-up: first-call allocations, kernel choice
     predictions, ms = _timed_predict(task, model, test)
     extra = task.extra_eval(model, test)
     return {"scores": model_scores(task, test, predictions, extra), "items": task.item_scores(test, predictions),

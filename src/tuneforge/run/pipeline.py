@@ -52,7 +52,7 @@ from tuneforge.run.loading import build_task, load_run, load_split, model_for, o
 from tuneforge.run.model_card import write_model_card
 from tuneforge.run.splits import Splits, parse_splits, read_splits, save_splits, split_sources
 from tuneforge.run.tracking import TrackingHook
-from tuneforge.tasks.base import Encoded, Example, Task, mean_loss
+from tuneforge.tasks.base import Encoded, Example, Task, TaskSettings, mean_loss
 from tuneforge.tasks.encode_cache import encode_cached
 from tuneforge.train.guards import ForgettingCheck, training_set
 from tuneforge.train.forgetting import ForgettingHook
@@ -148,7 +148,7 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     given = recipe
     if choices:
         recipe = with_choices(given, choices)
-        task.recipe = recipe  # the task reads its train settings (label smoothing, batch sizes) from the recipe
+        task.configure(TaskSettings.from_recipe(recipe))  # the choices reach the task's settings too
     check_early_stopping_metric(recipe, task)
     for name in recipe.eval.baselines:  # a typo fails now, not after training
         BASELINES.get(name)
@@ -174,7 +174,7 @@ def train(recipe: RecipeLike, *, resume: bool = False, dry_run: bool = False, ov
     if budget is not None:
         choices = [*(fewer_validations(c, int(budget.value)) for c in choices), budget]
         recipe = with_choices(given, choices)
-        task.recipe = recipe
+        task.configure(TaskSettings.from_recipe(recipe))
         pre.estimated_train_seconds = (pre.estimated_train_seconds or 0.0) * budget.value / max(pre.steps, 1)
         pre.steps = int(budget.value)
     recipe_yaml = recipe_to_yaml(recipe)

@@ -127,7 +127,7 @@ def create_app(served: ServedModel, cfg: ServeConfig | None = None) -> FastAPI:
     api_key = resolve_api_key(cfg.api_key_env)
     metrics = Metrics()
     models = request_models(cfg.max_items, cfg.max_text_chars)
-    max_input_tokens = cfg.max_input_tokens or served.task.recipe.train.max_length
+    max_input_tokens = cfg.max_input_tokens or served.task.settings.max_length
     log = RequestLog(cfg.log_requests) if cfg.log_requests else None
     limit = request_timeout(served, cfg)
 

@@ -102,7 +102,7 @@ class ServedModel:
         if self.task.predicts_labels:
             return Answer(text, 1, "stop")
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        limit = self.task.recipe.eval.max_new_tokens
+        limit = self.task.settings.eval.max_new_tokens
         if max_tokens is not None and len(ids) > max_tokens:
             # greedy decoding is prefix-stable: the first k tokens of a longer answer are the k-token answer
             return Answer(self.tokenizer.decode(ids[:max_tokens], skip_special_tokens=True), max_tokens, "length")
@@ -113,14 +113,14 @@ class ServedModel:
         and the label scorer feed it, system prompt and instruction included), an encoder's input with its
         special tokens, truncated to ``train.max_length`` as the classifier truncates it."""
         if self.task.model_kind == "encoder":
-            ids = self.tokenizer(example.text, truncation=True, max_length=self.task.recipe.train.max_length)
+            ids = self.tokenizer(example.text, truncation=True, max_length=self.task.settings.max_length)
             return len(ids["input_ids"])
         return self.count_tokens(prompt_text(self.tokenizer, self.task.prompt_messages(example)))
 
     @property
     def forwards_per_item(self) -> int:
         """Forward passes one input costs at most: one for an encoder, one per new token for a decoder."""
-        return 1 if self.task.model_kind == "encoder" else 1 + self.task.recipe.eval.max_new_tokens
+        return 1 if self.task.model_kind == "encoder" else 1 + self.task.settings.eval.max_new_tokens
 
 
     # -- generated answers (tasks that ``generate``: the server's own decode loop) ------
@@ -141,6 +141,6 @@ class ServedModel:
     def sampling(self, max_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
                  seed: int | None = None, stop: tuple[str, ...] = ()) -> Sampling:
         """A request's decoding choices; unset ones are offline ``predict``'s (greedy, ``eval.max_new_tokens``)."""
-        limit = self.task.recipe.eval.max_new_tokens
+        limit = self.task.settings.eval.max_new_tokens
         return Sampling(max_new_tokens=min(max_tokens or limit, limit), temperature=temperature or 0.0,
                         top_p=1.0 if top_p is None else top_p, seed=seed, stop=stop)

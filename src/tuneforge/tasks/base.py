@@ -24,7 +24,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tuneforge.tasks.packing import collate_packed
 from tuneforge.data.readers import Record
 from tuneforge.errors import ConfigError, DataError, UserError
-from tuneforge.recipe import Recipe
+from tuneforge.recipe import (TASK_SECTIONS, DataConfig, DistillConfig, EvalConfig, PromptConfig, Recipe,
+                              SpeedConfig)
 from tuneforge.registry import Registry
 from tuneforge.accel.fused_loss import linear_cross_entropy_sum
 
@@ -71,6 +72,45 @@ class Encoded:
     soft: list[float] | None = None
 
 
+@dataclass(frozen=True)
+class TaskSettings:
+    """The parts of a recipe that a task reads, and no more.
+
+    Why not the whole recipe: a task that held it read the method's, the server's and the training loop's
+    sections and grew decisions that belonged to them. A task gets the row layout (``data``), the prompt, the
+    evaluation settings, the few training settings that shape its examples and losses, and its own section;
+    ``from_recipe`` is the one place that picks them out.
+    """
+
+    data: DataConfig | None
+    prompt: PromptConfig
+    eval: EvalConfig
+    #: longest tokenised example (inputs are cut to it)
+    max_length: int
+    #: the training loss's label smoothing (validation reports the plain loss)
+    label_smoothing: float
+    #: the run's seed (RL's sampling stream and policy update)
+    seed: int
+    #: the speed section's packing and loss-chunking choices, which change how batches are built and scored
+    speed: SpeedConfig
+    #: the task's own recipe section (``TASK_SECTIONS``: ``preference``, ``reward``, ``rl``), None without one
+    own: Any = None
+    #: distillation into this task (a classifier learns the teacher's soft labels), None when the run does not distil
+    distill: DistillConfig | None = None
+    #: the method's name: a task whose loss needs the adapter-off reference refuses methods without one
+    method: str = "full"
+    #: whether code the recipe names (an RL reward function) may run
+    allow_code: bool = False
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> TaskSettings:
+        section = TASK_SECTIONS.get(recipe.task or "")
+        return cls(data=recipe.data, prompt=recipe.prompt, eval=recipe.eval, max_length=recipe.train.max_length,
+                   label_smoothing=recipe.train.label_smoothing, seed=recipe.train.seed, speed=recipe.train.speed,
+                   own=getattr(recipe, section) if section else None, distill=recipe.distill,
+                   method=recipe.method.name, allow_code=recipe.allow_code)
+
+
 #: a judge's scores of (prompt messages, answer) pairs: one reward each
 JudgeFn = Callable[[list[list[dict[str, str]]], list[str]], list[float]]
 
@@ -114,15 +154,20 @@ class Task(ABC):
                               "build it with tuneforge.run.loading.build_task")
         return self.open_judge(run_dir)
 
-    def __init__(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, model_kind: str) -> None:
-        self.recipe = recipe
+    def __init__(self, settings: TaskSettings, tokenizer: PreTrainedTokenizerBase, model_kind: str) -> None:
+        self.settings = settings
         self.tokenizer = tokenizer
         self.model_kind = model_kind
         self.schema: dict[str, Any] = {}
         self._clipped = 0
-        if recipe.train.speed.packing and model_kind != "decoder":
+        if settings.speed.packing and model_kind != "decoder":
             raise ConfigError("train.speed.packing applies to decoder models; "
                               "an encoder classifier has nothing to pack")
+
+    def configure(self, settings: TaskSettings) -> None:
+        """Take new settings after the run layer filled in its choices (batch sizes, label smoothing); a task that
+        wraps another passes them on."""
+        self.settings = settings
 
     # -- data -------------------------------------------------------------------------
     @abstractmethod
@@ -136,7 +181,7 @@ class Task(ABC):
         start for encoder inputs (an answer keeps its start: pass ``keep_end=False``).
         """
         keep = self.model_kind == "decoder" if keep_end is None else keep_end
-        out = clip_text(text, self.recipe.train.max_length, keep_end=keep)
+        out = clip_text(text, self.settings.max_length, keep_end=keep)
         if out is not text:
             self._clipped += 1
         return out
@@ -144,7 +189,7 @@ class Task(ABC):
     def report_clipped(self, what: str) -> None:
         """One warning for every text that ``clip`` cut while parsing ``what``, not one per row."""
         if self._clipped:
-            limit = self.recipe.train.max_length * CHARS_PER_TOKEN
+            limit = self.settings.max_length * CHARS_PER_TOKEN
             log.warning("tuneforge: warning: %d text(s) in %s are longer than %s characters (train.max_length x %d) "
                         "and were cut to that length before tokenising; the model sees at most train.max_length "
                         "tokens of a row anyway", self._clipped, what, f"{limit:,}", CHARS_PER_TOKEN)
@@ -168,9 +213,9 @@ class Task(ABC):
         return [self.encode(e) for e in examples]
 
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
-        speed = self.recipe.train.speed
+        speed = self.settings.speed
         if speed.packing:
-            width = speed.pack_width or speed.micro_batch_tokens or self.recipe.train.max_length
+            width = speed.pack_width or speed.micro_batch_tokens or self.settings.max_length
             return collate_packed(batch, pad_id=pad_id(self.tokenizer), max_tokens=width)
         return collate_causal(batch, pad_id=pad_id(self.tokenizer))
 
@@ -180,8 +225,8 @@ class Task(ABC):
 
         ``training`` adds the training-only terms (label smoothing); validation reports the plain loss.
         """
-        smoothing = self.recipe.train.label_smoothing if training else 0.0
-        return causal_loss_sum(model, batch, label_smoothing=smoothing, chunk=self.recipe.train.speed.loss_chunk)
+        smoothing = self.settings.label_smoothing if training else 0.0
+        return causal_loss_sum(model, batch, label_smoothing=smoothing, chunk=self.settings.speed.loss_chunk)
 
     # -- prediction and scoring -------------------------------------------------------
     @abstractmethod
@@ -233,7 +278,7 @@ class Task(ABC):
 
     def input_fields(self, text: str) -> dict[str, Any]:
         """The row that a bare input text stands for (a served text or prompt, a golden case's input)."""
-        return {self.recipe.data.text_field: text}
+        return {self.settings.data.text_field: text}
 
     def chat_fields(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         """The row that a chat request stands for: by default its last user message as the input text."""
@@ -551,4 +596,4 @@ def get_task(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, model_kind: str
     import tuneforge.tasks  # noqa: F401  (registers the built-in tasks)
 
     cls = TASKS.get(recipe.task)
-    return cls(recipe, tokenizer, model_kind)
+    return cls(TaskSettings.from_recipe(recipe), tokenizer, model_kind)

@@ -67,7 +67,7 @@ class Classification(Task):
         return self.schema["labels"]
 
     def parse(self, records: list[Record], what: str) -> list[Example]:
-        cfg = self.recipe.data
+        cfg = self.settings.data
         problems = Problems()
         examples = []
         for rec in records:
@@ -83,7 +83,7 @@ class Classification(Task):
         return examples
 
     def fit_schema(self, train: list[Example]) -> None:
-        declared = self.recipe.data.labels
+        declared = self.settings.data.labels
         seen = sorted({e.target for e in train})
         labels = list(declared) if declared else seen
         if len(labels) < 2:
@@ -91,11 +91,11 @@ class Classification(Task):
         self.schema = {"labels": labels, "train_counts": dict(Counter(e.target for e in train))}
 
     def with_placeholder(self, fields: dict[str, Any]) -> dict[str, Any]:
-        fields.setdefault(self.recipe.data.label_field, self.schema.get("labels", [""])[0])
+        fields.setdefault(self.settings.data.label_field, self.schema.get("labels", [""])[0])
         return fields
 
     def stratify_key(self) -> Callable[[Record], str] | None:
-        field = self.recipe.data.label_field
+        field = self.settings.data.label_field
         return lambda record: str(record.fields.get(field))
 
     def check_against_schema(self, examples: list[Example], what: str) -> None:
@@ -107,8 +107,8 @@ class Classification(Task):
 
     # -- formatting -------------------------------------------------------------------
     def _messages(self, text: str) -> list[dict[str, str]]:
-        instruction = self.recipe.prompt.instruction or DEFAULT_INSTRUCTION
-        system = self.recipe.prompt.system
+        instruction = self.settings.prompt.instruction or DEFAULT_INSTRUCTION
+        system = self.settings.prompt.system
         messages = [] if system is None else [{"role": "system", "content": system}]
         user = fill_placeholders(instruction, labels=", ".join(self.labels)) + "\n\nText: " + text
         return messages + [{"role": "user", "content": user}]
@@ -117,7 +117,7 @@ class Classification(Task):
         return self._messages(example.text)
 
     def encode(self, example: Example) -> Encoded:
-        max_length = self.recipe.train.max_length
+        max_length = self.settings.max_length
         if self.model_kind == "encoder":
             ids = self.tokenizer(example.text, truncation=True, max_length=max_length)["input_ids"]
             full = len(self.tokenizer(example.text)["input_ids"])
@@ -139,10 +139,10 @@ class Classification(Task):
             return super().loss(model, batch, training=training)
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "soft_labels")}
         logits = model(**inputs).logits.float()  # (B, n_labels)
-        smoothing = self.recipe.train.label_smoothing if training else 0.0
+        smoothing = self.settings.label_smoothing if training else 0.0
         loss = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum", label_smoothing=smoothing)
-        if training and "soft_labels" in batch and self.recipe.distill is not None:
-            cfg = self.recipe.distill
+        if training and "soft_labels" in batch and self.settings.distill is not None:
+            cfg = self.settings.distill
             soft = distillation_loss_sum(logits, batch["soft_labels"], cfg.temperature)
             loss = cfg.alpha * soft + (1 - cfg.alpha) * loss
         return loss, int(batch["labels"].numel())
@@ -166,7 +166,7 @@ class Classification(Task):
         feats: list[torch.Tensor] = []
         handle = head.register_forward_pre_hook(lambda _m, inputs: feats.append(inputs[0].detach().float()))
         try:
-            self._encoder_probs(model, [e.text for e in examples], self.recipe.eval.batch_size)
+            self._encoder_probs(model, [e.text for e in examples], self.settings.eval.batch_size)
         finally:
             handle.remove()
         x = torch.cat(feats)  # (N, H): what the head reads
@@ -199,7 +199,7 @@ class Classification(Task):
     # -- prediction -------------------------------------------------------------------
     def label_probabilities(self, model: PreTrainedModel, texts: list[str]) -> list[list[float]]:
         """P(label | text) for every label, in ``self.labels`` order."""
-        bs = self.recipe.eval.batch_size
+        bs = self.settings.eval.batch_size
         if self.model_kind == "encoder":
             return self._encoder_probs(model, texts, bs)
         return self._decoder_probs(model, texts)
@@ -214,20 +214,20 @@ class Classification(Task):
         """
         tok = self.tokenizer
         options = [tok(label + end_of_turn(tok), add_special_tokens=False)["input_ids"] for label in self.labels]
-        budget = self.recipe.train.max_length - max(len(o) for o in options)
+        budget = self.settings.max_length - max(len(o) for o in options)
         was_training = model.training
         model.eval()
         shared_cache = not getattr(model, "active_peft_config", None) or not model.active_peft_config.is_prompt_learning
         prompts_ids = [tok(prompt_text(tok, m), add_special_tokens=False)["input_ids"][-max(budget, 1) :]
                        for m in prompts]
         if shared_cache:  # prompts batched by length, each prompt's cache shared by its labels
-            scored = options_logprobs(model, prompts_ids, options, pad_id(tok), self.recipe.eval.batch_size,
-                                      self.recipe.eval.dtype)
+            scored = options_logprobs(model, prompts_ids, options, pad_id(tok), self.settings.eval.batch_size,
+                                      self.settings.eval.dtype)
         else:  # soft prompts own the cache's first positions: score each label as a full sequence
             scored = []
             for prompt in tqdm(prompts_ids, desc="classify", leave=False):
                 encoded = [Encoded(prompt + o, [IGNORE] * len(prompt) + o, n_answer=len(o)) for o in options]
-                pairs = answer_logprobs(model, tok, encoded, len(options), self.recipe.eval.dtype)
+                pairs = answer_logprobs(model, tok, encoded, len(options), self.settings.eval.dtype)
                 scored.append([s for s, _ in pairs])
         out = [torch.softmax(torch.tensor(scores), dim=0).tolist() for scores in scored]
         model.train(was_training)
@@ -239,7 +239,7 @@ class Classification(Task):
         model.eval()
         device = next(model.parameters()).device
         out: list[list[float]] = []
-        max_length = self.recipe.train.max_length
+        max_length = self.settings.max_length
         for start in range(0, len(texts), bs):
             enc = self.tokenizer(texts[start : start + bs], truncation=True, max_length=max_length, padding=True,
                                  return_tensors="pt")

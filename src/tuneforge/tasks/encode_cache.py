@@ -43,10 +43,10 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def fingerprint(task: Task, examples: list[Example]) -> str:
-    recipe = task.recipe
+    given = task.settings
     settings = {"version": FORMAT_VERSION, "task": task.name, "kind": task.model_kind, "schema": task.schema,
-                "data": recipe.data.model_dump(mode="json") if recipe.data is not None else None,
-                "prompt": recipe.prompt.model_dump(mode="json"), "max_length": recipe.train.max_length,
+                "data": given.data.model_dump(mode="json") if given.data is not None else None,
+                "prompt": given.prompt.model_dump(mode="json"), "max_length": given.max_length,
                 "tokenizer": tokenizer_fingerprint(task.tokenizer)}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for e in examples:
@@ -61,7 +61,7 @@ def _to_json(e: Encoded) -> list[Any]:
 
 def encode_cached(task: Task, examples: list[Example]) -> tuple[list[Encoded], bool]:
     """``task.encode_many(examples)``, from the cache when the fingerprint is there; returns (encoded, hit)."""
-    if task.recipe.data is None or not task.recipe.data.cache or not task.cacheable:
+    if task.settings.data is None or not task.settings.data.cache or not task.cacheable:
         return task.encode_many(examples), False
     path = cache_dir() / f"{fingerprint(task, examples)}.json"
     if path.is_file():

@@ -58,7 +58,7 @@ class Extraction(Task):
         return self.schema["fields"]
 
     def parse(self, records: list[Record], what: str) -> list[Example]:
-        cfg = self.recipe.data
+        cfg = self.settings.data
         problems = Problems()
         examples = []
         for rec in records:
@@ -83,11 +83,11 @@ class Extraction(Task):
         return examples
 
     def with_placeholder(self, fields: dict[str, Any]) -> dict[str, Any]:
-        fields.setdefault(self.recipe.data.target_field, {})
+        fields.setdefault(self.settings.data.target_field, {})
         return fields
 
     def fit_schema(self, train: list[Example]) -> None:
-        fields = list(self.recipe.data.fields or [])
+        fields = list(self.settings.data.fields or [])
         if not fields:
             for e in train:
                 fields.extend(k for k in e.target if k not in fields)
@@ -96,7 +96,7 @@ class Extraction(Task):
         self.schema = {"fields": fields}
 
     def check_against_schema(self, examples: list[Example], what: str) -> None:
-        if self.recipe.data.fields:  # declared fields: other keys are ignored in every split
+        if self.settings.data.fields:  # declared fields: other keys are ignored in every split
             return
         known = set(self.fields)
         bad = [f"{e.where}: unknown field(s) {sorted(set(e.target) - known)} (known: {', '.join(self.fields)})"
@@ -105,10 +105,10 @@ class Extraction(Task):
             raise DataError(f"{len(bad)} bad row(s) in {what}; fix them or list the fields in data.fields", bad)
 
     def _messages(self, text: str) -> list[dict[str, str]]:
-        instruction = self.recipe.prompt.instruction or DEFAULT_INSTRUCTION
-        system = self.recipe.prompt.system
+        instruction = self.settings.prompt.instruction or DEFAULT_INSTRUCTION
+        system = self.settings.prompt.system
         messages = [] if system is None else [{"role": "system", "content": system}]
-        absent = ABSENT[self.recipe.prompt.absent_fields]
+        absent = ABSENT[self.settings.prompt.absent_fields]
         user = fill_placeholders(instruction, fields=", ".join(self.fields), absent=absent) + "\n\nText: " + text
         return messages + [{"role": "user", "content": user}]
 
@@ -116,16 +116,16 @@ class Extraction(Task):
         return self._messages(example.text)
 
     def answer(self, target: dict[str, Any]) -> str:
-        omit = self.recipe.prompt.absent_fields == "omit"
+        omit = self.settings.prompt.absent_fields == "omit"
         return json.dumps({k: target.get(k) for k in self.fields if not (omit and target.get(k) is None)},
                           ensure_ascii=False)
 
     def encode(self, example: Example) -> Encoded:
         return encode_prompt_answer(self.tokenizer, self._messages(example.text), self.answer(example.target),
-                                    self.recipe.train.max_length)
+                                    self.settings.max_length)
 
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
-        ev = self.recipe.eval
+        ev = self.settings.eval
         raw = generate(model, self.tokenizer, [self.prompt_messages(e) for e in examples],
                        max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, desc="extract",
                        dtype=ev.dtype)

@@ -105,18 +105,19 @@ class Generation(Task):
             raise ConfigError("generation needs a decoder (text generation) model; pick one with `tuneforge models`")
 
     def _system(self) -> list[dict[str, str]]:
-        return [] if self.recipe.prompt.system is None else [{"role": "system", "content": self.recipe.prompt.system}]
+        system = self.settings.prompt.system
+        return [] if system is None else [{"role": "system", "content": system}]
 
     def _parse_one(self, rec: Record, fmt: str, problems: Problems) -> Example | None:
         """One row as an example; with ``data.references_field``, all its references ride along for scoring."""
-        refs = _references(rec, self.recipe.data.references_field, problems)
+        refs = _references(rec, self.settings.data.references_field, problems)
         example = self._parse_body(rec, fmt, problems)
         if example is not None and refs is not None:
             example.references = refs
         return example
 
     def _parse_body(self, rec: Record, fmt: str, problems: Problems) -> Example | None:
-        cfg = self.recipe.data
+        cfg = self.settings.data
         if fmt in ("messages", "sharegpt"):
             turns = sharegpt_messages(rec, problems) if fmt == "sharegpt" else None
             if fmt == "sharegpt" and turns is None:
@@ -152,17 +153,17 @@ class Generation(Task):
             if user is None or answer is None:
                 return None
         user, answer = self.clip(user), self.clip(answer, keep_end=False)
-        if self.recipe.prompt.instruction:
-            user = self.recipe.prompt.instruction + "\n\n" + user
+        if self.settings.prompt.instruction:
+            user = self.settings.prompt.instruction + "\n\n" + user
         messages = self._system() + [{"role": "user", "content": user}]
         return Example(where=rec.where(), text=user, target=answer, messages=messages)
 
     def parse(self, records: list[Record], what: str) -> list[Example]:
         if not records:
             return []
-        fmt = self.schema.get("format", self.recipe.data.format)
+        fmt = self.schema.get("format", self.settings.data.format)
         if fmt == "auto":  # decided once, from the first file parsed (train), for every split
-            fmt = detect_format(records[0].fields, self.recipe.data)
+            fmt = detect_format(records[0].fields, self.settings.data)
             self.schema["format"] = fmt
         if fmt == "text":
             raise ConfigError("data.format 'text' (raw text) is not a generation layout; "
@@ -175,10 +176,10 @@ class Generation(Task):
 
     # -- inputs to predict on: laid out as the training rows were -----------------------
     def _format(self) -> str:
-        return str(self.schema.get("format", self.recipe.data.format))
+        return str(self.schema.get("format", self.settings.data.format))
 
     def with_placeholder(self, fields: dict[str, Any]) -> dict[str, Any]:
-        cfg = self.recipe.data
+        cfg = self.settings.data
         msgs = fields.get(cfg.messages_field)
         if isinstance(msgs, list):  # a conversation: the answer to predict is the assistant turn it lacks
             if not msgs or not isinstance(msgs[-1], dict) or msgs[-1].get("role") != "assistant":
@@ -196,7 +197,7 @@ class Generation(Task):
     def input_fields(self, text: str) -> dict[str, Any]:
         """A prompt in the layout of the training rows: a one-message conversation, an alpaca instruction or
         a prompt field."""
-        cfg = self.recipe.data
+        cfg = self.settings.data
         layouts: dict[str, dict[str, Any]] = {"messages": {cfg.messages_field: [{"role": "user", "content": text}]},
                    "sharegpt": {"conversations": [{"from": "human", "value": text}]},
                    "alpaca": {"instruction": text}}
@@ -205,17 +206,17 @@ class Generation(Task):
     def chat_fields(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         """The whole conversation for a run trained on conversations; else the last user message as the prompt."""
         if self._format() == "messages":
-            return {self.recipe.data.messages_field: messages}
+            return {self.settings.data.messages_field: messages}
         return super().chat_fields(messages)
 
     def encode(self, example: Example) -> Encoded:
         """Every trained assistant turn of a conversation, else the one answer after its prompt."""
         if example.conversation is not None:
-            return encode_conversation(self.tokenizer, example.conversation, self.recipe.train.max_length)
-        return encode_prompt_answer(self.tokenizer, example.messages, example.target, self.recipe.train.max_length)
+            return encode_conversation(self.tokenizer, example.conversation, self.settings.max_length)
+        return encode_prompt_answer(self.tokenizer, example.messages, example.target, self.settings.max_length)
 
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
-        ev = self.recipe.eval
+        ev = self.settings.eval
         out = generate(model, self.tokenizer, [self.prompt_messages(e) for e in examples],
                        max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, desc="generate",
                        dtype=ev.dtype)
@@ -234,8 +235,8 @@ class Generation(Task):
 
     def extra_eval(self, model: PreTrainedModel, examples: list[Example]) -> dict[str, Any]:
         """Perplexity of the reference answers (teacher-forced), end-of-turn token included."""
-        scored = answer_logprobs(model, self.tokenizer, [self.encode(e) for e in examples], self.recipe.eval.batch_size,
-                                 self.recipe.eval.dtype)
+        scored = answer_logprobs(model, self.tokenizer, [self.encode(e) for e in examples],
+                                 self.settings.eval.batch_size, self.settings.eval.dtype)
         nll = -sum(s for s, _ in scored)
         n = sum(k for _, k in scored)
         return {"perplexity": perplexity(nll, n) if n else math.nan}

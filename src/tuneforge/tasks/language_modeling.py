@@ -38,16 +38,16 @@ class LanguageModeling(Task):
 
     def parse(self, records: list[Record], what: str) -> list[Example]:
         problems = Problems()
-        assert self.recipe.data is not None  # a task is built from a one-task recipe, which has its data section
-        field = self.recipe.data.text_field
+        assert self.settings.data is not None  # a task is built from a one-task recipe, which has its data section
+        field = self.settings.data.text_field
         examples = [Example(where=f"{r.source}:{r.line}", text=t, target=None)
                     for r in records if (t := require_text(r, field, problems)) is not None]
         problems.raise_if_any(what)
         return examples
 
     def with_placeholder(self, fields: dict[str, Any]) -> dict[str, Any]:
-        assert self.recipe.data is not None
-        fields.setdefault(self.recipe.data.text_field, "")  # the text is the input: no placeholder
+        assert self.settings.data is not None
+        fields.setdefault(self.settings.data.text_field, "")  # the text is the input: no placeholder
         return fields
 
     def check_distill(self) -> None:
@@ -61,27 +61,27 @@ class LanguageModeling(Task):
         return Encoded(input_ids=ids, labels=list(ids), n_answer=len(ids) - 1)
 
     def encode(self, example: Example) -> Encoded:
-        return self._block(self._ids(example.text)[: self.recipe.train.max_length])
+        return self._block(self._ids(example.text)[: self.settings.max_length])
 
     def encode_many(self, examples: list[Example]) -> list[Encoded]:
         eos = self.tokenizer.eos_token_id
         stream: list[int] = []
         for e in examples:
             stream += self._ids(e.text) + ([eos] if eos is not None else [])
-        n = self.recipe.train.max_length
+        n = self.settings.max_length
         blocks = [stream[i : i + n] for i in range(0, len(stream), n)]
         return [self._block(b) for b in blocks if len(b) >= MIN_BLOCK]
 
     def _windows(self, example: Example) -> list[Encoded]:
         """A document longer than the context is scored in consecutive windows (no token twice)."""
-        ids, n = self._ids(example.text), self.recipe.train.max_length
+        ids, n = self._ids(example.text), self.settings.max_length
         return [self._block(ids[i : i + n]) for i in range(0, len(ids), n) if len(ids[i : i + n]) >= 2]
 
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
         windows = [self._windows(e) for e in examples]
         flat = [w for ws in windows for w in ws]
-        scored = iter(answer_logprobs(model, self.tokenizer, flat, self.recipe.eval.batch_size,
-                                      self.recipe.eval.dtype))
+        scored = iter(answer_logprobs(model, self.tokenizer, flat, self.settings.eval.batch_size,
+                                      self.settings.eval.dtype))
         out = []
         for ws in windows:
             parts = [next(scored) for _ in ws]

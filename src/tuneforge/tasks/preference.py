@@ -42,7 +42,7 @@ from tuneforge.tasks.decoding import generate
 
 def feedback_examples(task: Task, records: list[Record], what: str) -> list[Example]:
     """Records as examples whose target is a :class:`Feedback` (shared by the preference tasks)."""
-    cfg = task.recipe.data
+    cfg = task.settings.data
     parsed = parse_all(records, what, prompt_field=cfg.prompt_field, completion_field=cfg.completion_field,
                        label_field=cfg.label_field)
     return [Example(where=r.where(), text=prompt_preview(fb.messages), target=fb, messages=fb.messages)
@@ -78,7 +78,7 @@ class FeedbackTask(Task):
 
     def parse_for_prediction(self, records: list[Record], what: str) -> list[Example]:
         """Rows to score (``tuneforge predict``): ``prompt`` + ``completion``, or any feedback row."""
-        cfg = self.recipe.data
+        cfg = self.settings.data
         problems = Problems()
         examples = []
         for rec in records:
@@ -107,10 +107,10 @@ class Preference(FeedbackTask):
         if self.model_kind != "decoder":
             raise ConfigError("task preference trains a decoder (text generation) model; an encoder learns "
                               "preferences as task: reward_model")
-        self.cfg = self.recipe.preference or PreferenceConfig()
+        self.cfg = self.settings.own or PreferenceConfig()
         self.spec = LOSSES.get(self.cfg.loss)
         if self.spec.needs_reference:
-            check_reference(self.recipe.method.name, f"preference.loss {self.cfg.loss}")
+            check_reference(self.settings.method, f"preference.loss {self.cfg.loss}")
         self.meter = Meter()
         self._judge: Any = None
 
@@ -132,7 +132,7 @@ class Preference(FeedbackTask):
 
     def _groups(self, fb: Feedback) -> list[Group]:
         """Training units of one row: every implied pair, or (KTO) single answers flagged good or bad."""
-        seqs = encode_answers(self.tokenizer, fb.messages, fb.responses, self.recipe.train.max_length)
+        seqs = encode_answers(self.tokenizer, fb.messages, fb.responses, self.settings.max_length)
         if self.spec.pairwise:
             return implied_pairs(seqs)
         if fb.label is not None:
@@ -186,13 +186,13 @@ class Preference(FeedbackTask):
         Batches hold whole examples (about ``eval.batch_size`` answers), so each prompt runs once.
         """
         groups = [Group.of(encode_answers(self.tokenizer, e.target.messages, e.target.responses,
-                                          self.recipe.train.max_length)) for e in examples]
+                                          self.settings.max_length)) for e in examples]
         out: list[dict[str, list[float]]] = [{"logp": [], "ref": [], "tokens": [], "kl": []} for _ in examples]
         reference = self._has_reference(model)
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        per_batch = max(1, self.recipe.eval.batch_size // max(len(g.sequences) for g in groups)) if groups else 1
+        per_batch = max(1, self.settings.eval.batch_size // max(len(g.sequences) for g in groups)) if groups else 1
         order = sorted(range(len(groups)), key=lambda i: max(len(x.input_ids) for x in groups[i].sequences))
         for start in range(0, len(order), per_batch):  # similar lengths together: little padding
             idx = order[start : start + per_batch]
@@ -225,7 +225,7 @@ class Preference(FeedbackTask):
 
     def predict(self, model: PreTrainedModel, examples: list[Example]) -> list[dict[str, Any]]:
         reference = self._has_reference(model)
-        with weights_in(model, self.recipe.eval.dtype, "score"):  # in eval.dtype (tuneforge.infer.precision)
+        with weights_in(model, self.settings.eval.dtype, "score"):  # in eval.dtype (tuneforge.infer.precision)
             scores = self._answer_scores(model, examples)
         preds = [{**s, "prediction": self._rewards(s, reference)} for s in scores]
         for e, p in zip(examples, preds):
@@ -238,11 +238,11 @@ class Preference(FeedbackTask):
     def _generate(self, model: PreTrainedModel, examples: list[Example], preds: list[dict[str, Any]],
                   reference: bool) -> None:
         """Greedy answers of the tuned and the reference model on the first held-out prompts, judged."""
-        ev = self.recipe.eval
+        ev = self.settings.eval
         chosen = examples[: ev.judge_prompts]
         if not chosen or not reference:
             return
-        budget = self.recipe.train.max_length
+        budget = self.settings.max_length
         prompts = [fit_messages(self.tokenizer, e.target.messages, budget) for e in chosen]
         tuned = generate(model, self.tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
                          batch_size=ev.batch_size, desc="generate (tuned)", dtype=ev.dtype)
@@ -258,10 +258,10 @@ class Preference(FeedbackTask):
 
     def _judge_scores(self, prompts: list[list[dict[str, str]]], tuned: list[str],
                       base: list[str]) -> tuple[list[float], list[float]] | None:
-        if self.recipe.eval.judge is None:
+        if self.settings.eval.judge is None:
             return None
         if self._judge is None:
-            self._judge = self.judge(self.recipe.eval.judge)
+            self._judge = self.judge(self.settings.eval.judge)
         return self._judge(prompts, tuned), self._judge(prompts, base)
 
     def _item(self, e: Example, p: dict[str, Any], key: str) -> float:
@@ -297,7 +297,7 @@ class Preference(FeedbackTask):
             out["win_rate"] = sum(items["win_rate"]) / len(judged)
             out["judge_reward_tuned"] = sum(t for t, _ in judged) / len(judged)
             out["judge_reward_reference"] = sum(b for _, b in judged) / len(judged)
-        side = [(e, p) for e, p in zip(examples, predictions) if "raw" in p][: self.recipe.eval.samples]
+        side = [(e, p) for e, p in zip(examples, predictions) if "raw" in p][: self.settings.eval.samples]
         out["side_by_side"] = [{"where": e.where, "prompt": e.text, "reference_model": p["reference_answer"],
                                 "tuned": p["raw"], **({"judge": p["judge"]} if "judge" in p else {})}
                                for e, p in side]

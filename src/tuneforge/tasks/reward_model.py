@@ -36,7 +36,7 @@ class RewardModel(FeedbackTask):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.cfg = self.recipe.reward or RewardConfig()
+        self.cfg = self.settings.own or RewardConfig()
 
     @property
     def head(self) -> str:
@@ -61,7 +61,7 @@ class RewardModel(FeedbackTask):
         A decoder reads the chat-templated conversation closed by the end-of-turn token (its last token is
         where the head reads the reward); an encoder reads ``[CLS] prompt [SEP] answer [SEP]``.
         """
-        max_length = self.recipe.train.max_length
+        max_length = self.settings.max_length
         encoder = self.model_kind == "encoder"
         tok = self.tokenizer
         answer_ids = tok(answer if encoder else answer + end_of_turn(tok), add_special_tokens=False)["input_ids"]
@@ -115,7 +115,7 @@ class RewardModel(FeedbackTask):
         model.eval()
         device = next(model.parameters()).device
         out: list[float] = []
-        size = self.recipe.eval.batch_size
+        size = self.settings.eval.batch_size
         for start in range(0, len(encoded), size):
             batch = collate_groups([Group.of([e]) for e in encoded[start : start + size]], pad_id(self.tokenizer))
             out.extend(self.rewards(model, {k: v.to(device) for k, v in batch.items()}).tolist())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cached_property
 from typing import Any
 
@@ -42,7 +43,7 @@ from tuneforge.preference.ppo import PPOLearner, PPOSettings, answer_logps_value
 from tuneforge.tasks.rewards import RewardFn, code_allowed, resolve_reward
 from tuneforge.recipe import RLConfig
 from tuneforge.registry import Registry
-from tuneforge.tasks.base import (IGNORE, TASKS, Encoded, Example, Task, collate_causal, pad_id,
+from tuneforge.tasks.base import (IGNORE, TASKS, Encoded, Example, Task, TaskSettings, collate_causal, pad_id,
                                   prompt_text, without_ddp)
 
 
@@ -184,12 +185,12 @@ class ReinforcementLearning(Task):
     name = "rl"
     cacheable = False  # encoding records each prompt's example for the reward: it must run every time
 
-    def __init__(self, recipe: Any, tokenizer: Any, model_kind: str) -> None:
-        self.cfg = recipe.rl or RLConfig()
-        self.inner = TASKS.get(self.cfg.task)(recipe, tokenizer, model_kind)
-        super().__init__(recipe, tokenizer, model_kind)
+    def __init__(self, settings: TaskSettings, tokenizer: Any, model_kind: str) -> None:
+        self.cfg = settings.own or RLConfig()
+        self.inner = TASKS.get(self.cfg.task)(replace(settings, own=None), tokenizer, model_kind)
+        super().__init__(settings, tokenizer, model_kind)
         if self.cfg.beta > 0:
-            check_reference(recipe.method.name, "rl.beta > 0 (the KL penalty)")
+            check_reference(settings.method, "rl.beta > 0 (the KL penalty)")
         self.headline = ("reward", *self.inner.headline)  # type: ignore[misc]
         self.per_item_metrics = ("reward", *self.inner.per_item_metrics)  # type: ignore[misc]
         self.validation_metrics = ("reward", *self.inner.validation_metrics)  # type: ignore[misc]
@@ -197,10 +198,15 @@ class ReinforcementLearning(Task):
         self.meter = Meter()
         self._prompts: list[Example] = []
 
+    def configure(self, settings: TaskSettings) -> None:
+        """New settings for this task and the task whose answers it rewards."""
+        super().configure(settings)
+        self.inner.configure(replace(settings, own=None))
+
     @cached_property
     def reward_fn(self) -> RewardFn:
         """The reward, imported (user code only with ``allow_code``) the first time training or scoring needs it."""
-        return resolve_reward(self.cfg.reward, allow_code=code_allowed(self.recipe.allow_code), task=self)
+        return resolve_reward(self.cfg.reward, allow_code=code_allowed(self.settings.allow_code), task=self)
 
     @property
     def schema(self) -> dict[str, Any]:
@@ -247,7 +253,7 @@ class ReinforcementLearning(Task):
         self._prompts.append(example)
         ids = self.tokenizer(prompt_text(self.tokenizer, self.prompt_messages(example)),
                              add_special_tokens=False)["input_ids"]
-        budget = self.recipe.train.max_length - self.cfg.max_new_tokens
+        budget = self.settings.max_length - self.cfg.max_new_tokens
         return Encoded(input_ids=ids[-budget:], labels=len(self._prompts) - 1, truncated=len(ids) > budget)
 
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
@@ -296,7 +302,7 @@ class ReinforcementLearning(Task):
 
     @cached_property
     def update(self) -> PolicyUpdate:
-        return ALGORITHMS.get(self.cfg.algorithm)(self.cfg, self.recipe.train.seed)
+        return ALGORITHMS.get(self.cfg.algorithm)(self.cfg, self.settings.seed)
 
     def rollout(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[list[list[int]], torch.Tensor]:
         """``group_size`` sampled completions per prompt and their rewards ``(B * G,)``."""
