@@ -1,11 +1,11 @@
 """Metrics as small pure functions: references first, predictions second, a number (or a small dict) out.
 
-Every metric that takes ``(refs, preds)`` is registered in ``METRICS`` so a task or a recipe can name it
-(``METRICS.get("macro_f1")``) and a typo fails with the list of valid names. ``perplexity``,
-``bootstrap_ci`` and ``parse_json_object`` are helpers with other signatures and are not registered.
-A metric that scores reference text against predicted text registers with a ``TextMetric``
-(``@METRICS.register("chrf", config=TextMetric(value="score"))``): a recipe may then select it for the
-report by name (``eval.metrics: [rouge_1, chrf, bertscore]``).
+Every metric registered in ``METRICS`` registers with a ``TextMetric`` that says what it reads
+(``@METRICS.register("chrf", config=TextMetric(value="score"))``), so a recipe can select any of them for
+the report by name (``eval.metrics: [rouge_1, chrf, bertscore]``, ``[roc_auc]``) and a typo fails with the
+list of valid names. The functions a task always reports (accuracy tables, the extraction scores) and the
+helpers with other signatures (``perplexity``, ``bootstrap_ci``, ``parse_json_object``) are plain functions
+that the tasks call.
 
 Each metric is either a thin wrapper over the field's reference implementation (rouge-score, sacrebleu)
 or written out here and tested to equal it (scikit-learn for the classification metrics), so a number
@@ -39,10 +39,15 @@ class TextMetric:
     ``value``: the key of the number to report when the metric returns a dict (``"score"`` for chrF).
     ``per_item``: the metric is the mean of one value per item (ROUGE, token F1), so the report bootstraps
     those values, paired between base and tuned; otherwise it recomputes the metric on resampled test sets.
+    ``reads``: what the metric scores. ``"text"``: reference and predicted texts, which every task with text
+    answers has. Anything else (``"probabilities"``: each item's per-label probabilities, for ROC and PR
+    curves; ``"rankings"``: relevant items and a predicted order) is asked of the task
+    (``Task.metric_inputs``), which gives it where its predictions hold it.
     """
 
     value: str | None = None
     per_item: bool = False
+    reads: str = "text"
 
 
 def check_pairs(refs: Sequence[object], preds: Sequence[object]) -> int:
@@ -87,7 +92,6 @@ def accuracy(refs: list[str], preds: list[str]) -> float:
     return sum(r == p for r, p in zip(refs, preds)) / n
 
 
-@METRICS.register("per_class")
 def per_class(refs: list[str], preds: list[str], labels: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Precision, recall, F1 and support (number of references) for each label.
 
@@ -132,7 +136,6 @@ def macro_f1(refs: list[str], preds: list[str], labels: list[str] | None = None)
     return sum(s["f1"] for s in scores.values()) / len(scores)
 
 
-@METRICS.register("confusion_matrix")
 def confusion_matrix(refs: list[str], preds: list[str], labels: list[str] | None = None) -> dict[str, Any]:
     """Counts of (true label, predicted label): ``{"labels": [...], "matrix": [[int]]}``.
 
@@ -210,7 +213,6 @@ def normalise_record(record: dict[str, Any]) -> dict[str, Hashable]:
     return {k: _normalise_value(v) for k, v in _flatten(record).items() if v is not None}
 
 
-@METRICS.register("json_valid")
 def json_valid(refs: list[dict[str, Any]], preds: list[dict[str, Any] | None]) -> float:
     """Share of predictions that parsed to a JSON object (``None`` marks one that did not).
 
@@ -221,7 +223,6 @@ def json_valid(refs: list[dict[str, Any]], preds: list[dict[str, Any] | None]) -
     return sum(p is not None for p in preds) / n
 
 
-@METRICS.register("exact_match")
 def exact_match(refs: list[dict[str, Any]], preds: list[dict[str, Any] | None]) -> float:
     """Share of predictions whose every field equals the reference's after ``normalise_record``.
 
@@ -236,7 +237,6 @@ def exact_match(refs: list[dict[str, Any]], preds: list[dict[str, Any] | None]) 
     return hits / n
 
 
-@METRICS.register("field_prf")
 def field_prf(refs: list[dict[str, Any]], preds: list[dict[str, Any] | None]) -> dict[str, Any]:
     """Micro precision, recall and F1 over non-null (field, value) pairs, and the same per field.
 
@@ -283,7 +283,6 @@ def field_prf(refs: list[dict[str, Any]], preds: list[dict[str, Any] | None]) ->
     }
 
 
-@METRICS.register("field_f1")
 def field_f1(refs: list[dict[str, Any]], preds: list[dict[str, Any] | None]) -> float:
     """The micro F1 of ``field_prf``, as one headline number."""
     return field_prf(refs, preds)["f1"]

@@ -6,10 +6,11 @@ second, a number or a small dict out; mismatched or empty inputs raise ``ValueEr
 written out here and tested to equal the field's reference implementation (scikit-learn, the official
 SQuAD script, scipy's binomial and chi-square tests).
 
-Registered: ``roc_auc``, ``pr_auc``, ``matthews_corrcoef``, ``micro_f1``, ``weighted_f1``,
-``precision_recall_f1``, ``qa_exact_match``, ``token_f1``, ``mean_reciprocal_rank``.
-Not registered, because their signatures are not ``(refs, preds, ...)``: ``recall_at_k`` (needs ``k``),
-and the two-system comparisons ``mcnemar`` and ``paired_bootstrap``.
+Registered, each selectable by name in ``eval.metrics``: ``roc_auc`` and ``pr_auc`` (they read the
+classifier's probabilities), ``matthews_corrcoef``, ``micro_f1``, ``weighted_f1``, ``qa_exact_match``,
+``token_f1``, ``mean_reciprocal_rank`` (it reads a reward model's ranking of each row's answers).
+Not registered: ``precision_recall_f1`` (a dict of three, the helper behind the micro and weighted F1),
+``recall_at_k`` (needs ``k``), and the two-system comparisons ``mcnemar`` and ``paired_bootstrap``.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def _macro_one_vs_rest(refs: list[str], scores: list[list[float]], labels: list[
     return float(np.mean([binary(y, matrix[:, k]) for y, k in zip(targets, columns)]))
 
 
-@METRICS.register("roc_auc")
+@METRICS.register("roc_auc", config=TextMetric(reads="probabilities"))
 def roc_auc(refs: list[str], scores: list[list[float]], labels: list[str]) -> float:
     """Area under the ROC curve; macro one-vs-rest when there are more than two labels.
 
@@ -129,7 +130,7 @@ def roc_auc(refs: list[str], scores: list[list[float]], labels: list[str]) -> fl
     return _macro_one_vs_rest(refs, scores, labels, "ROC AUC", _binary_roc_auc)
 
 
-@METRICS.register("pr_auc")
+@METRICS.register("pr_auc", config=TextMetric(reads="probabilities"))
 def pr_auc(refs: list[str], scores: list[list[float]], labels: list[str]) -> float:
     """Area under the precision-recall curve as average precision; macro one-vs-rest for > 2 labels.
 
@@ -176,7 +177,6 @@ def matthews_corrcoef(refs: list[str], preds: list[str]) -> float:
     return float((c * s - t @ p) / denom) if denom else 0.0
 
 
-@METRICS.register("precision_recall_f1")
 def precision_recall_f1(
     refs: list[str], preds: list[str], labels: list[str] | None = None, average: Average = "macro"
 ) -> dict[str, float]:
@@ -325,7 +325,7 @@ def _check_ranking(relevant: Sequence[Collection[str]], ranked: Sequence[Sequenc
     return n
 
 
-@METRICS.register("mean_reciprocal_rank")
+@METRICS.register("mean_reciprocal_rank", config=TextMetric(reads="rankings"))
 def mean_reciprocal_rank(relevant: list[set[str] | list[str]], ranked: list[list[str]]) -> float:
     """Mean over queries of 1 / (rank of the first relevant item), 0 when none is ranked (Voorhees, 1999).
 

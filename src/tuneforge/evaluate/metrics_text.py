@@ -19,7 +19,6 @@ from tuneforge.evaluate.metrics import METRICS, References, TextMetric, alternat
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
-@METRICS.register("rouge")
 def rouge(refs: References, preds: list[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L/Lsum F-measures (Lin, 2004) on a 0-1 scale, via ``rouge_score`` with the Porter stemmer.
 

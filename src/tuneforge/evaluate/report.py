@@ -23,7 +23,7 @@ import numpy as np
 from tuneforge.evaluate.faithfulness import (faithfulness, faithfulness_markdown, slot_error_rate,
                                              structured_inputs, vocabulary)
 from tuneforge.evaluate.metrics import METRICS, TextMetric, bootstrap_ci
-from tuneforge.tasks.base import Example, Task
+from tuneforge.tasks.base import Example, MetricInputs, Task
 
 
 def model_scores(task: Task, examples: list[Example], predictions: list[dict[str, Any]],
@@ -47,8 +47,11 @@ def build_report(task: Task, examples: list[Example], base: dict[str, Any] | Non
             report["intervals"][metric] = _resampled_interval(
                 len(examples), _task_metric(task, examples, tuned, metric),
                 None if base is None else _task_metric(task, examples, base, metric))
-    if metrics:
-        _add_text_metrics(report, list(metrics), examples, base, tuned)
+    text = [m for m in metrics if METRICS.config(m).reads == "text"]
+    if text:
+        _add_text_metrics(report, text, examples, base, tuned)
+    for name in (m for m in metrics if m not in text):
+        _add_task_metric(report, task, name, examples, base, tuned)
     _add_faithfulness(report, examples, base, tuned)
     report["samples"] = _samples(examples, base, tuned, samples)
     return report
@@ -87,7 +90,7 @@ def _add_text_metrics(report: dict[str, Any], names: list[str], examples: list[E
     after = text_pairs(examples, tuned["predictions"])
     before = None if base is None else text_pairs(examples, base["predictions"])
     if after is None:
-        report["metrics_skipped"] = f"{', '.join(names)}: this task's references and predictions are not text"
+        _skip(report, f"{', '.join(names)}: this task's references and predictions are not text")
         return
     report["metrics"] = names
     for name in names:
@@ -102,6 +105,51 @@ def _add_text_metrics(report: dict[str, Any], names: list[str], examples: list[E
         else:
             report["intervals"][name] = _resampled_interval(
                 len(examples), _resampled_text(name, after), None if before is None else _resampled_text(name, before))
+
+
+def _add_task_metric(report: dict[str, Any], task: Task, name: str, examples: list[Example],
+                     base: dict[str, Any] | None, tuned: dict[str, Any]) -> None:
+    """A selected metric that reads more than text (``TextMetric.reads``: probabilities, rankings), on the inputs
+    the task gives for it, with a paired interval from resampled test sets; skipped with the reason when the
+    task's predictions do not hold what it reads or it is undefined on this test set."""
+    info: TextMetric = METRICS.config(name)
+    after = task.metric_inputs(info.reads, examples, tuned["predictions"])
+    before = None if base is None else task.metric_inputs(info.reads, examples, base["predictions"])
+    if after is None:
+        _skip(report, f"{name}: it reads {info.reads}, which {task.name} predictions do not hold")
+        return
+    try:
+        report["tuned"][name] = _metric_on(name, after, None)
+        if before is not None:
+            report["base"][name] = _metric_on(name, before, None)
+            report["delta"][name] = report["tuned"][name] - report["base"][name]
+    except ValueError as err:
+        _skip(report, f"{name}: {err}")
+        return
+    report.setdefault("metrics", []).append(name)
+    report["intervals"][name] = _resampled_interval(
+        len(examples), lambda idx: _metric_on(name, after, idx),
+        None if before is None else (lambda idx: _metric_on(name, before, idx)))
+
+
+def _skip(report: dict[str, Any], why: str) -> None:
+    """Say in the report why a selected metric has no figure (one line per metric, joined)."""
+    report["metrics_skipped"] = "; ".join(filter(None, [report.get("metrics_skipped"), why]))
+
+
+def _metric_on(name: str, inputs: MetricInputs, idx: list[int] | None) -> float:
+    """The registered metric ``name`` on the task's inputs, restricted to items ``idx``; NaN where a resample
+    leaves it undefined (a label with no test item has no ROC area), which the interval then skips."""
+    items, fixed = inputs
+    chosen = items if idx is None else tuple([column[i] for i in idx] for column in items)
+    info: TextMetric = METRICS.config(name)
+    try:
+        out = METRICS.get(name)(*chosen, **fixed)
+    except ValueError:
+        if idx is None:
+            raise
+        return float("nan")
+    return float(out[info.value] if info.value is not None else out)
 
 
 def _add_faithfulness(report: dict[str, Any], examples: list[Example], base: dict[str, Any] | None,
@@ -182,10 +230,10 @@ def _resampled_interval(n_items: int, tuned: Callable[[list[int]], float],
         if base is not None:
             before.append(base(idx))
     q = [0.025, 0.975]
-    entry: dict[str, Any] = {"tuned": np.quantile(after, q).tolist()}
+    entry: dict[str, Any] = {"tuned": np.nanquantile(after, q).tolist()}
     if base is not None:
-        entry["base"] = np.quantile(before, q).tolist()
-        lo, hi = np.quantile(np.subtract(after, before), q).tolist()
+        entry["base"] = np.nanquantile(before, q).tolist()
+        lo, hi = np.nanquantile(np.subtract(after, before), q).tolist()
         entry["delta"], entry["significant"] = [lo, hi], bool(lo > 0 or hi < 0)
     return entry
 

@@ -111,6 +111,10 @@ class TaskSettings:
                    method=recipe.method.name, allow_code=recipe.allow_code)
 
 
+#: what a selected metric that reads more than text is called with: per-item argument lists (resampled together
+#: for intervals) and fixed keyword arguments (the label set)
+MetricInputs = tuple[tuple[list[Any], ...], dict[str, Any]]
+
 #: a judge's scores of (prompt messages, answer) pairs: one reward each
 JudgeFn = Callable[[list[list[dict[str, str]]], list[str]], list[float]]
 
@@ -240,6 +244,12 @@ class Task(ABC):
     def item_scores(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
         """Per-example values of the per-item metrics (for bootstrap intervals)."""
         return {}
+
+    def metric_inputs(self, reads: str, examples: list[Example],
+                      predictions: list[dict[str, Any]]) -> MetricInputs | None:
+        """The arguments of a selected metric that reads ``reads`` (``TextMetric.reads``: ``probabilities``,
+        ``rankings``), or None where this task's predictions hold no such thing (the report says so)."""
+        return None
 
     def extra_eval(self, model: PreTrainedModel, examples: list[Example]) -> dict[str, Any]:
         """Metrics computed from the model directly rather than from predictions (perplexity)."""

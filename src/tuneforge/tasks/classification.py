@@ -23,7 +23,7 @@ from tuneforge.data.validate import Problems, require_field, require_text
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.evaluate.metrics import accuracy, confusion_matrix, macro_f1, per_class
 from tuneforge.tasks.base import (
-    IGNORE, TASKS, Encoded, Example, Task, encode_prompt_answer, end_of_turn, fill_placeholders, pad_id,
+    IGNORE, TASKS, Encoded, Example, MetricInputs, Task, encode_prompt_answer, end_of_turn, fill_placeholders, pad_id,
     prompt_text,
 )
 from tuneforge.tasks.decoding import answer_logprobs, options_logprobs
@@ -272,6 +272,17 @@ class Classification(Task):
 
     def item_scores(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
         return {"accuracy": [float(e.target == p["prediction"]) for e, p in zip(examples, predictions)]}
+
+    def metric_inputs(self, reads: str, examples: list[Example],
+                      predictions: list[dict[str, Any]]) -> MetricInputs | None:
+        """ROC and PR areas read each item's probabilities of the labels that occur in the test items (a label
+        with no test item has no area)."""
+        if reads != "probabilities":
+            return None
+        refs = [e.target for e in examples]
+        present = [label for label in self.labels if label in set(refs)]
+        rows = [[float(p["probabilities"].get(label, 0.0)) for label in present] for p in predictions]
+        return (refs, rows), {"labels": present}
 
     # -- serving, distillation and the model card -------------------------------------
     def serve_result(self, prediction: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from tuneforge.errors import ConfigError, DataError
 from tuneforge.tasks.answers import Group, collate_groups, trim_messages
 from tuneforge.preference.losses import bradley_terry_loss, plackett_luce_loss
 from tuneforge.recipe import RewardConfig
-from tuneforge.tasks.base import TASKS, Encoded, Example, end_of_turn, pad_id
+from tuneforge.tasks.base import TASKS, Encoded, Example, MetricInputs, end_of_turn, pad_id
 from tuneforge.tasks.preference import FeedbackTask, feedback_examples, implied_pairs, ranked
 
 Messages = list[dict[str, str]]
@@ -136,6 +136,17 @@ class RewardModel(FeedbackTask):
     def item_scores(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
         return {"pair_accuracy": [ranked([v[i] - v[j] for i in range(len(v)) for j in range(i + 1, len(v))])
                                   for v in (p["prediction"] for p in predictions)]}
+
+    def metric_inputs(self, reads: str, examples: list[Example],
+                      predictions: list[dict[str, Any]]) -> MetricInputs | None:
+        """Mean reciprocal rank reads, per row of ranked answers (best first), the best one as the relevant item
+        and the answers ordered by predicted reward; binary feedback rows rank nothing."""
+        rows = [(e, p["prediction"]) for e, p in zip(examples, predictions) if isinstance(p["prediction"], list)]
+        if reads != "rankings" or len(rows) != len(examples):
+            return None
+        relevant = [{"0"} for _ in rows]
+        order = [[str(i) for i in sorted(range(len(v)), key=v.__getitem__, reverse=True)] for _, v in rows]
+        return (relevant, order), {}
 
     def score(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, Any]:
         items = self.item_scores(examples, predictions)["pair_accuracy"]
