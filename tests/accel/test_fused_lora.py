@@ -27,6 +27,7 @@ from tuneforge.models.resolve import resolve_model
 from tuneforge.recipe import TrainConfig, recipe_from_dict
 from tuneforge.run.folder import RunDir
 from tuneforge.tasks.base import get_task
+from tuneforge.infer import precision
 from tuneforge.train import preflight
 from tuneforge.train.loop import fit
 
@@ -155,7 +156,7 @@ def _fit_lora(tmp_path: Path, model_dir: Path, **train_cfg: object) -> tuple[dic
 
 def test_the_preflight_probe_measures_the_training_forms(tmp_path: Path, tiny_decoder: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(preflight, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     recipe, task, encoded, model, _ = _lora_setup(tmp_path, tiny_decoder, frozen_dtype="bfloat16")
     seen: list[tuple[bool, bool]] = []
     loss = task.loss
@@ -176,7 +177,7 @@ def test_the_preflight_probe_measures_the_training_forms(tmp_path: Path, tiny_de
 
 def test_training_on_a_bf16_base_changes_only_the_adapter_and_tracks_float32(
         tmp_path: Path, tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(preflight, "cpu_has_fast_bf16", lambda: True)  # tiny products: fine on any CPU
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)  # tiny products: fine on any CPU
     _, _, ref_losses = _fit_lora(tmp_path / "fp32", tiny_decoder, frozen_dtype="float32")
     before, model, losses = _fit_lora(tmp_path / "bf16", tiny_decoder, frozen_dtype="bfloat16")
     after = dict(model.named_parameters())
@@ -194,13 +195,13 @@ def test_training_on_a_bf16_base_changes_only_the_adapter_and_tracks_float32(
 def test_auto_frozen_dtype_is_bf16_on_amx_cpus_only(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = TrainConfig()
     assert cfg.speed.frozen_dtype == "auto" and cfg.speed.fused_lora
-    monkeypatch.setattr(preflight, "cpu_flags", lambda: {"avx512f", "amx_bf16", "amx_tile"})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "amx_bf16", "amx_tile"})
     assert preflight.resolve_frozen_dtype(cfg, "cpu") is torch.bfloat16
     assert preflight.resolve_frozen_dtype(cfg, "cuda") is None  # autocast already multiplies in bf16 there
-    monkeypatch.setattr(preflight, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
     assert preflight.resolve_frozen_dtype(cfg, "cpu") is None
     assert preflight.resolve_frozen_dtype(TrainConfig(frozen_dtype="float32"), "cpu") is None
-    monkeypatch.setattr(preflight, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
     with pytest.raises(ConfigError, match="frozen_dtype bfloat16 on this CPU"):
         preflight.resolve_frozen_dtype(TrainConfig(frozen_dtype="bfloat16"), "cpu")
 

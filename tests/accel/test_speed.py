@@ -183,12 +183,13 @@ def test_encoded_examples_are_cached_by_fingerprint(tmp_path: Path, tiny_decoder
 def test_bf16_is_refused_on_a_cpu_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     from tuneforge.errors import ConfigError
     from tuneforge.recipe import TrainConfig
+    from tuneforge.infer import precision
     from tuneforge.train import preflight
 
-    monkeypatch.setattr(preflight, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     with pytest.raises(ConfigError, match="25x slower"):
         preflight.resolve_precision(TrainConfig(dtype="bfloat16"), "cpu")
-    monkeypatch.setattr(preflight, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     assert preflight.resolve_precision(TrainConfig(dtype="bfloat16"), "cpu")[0] == "bf16"
     assert preflight.resolve_precision(TrainConfig(dtype="auto"), "cpu")[0] == "no"
 

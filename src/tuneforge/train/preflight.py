@@ -26,6 +26,7 @@ from tuneforge.tasks.packing import pack_rows
 from tuneforge.accel import training_forms
 from tuneforge.errors import ConfigError, ResourceError
 from tuneforge.methods.base import count_parameters
+from tuneforge.infer import precision as cpu_support
 from tuneforge.recipe import TrainConfig
 from tuneforge.tasks.base import Encoded, Task, without_ddp
 
@@ -106,7 +107,7 @@ def resolve_precision(cfg: TrainConfig, device: str) -> tuple[str, list[str]]:
         return "no", warnings
     mode = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[cfg.dtype]
     if device == "cpu" and mode != "no":
-        fast = cpu_has_fast_bf16()
+        fast = cpu_support.cpu_has_fast_bf16()
         if fast is False:
             raise ConfigError(f"train.dtype {cfg.dtype} on this CPU: it has no AVX-512-BF16 or AMX, so bfloat16 "
                               "matmuls run about 25x slower than float32 here; use train.dtype float32 (or auto)")
@@ -130,29 +131,12 @@ def resolve_frozen_dtype(cfg: TrainConfig, device: str) -> torch.dtype | None:
     if cfg.speed.frozen_dtype == "float32":
         return None
     if cfg.speed.frozen_dtype == "bfloat16":
-        if device == "cpu" and cpu_has_fast_bf16() is False:
+        if device == "cpu" and cpu_support.cpu_has_fast_bf16() is False:
             raise ConfigError("train.speed.frozen_dtype bfloat16 on this CPU: it has no AVX-512-BF16 or AMX, so "
                               "bfloat16 matmuls run about 25x slower than float32 here; use train.speed.frozen_dtype "
                               "auto or float32")
         return torch.bfloat16
-    return torch.bfloat16 if device == "cpu" and "amx_bf16" in cpu_flags() else None
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where unknown)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return set()
-    return next((set(line.split(":", 1)[1].split()) for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("flags")), set())
-
-
-def cpu_has_fast_bf16() -> bool | None:
-    """Whether the CPU has native bfloat16 matmul instructions (AVX-512-BF16 or AMX); None where unknown."""
-    flags = cpu_flags()
-    if not flags:
-        return None
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return torch.bfloat16 if device == "cpu" and "amx_bf16" in cpu_support.cpu_flags() else None
 
 
 def data_stats(train: list[Encoded], n_val: int, n_test: int, max_length: int) -> dict[str, Any]:
