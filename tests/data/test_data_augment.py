@@ -136,8 +136,15 @@ def test_select_and_merge_with_a_tiny_run(tmp_path: Path, tiny_encoder: Path) ->
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(24))
     api.train(base_recipe(tiny_encoder, "classification", train, tmp_path / "run", epochs=1), echo=lambda *_: None)
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"text": r["text"]} for r in sentiment_rows(40)[24:]])
-    rows = select_for_labelling(tmp_path / "run", pool, tmp_path / "batch.jsonl", n=5, strategy="margin",
-                                diversity="kmeans")
+    from tuneforge.run.loading import label_model
+
+    classifier = label_model(tmp_path / "run", "active learning")
+    assert classifier.labels == ["neg", "pos"]
+    texts = [r["text"] for r in sentiment_rows(4)]
+    assert classifier.predict(texts) == [classifier.labels[max((0, 1), key=row.__getitem__)]
+                                         for row in classifier.probabilities(texts)]
+    rows = select_for_labelling(classifier.labels, classifier.probabilities, pool, tmp_path / "batch.jsonl", n=5,
+                                strategy="margin", diversity="kmeans")
     assert len(rows) == 5 and all(r["label"] == "" and r["suggested_label"] in ("pos", "neg") for r in rows)
     assert len({r["pool_line"] for r in rows}) == 5
     with pytest.raises(DataError, match="not labelled yet"):

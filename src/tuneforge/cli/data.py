@@ -7,6 +7,7 @@ Wired into the main parser by ``add_commands(sub)``; errors reach ``cli.main`` a
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -64,10 +65,19 @@ def _augment(args: argparse.Namespace) -> None:
     ops = [o for spec in args.ops for o in spec.split(",") if o]
     result = augment_file(args.file, args.output, ops, per_row=args.per_row, alpha=args.alpha, seed=args.seed,
                           text_field=args.text_field, test=args.test, include_original=not args.only_new,
-                          model=args.model, run_dir=args.run)
+                          model=args.model, check=_label_check(args.run, "the label check"))
     added = ", ".join(f"{k}: {v}" for k, v in result.added.items()) or "none"
     dropped = ", ".join(f"{k}: {v}" for k, v in result.dropped.items()) or "none"
     print(f"{result.rows_in} rows in; added {added}; dropped {dropped}; wrote {result.output}")
+
+
+def _label_check(run: Path | None, purpose: str) -> Callable[[list[str]], list[str]] | None:
+    """The predicted labels of a finished classification run (``--run``), or None without one."""
+    if run is None:
+        return None
+    from tuneforge.run.loading import label_model
+
+    return label_model(run, purpose).predict
 
 
 def _synthesize(args: argparse.Namespace) -> None:
@@ -75,7 +85,8 @@ def _synthesize(args: argparse.Namespace) -> None:
 
     task = args.task.read_text(encoding="utf-8") if args.task.is_file() else str(args.task)
     report = synthesize(args.seeds, args.output, task=task, per_label=args.per_label, shots=args.shots,
-                        seed=args.seed, real_file=args.real, run_dir=args.run, model=args.model)
+                        seed=args.seed, real_file=args.real, check=_label_check(args.run, "the label check"),
+                        model=args.model)
     steps = " -> ".join(f"{f} {report.survivors[f]}" for f in FILTERS if f in report.survivors)
     print(f"generated {report.generated} -> {steps}; per label: {report.per_label}; wrote {args.output}")
     if args.run is None:
@@ -85,7 +96,11 @@ def _synthesize(args: argparse.Namespace) -> None:
 def _select(args: argparse.Namespace) -> None:
     from tuneforge.data.active import select_for_labelling
 
-    rows = select_for_labelling(args.run, args.pool, args.output, n=args.n, strategy=args.strategy,
+    from tuneforge.run.loading import label_model  # torch and the model stack: not for `tuneforge --help`
+
+    classifier = label_model(args.run, "active learning")
+    rows = select_for_labelling(classifier.labels, classifier.probabilities, args.pool, args.output, n=args.n,
+                                strategy=args.strategy,
                                 diversity=None if args.diversity == "none" else args.diversity,
                                 embedder=args.embedder, seed=args.seed, text_field=args.text_field)
     print(f"chose {len(rows)} rows to label ({args.strategy}, diversity {args.diversity}); wrote {args.output}")

@@ -80,27 +80,24 @@ def rank_texts(scores: np.ndarray, *, n: int, seed: int = 0, diversity: str | No
     return sorted(picked.values(), key=lambda i: (-float(scores[i]), i))
 
 
-def select_for_labelling(run_dir: Path | str, pool_file: Path | str, output: Path | str, *, n: int = 20,
-                         strategy: str = "entropy", diversity: str | None = None, embedder: str = "tfidf",
-                         seed: int = 0, text_field: str = "text") -> list[dict[str, Any]]:
-    """Score the pool with the run's model and write the ``n`` chosen rows for annotation."""
+def select_for_labelling(labels: list[str], probabilities: Callable[[list[str]], list[list[float]]],
+                         pool_file: Path | str, output: Path | str, *, n: int = 20, strategy: str = "entropy",
+                         diversity: str | None = None, embedder: str = "tfidf", seed: int = 0,
+                         text_field: str = "text") -> list[dict[str, Any]]:
+    """Score the pool with a trained classifier (``probabilities(texts)``, one row per text in ``labels`` order:
+    ``tuneforge.run.loading.label_model`` opens a run as one) and write the ``n`` chosen rows for annotation."""
     from tuneforge.data.embed import embed
-    from tuneforge.run.loading import load_run  # torch and the model stack: not for `tuneforge --help`
 
-    loaded = load_run(run_dir)
-    if not loaded.task.predicts_labels:
-        raise UserError(f"{run_dir} is a {loaded.task.name} run; active learning here ranks classification pools")
     records = read_records(Path(pool_file))
     bad = [f"{r.where()}: missing or empty {text_field!r}" for r in records
            if not isinstance(r.fields.get(text_field), str) or not r.fields[text_field].strip()]
     if bad:
         raise DataError(f"{len(bad)} pool row(s) have no text", bad)
     texts = [r.fields[text_field] for r in records]
-    probs = loaded.task.label_probabilities(loaded.model, texts)
+    probs = probabilities(texts)
     vectors = embed(texts, embedder) if diversity else None
     scores = score_pool(probs, strategy, seed)
     chosen = rank_texts(scores, n=n, seed=seed, diversity=diversity, vectors=vectors)
-    labels = loaded.task.labels
     rows = []
     for i in chosen:
         best = int(np.argmax(probs[i]))

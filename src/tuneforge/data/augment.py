@@ -165,7 +165,7 @@ def augment_records(records: list[Record], ops: list[str], *, per_row: int = 1, 
     """New rows (originals not included), how many each op added, and how many were dropped and why.
 
     ``check(texts) -> predicted labels`` (a trained run's model, see
-    :func:`tuneforge.data.synthetic.run_label_check`) drops new rows whose label it does not
+    ``tuneforge.run.loading.label_model(run).predict``) drops new rows whose label it does not
     confirm: a paraphrase that drifted to another intent would teach the wrong label.
     """
     if "backtranslate" in ops:
@@ -220,7 +220,7 @@ def augment_records(records: list[Record], ops: list[str], *, per_row: int = 1, 
 def augment_file(source: Path | str, output: Path | str, ops: list[str], *, per_row: int = 1, alpha: float = 0.1,
                  seed: int = 0, text_field: str = "text", test: Path | str | None = None,
                  include_original: bool = True, model: str = "smollm2-135m-instruct",
-                 run_dir: Path | str | None = None) -> AugmentResult:
+                 check: Callable[[list[str]], list[str]] | None = None) -> AugmentResult:
     """Write ``output``: the original rows (unless ``include_original`` is off) followed by the marked new rows."""
     source, output = Path(source), Path(output)
     if output.resolve() == source.resolve():
@@ -229,11 +229,6 @@ def augment_file(source: Path | str, output: Path | str, ops: list[str], *, per_
     test_texts = None
     if test is not None:
         test_texts = [str(r.fields.get(text_field, "")) for r in read_records(Path(test))]
-    check = None
-    if run_dir is not None:
-        from tuneforge.data.synthetic import run_label_check
-
-        check = run_label_check(run_dir)
     rows, added, dropped = augment_records(records, ops, per_row=per_row, alpha=alpha, seed=seed,
                                            text_field=text_field, test=test_texts, model=model, check=check)
     originals = [r.fields for r in records] if include_original else []

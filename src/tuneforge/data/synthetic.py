@@ -20,15 +20,15 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuneforge.data import dedup
 from tuneforge.data.readers import read_records
-from tuneforge.errors import DataError, UserError
+from tuneforge.errors import DataError
 from tuneforge.files import write_jsonl_atomic
-from tuneforge.run.loading import load_run
 
 PROMPT = ("{task}\n\nHere are examples of requests with the label \"{label}\":\n{examples}\n\n"
           "Write one new request with the label \"{label}\". Make it different from the examples "
@@ -107,26 +107,15 @@ def filter_candidates(candidates: list[tuple[str, str]], real: list[str], *, che
     return report
 
 
-def run_label_check(run_dir: Path | str) -> Any:
-    """``texts -> predicted labels`` with the model of a finished classification run."""
-    from tuneforge.tasks.base import Example
-
-    loaded = load_run(run_dir)
-    if not loaded.task.predicts_labels:
-        raise UserError(f"{run_dir} is a {loaded.task.name} run; the label check needs a classification run")
-
-    def check(texts: list[str]) -> list[str]:
-        examples = [Example(where=f"synthetic:{i}", text=t, target=loaded.task.labels[0]) for i, t in enumerate(texts)]
-        return [p["prediction"] for p in loaded.task.predict(loaded.model, examples)]
-
-    return check
-
-
 def synthesize(seeds_file: Path | str, output: Path | str, *, task: str, per_label: int = 10, shots: int = 3,
-               seed: int = 0, real_file: Path | str | None = None, run_dir: Path | str | None = None,
+               seed: int = 0, real_file: Path | str | None = None,
+               check: Callable[[list[str]], list[str]] | None = None,
                model: str = "smollm2-135m-instruct", text_field: str = "text", label_field: str = "label",
                batch_size: int = 8) -> SynthesisReport:
-    """Generate ``per_label`` candidates per label from ``seeds_file``, filter them, write the survivors."""
+    """Generate ``per_label`` candidates per label from ``seeds_file``, filter them, write the survivors.
+
+    ``check(texts) -> predicted labels`` (a trained classifier: ``tuneforge.run.loading.label_model(run).predict``)
+    drops candidates whose label it does not confirm; without it the label filter is skipped."""
     from tuneforge.data.generation import chat_model, generate_answers
 
     seeds: dict[str, list[str]] = {}
@@ -138,7 +127,6 @@ def synthesize(seeds_file: Path | str, output: Path | str, *, task: str, per_lab
     real = [str(r.fields.get(text_field, "")) for r in read_records(Path(real_file or seeds_file))]
     prompts = build_prompts(seeds, task, per_label, shots, seed)
     answers = generate_answers(chat_model(model), [p for _, p in prompts], batch_size=batch_size)
-    check = run_label_check(run_dir) if run_dir is not None else None
     report = filter_candidates([(lab, a) for (lab, _), a in zip(prompts, answers)], real, check=check)
     write_jsonl_atomic(Path(output), ({text_field: r["text"], label_field: r["label"], "augmented": r["augmented"]}
                                       for r in report.rows))

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from safetensors import safe_open
 from torch import nn
-from transformers import PreTrainedTokenizerBase, set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from tuneforge.compress.base import CompressConfig
 from tuneforge.compress.store import build_compressed, read_compression
@@ -154,3 +155,27 @@ def open_judge(run_dir: Path) -> JudgeFn:
     """A finished reward_model run as a judge: its ``score`` of (prompt messages, answer) pairs."""
     loaded = load_run(run_dir)
     return Judge(loaded.task, loaded.model, run_dir).score
+
+
+@dataclass
+class LabelModel:
+    """A finished classification run as the data tools use it: its labels, P(label | text), and the predicted
+    label of each text. Why here: active learning and the synthetic-data label check (``data/``) work on a
+    trained model, and ``data/`` sits below the run layer, so the run layer opens the run and hands this in."""
+
+    labels: list[str]
+    probabilities: Callable[[list[str]], list[list[float]]]
+
+    def predict(self, texts: list[str]) -> list[str]:
+        """The most probable label of each text."""
+        return [self.labels[max(range(len(row)), key=row.__getitem__)] for row in self.probabilities(texts)]
+
+
+def label_model(run_dir: Path | str, purpose: str) -> LabelModel:
+    """The classification run at ``run_dir`` for ``purpose`` (said in the error when the run predicts no label)."""
+    loaded = load_run(run_dir)
+    task = loaded.task
+    if not task.predicts_labels:
+        raise UserError(f"{run_dir} is a {task.name} run; {purpose} needs a classification run")
+    return LabelModel(labels=list(task.schema["labels"]),
+                      probabilities=lambda texts: task.label_probabilities(cast(PreTrainedModel, loaded.model), texts))

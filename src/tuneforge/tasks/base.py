@@ -245,6 +245,11 @@ class Task(ABC):
         """Per-example values of the per-item metrics (for bootstrap intervals)."""
         return {}
 
+    def label_probabilities(self, model: PreTrainedModel, texts: list[str]) -> list[list[float]]:
+        """P(label | text) for every label of a task that ``predicts_labels`` (active learning, the synthetic-data
+        label check); the other tasks have no labels to give."""
+        raise NotImplementedError(f"task {self.name} predicts no labels")
+
     def metric_inputs(self, reads: str, examples: list[Example],
                       predictions: list[dict[str, Any]]) -> MetricInputs | None:
         """The arguments of a selected metric that reads ``reads`` (``TextMetric.reads``: ``probabilities``,
