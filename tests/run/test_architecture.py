@@ -141,3 +141,15 @@ def test_nothing_below_run_imports_the_api_or_the_pipeline() -> None:
     graph = import_graph()
     offenders = [f"{m} -> {t}" for m in MODULES if is_below_run(m) for t in sorted(graph[m]) if t in upward]
     assert not offenders, "\n".join(offenders)
+
+
+def test_the_data_and_model_layers_reach_no_run_or_loop() -> None:
+    """``data/`` and ``models/`` sit below training and runs: a data tool that needs a trained model (active
+    learning, the synthetic-data label check) is handed one by the run layer (``run.loading.label_model``)."""
+    above = ("tuneforge.run", "tuneforge.train", "tuneforge.api", "tuneforge.cli", "tuneforge.serve",
+             "tuneforge.deploy", "tuneforge.studio")
+    graph = import_graph()
+    low = [m for m in MODULES if top_package(m) in ("data", "models")]
+    offenders = [f"{m} -> {t}" for m in low for t in sorted(graph[m])
+                 if any(t == a or t.startswith(a + ".") for a in above)]
+    assert low and not offenders, "\n".join(offenders)
