@@ -123,17 +123,17 @@ def make_sheet(systems: tuple[str, str], items: list[ReviewItem], n: int, seed: 
     if n < 1:
         raise UserError(f"-n {n}: review at least one item")
     rng = random.Random(seed)
-    chosen = sorted(rng.sample(range(len(items)), min(n, len(items))))
+    picked = [items[i] for i in sorted(rng.sample(range(len(items)), min(n, len(items))))]
+    pairs = blind_pairs([prompt_text(it.prompt) for it in picked], [it.answers[0] for it in picked],
+                        [it.answers[1] for it in picked], rng=rng)
     rows, key = [], {}
-    for number, index in enumerate(chosen, start=1):
-        it = items[index]
-        a_left = rng.random() < 0.5
-        left, right = (it.answers[0], it.answers[1]) if a_left else (it.answers[1], it.answers[0])
+    for number, (it, pair) in enumerate(zip(picked, pairs), start=1):
         row = str(number)
-        rows.append({"row": row, "input": prompt_text(it.prompt), "answer_1": left, "answer_2": right,
+        rows.append({"row": row, "input": pair.prompt, "answer_1": pair.left, "answer_2": pair.right,
                      "preferred": "", "comment": ""})
-        key[row] = {"left": systems[0] if a_left else systems[1], "right": systems[1] if a_left else systems[0],
-                    "item": it.item, "prompt": it.prompt, "answers": dict(zip(systems, it.answers))}
+        left_is, right_is = (systems[0], systems[1]) if pair.left_is == "a" else (systems[1], systems[0])
+        key[row] = {"left": left_is, "right": right_is, "item": it.item, "prompt": it.prompt,
+                    "answers": dict(zip(systems, it.answers))}
     return Sheet(systems, rows, key)
 
 
@@ -271,10 +271,10 @@ def summarise(ratings: list[Rating], systems: tuple[str, str]) -> dict[str, Any]
         by_item.setdefault(r.row, []).append(r.verdict)
     verdicts = [_majority(v) for v in by_item.values()]
     a, b = systems
-    scores = [1.0 if v == a else 0.5 if v == "tie" else 0.0 for v in verdicts]
-    out: dict[str, Any] = {"system_a": a, "system_b": b, "items": len(verdicts), "wins": verdicts.count(a),
-                           "ties": verdicts.count("tie"), "losses": verdicts.count(b),
-                           "score": sum(scores) / len(scores), "interval": list(bootstrap_ci(scores))}
+    rate = win_rate([None if v == "tie" else "a" if v == a else "b" for v in verdicts])
+    out: dict[str, Any] = {"system_a": a, "system_b": b, "items": rate["n"], "wins": rate["wins"],
+                           "ties": rate["ties"], "losses": rate["losses"], "score": rate["rate"],
+                           "interval": rate["interval"]}
     raters = sorted({r.rater for r in ratings})
     given = {(r.rater, r.row): r.verdict for r in ratings}
     kappas = []
@@ -314,10 +314,10 @@ def summary_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- one pair at a time (the studio)
-# The studio rates in the browser, one pair at a time, instead of through a sheet: the same blindness (sides
-# drawn at random, seeded; the key kept apart), a rating becomes the same kind of preference row, and the win
-# rate counts a tie as half, with the same bootstrap interval as every other figure.
+# ----------------------------------------------------------------------------- blind pairs and the win rate
+# Shared by the sheet above and the studio, which rates in the browser one pair at a time: the same blindness
+# (sides drawn by a seeded coin; the key kept apart), a rating becomes the same kind of preference row, and the
+# win rate counts a tie as half, with the same bootstrap interval as every other figure.
 
 Side = Literal["a", "b"]
 Choice = Literal["left", "right", "tie"]
@@ -338,12 +338,14 @@ class BlindPair:
         return self.left if side == self.left_is else self.right
 
 
-def blind_pairs(prompts: list[str], answers_a: list[str], answers_b: list[str], *, seed: int = 0) -> list[BlindPair]:
-    """One pair per item, system A on the left or the right by a seeded coin."""
+def blind_pairs(prompts: list[str], answers_a: list[str], answers_b: list[str], *, seed: int = 0,
+                rng: random.Random | None = None) -> list[BlindPair]:
+    """One pair per item, system A on the left or the right by a coin seeded with ``seed`` (or drawn from
+    ``rng``, which the sheet has already used to choose its items)."""
     if not len(prompts) == len(answers_a) == len(answers_b):
         raise UserError(f"review needs one answer of each system per item: {len(prompts)} items, "
                         f"{len(answers_a)} and {len(answers_b)} answers")
-    rng = random.Random(seed)
+    rng = rng or random.Random(seed)
     pairs = []
     for i, (prompt, a, b) in enumerate(zip(prompts, answers_a, answers_b)):
         a_left = rng.random() < 0.5
