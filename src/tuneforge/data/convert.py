@@ -300,4 +300,4 @@ def convert_file(source: Path | str, output: Path | str, *, to: str, from_: str 
         raise DataError(f"{len(problems)} row(s) of {source} could not be converted to {to}; nothing was written "
                         "(fix them, or pass --skip-invalid to leave them out)", problems)
     write_jsonl_atomic(output, rows)
-    return ConvertResult(output, len(rows), ", ".join(sorted(seen)), problems)
+    return ConvertResult(output, len(rows), ", ".join(sorted(str(s) for s in seen)), problems)

@@ -158,11 +158,13 @@ def parse_feedback(rec: Record, *, prompt_field: str, completion_field: str, lab
     if "responses" in f:
         return _ranking(rec, prompt_field, problems)
     if "chosen" in f or "rejected" in f:
-        answers = [_response(rec, k, f[k], problems) if k in f else problems.add(rec, f"missing field {k!r}")
-                   for k in ("chosen", "rejected")]
-        if any(a is None for a in answers):
+        for k in ("chosen", "rejected"):
+            if k not in f:
+                problems.add(rec, f"missing field {k!r}")
+        answers = [_response(rec, k, f[k], problems) for k in ("chosen", "rejected") if k in f]
+        if len(answers) < 2 or any(a is None for a in answers):
             return None
-        joined = _with_prompt(rec, prompt_field, answers, problems)  # type: ignore[arg-type]
+        joined = _with_prompt(rec, prompt_field, [a for a in answers if a is not None], problems)
         if joined is None:
             return None
         if joined[1][0] == joined[1][1]:

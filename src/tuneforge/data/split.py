@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tuneforge.data.readers import Record
@@ -56,7 +56,7 @@ def split_records(
             f"validation ({validation}) + test ({test}) must be below 1 to leave rows for training"
         )
 
-    strata: dict[Hashable, list[int]] = {}
+    strata: dict[str, list[int]] = {}
     for index, record in enumerate(records):
         key = stratify_by(record) if stratify_by is not None else ""
         strata.setdefault(key, []).append(index)

@@ -51,4 +51,4 @@ class PeftMethod(Method[C]):
 
     def save_extra(self, model: nn.Module, out_dir: Path) -> None:
         assert isinstance(model, PeftModel)
-        model.save_pretrained(out_dir / "adapter", safe_serialization=True)
+        model.save_pretrained(str(out_dir / "adapter"), safe_serialization=True)

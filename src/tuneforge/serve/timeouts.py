@@ -36,10 +36,11 @@ def preflight_item_seconds(preflight: dict[str, Any]) -> float | None:
     throughput = preflight.get("throughput_tokens_per_s")
     data = preflight.get("data") or {}
     rows, tokens = data.get("rows"), data.get("tokens")
-    numbers = (throughput, rows, tokens)
-    if not all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in numbers):
+    numbers = [x for x in (throughput, rows, tokens) if isinstance(x, (int, float)) and math.isfinite(x) and x > 0]
+    if len(numbers) < 3:
         return None
-    return float(tokens) / float(rows) / float(throughput)
+    per_second, n_rows, n_tokens = (float(x) for x in numbers)
+    return n_tokens / n_rows / per_second
 
 
 def derive_timeout(preflight: dict[str, Any] | None, *, forwards_per_item: int, queue_size: int, max_batch: int,
