@@ -416,8 +416,20 @@ class RLConfig(Section):
     value_lr: float = Field(1.0e-3, gt=0, description="ppo: learning rate of the value head (its own AdamW)")
 
 
-#: the section each preference task reads, so a section given to another task is an error
-TASK_SECTIONS = {"preference": "preference", "reward_model": "reward", "rl": "rl"}
+@dataclass(frozen=True)
+class TaskSection:
+    """What a task with settings of its own registers as its config: the recipe key of its section and the
+    section's class (``@TASKS.register("rl", config=TaskSection("rl", RLConfig))``). The recipe takes that key
+    once the task is registered (``use_registries``), so a plug-in task gets a validated section of its own, as
+    the built-in ones have; a section given to another task is an error."""
+
+    key: str
+    model: type[Section]
+
+
+def task_sections() -> dict[str, str]:
+    """Task name -> the recipe key of its own section, for every registered task that has one."""
+    return {name: cfg.key for name, cfg in registry("task").configs().items()}
 
 
 #: keys a stage or a multi-task entry may not set: the chain or the run decides them
@@ -461,7 +473,7 @@ class Recipe(Section):
         if self.stages is not None and self.tasks is not None:
             raise ValueError("a recipe has stages or tasks, not both (a stage may itself be a multi-task run "
                              "in a later version)")
-        for task, section in TASK_SECTIONS.items():
+        for task, section in task_sections().items():
             if getattr(self, section) is not None and self.task not in (None, task):
                 raise ValueError(f"the {section} section applies to task {task}, not {self.task}")
         composed = self.stages if self.stages is not None else self.tasks
@@ -773,10 +785,12 @@ def use_registries() -> None:
     load_plugins()
     methods = registry("method").configs()
     tasks = tuple(registry("task").names())
+    own = registry("task").configs()
     names = [named.names() for named in NAMED_FIELDS]
-    key = (tuple(methods.items()), tasks, tuple(names))
+    key = (tuple(methods.items()), tasks, tuple(own.items()), tuple(names))
     if _BUILT.get("key") == key:
         return
+    _task_sections(own)
     for name, section in methods.items():
         _check_method_section(name, section)
     for named, allowed in zip(NAMED_FIELDS, names):  # the sections first: Recipe's rebuild takes them in
@@ -785,6 +799,25 @@ def use_registries() -> None:
     _retype(Recipe, "method", ONE_OF[sections], discriminator="name" if len(sections) > 1 else None)
     _retype(Recipe, "task", ANY_OF[tasks] | None)
     _BUILT["key"] = key
+
+
+def _task_sections(own: dict[str, Any]) -> None:
+    """Give the recipe a key for each registered task's own section; drop the keys of tasks no longer registered
+    (a test's plug-in, unloaded)."""
+    added: dict[str, str] = _BUILT.setdefault("task_keys", {})
+    for name, section in own.items():
+        if not (isinstance(section, TaskSection) and issubclass(section.model, Section)):
+            raise TypeError(f"task {name!r} must register with config=TaskSection(<recipe key>, <a Section "
+                            f"subclass>), got {section!r}")
+        if section.key in Recipe.model_fields and section.key not in added:
+            continue  # a built-in section, declared on Recipe itself
+        optional: Any = section.model | None
+        Recipe.model_fields[section.key] = FieldInfo.from_annotated_attribute(
+            optional, Field(None, description=f"task {name}: its own settings"))
+        added[section.key] = name
+    for stale in [k for k, name in added.items() if name not in own]:
+        del Recipe.model_fields[stale], added[stale]
+    Recipe.model_rebuild(force=True)
 
 
 def _retype(model: type[Section], field: str, annotation: Any, discriminator: str | None = None) -> None:

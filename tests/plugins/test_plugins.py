@@ -81,9 +81,28 @@ def test_plugin_settings_are_validated_like_builtin_ones(plugin_installed: None)
         recipe_from_dict(raw, check_files=False)
 
 
+def test_a_plugin_task_has_a_validated_section_of_its_own(plugin_installed: None, tiny_decoder: Path) -> None:
+    from tuneforge.models.loading import load_tokenizer
+    from tuneforge.tasks.base import Example, get_task
+
+    raw = {"task": "my_task", "model": str(tiny_decoder), "data": {"train": "t.jsonl"}}
+    with pytest.raises(ConfigError, match=r"my_task\.normalize: unknown key"):
+        recipe_from_dict({**raw, "my_task": {"normalize": False}}, check_files=False)
+    with pytest.raises(ConfigError, match="the my_task section applies to task my_task, not generation"):
+        recipe_from_dict({**raw, "task": "generation", "my_task": {}}, check_files=False)
+    examples, said = [Example(where="t:0", text="q", target="Red")], [{"prediction": "red"}]
+    for normalise, exact in ((True, 1.0), (False, 0.0)):
+        recipe = recipe_from_dict({**raw, "my_task": {"normalise": normalise}}, check_files=False)
+        task = get_task(recipe, load_tokenizer(tiny_decoder), "decoder")
+        assert task.score(examples, said)["exact_match"] == exact  # the task reads its own section
+
+
 def test_without_the_plugin_its_names_are_unknown() -> None:
     raw = {"task": "my_task", "model": "m", "data": {"train": "t.jsonl"}, "method": {"name": "my_method"}}
     with pytest.raises(ConfigError) as err:
         recipe_from_dict(raw, check_files=False)
     assert "task: Input should be 'classification'" in str(err.value)
     assert "does not match any of the expected tags: 'discriminative'" in str(err.value)
+    with pytest.raises(ConfigError, match="my_task: unknown key"):  # nor is its section
+        recipe_from_dict({"task": "generation", "model": "m", "data": {"train": "t.jsonl"}, "my_task": {}},
+                         check_files=False)

@@ -24,8 +24,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tuneforge.tasks.packing import collate_packed
 from tuneforge.data.readers import Record
 from tuneforge.errors import ConfigError, DataError, UserError
-from tuneforge.recipe import (TASK_SECTIONS, DataConfig, DistillConfig, EvalConfig, PromptConfig, Recipe,
-                              SpeedConfig)
+from tuneforge.recipe import (DataConfig, DistillConfig, EvalConfig, PromptConfig, Recipe,
+                              SpeedConfig, task_sections)
 from tuneforge.registry import Registry
 from tuneforge.accel.fused_loss import linear_cross_entropy_sum
 
@@ -93,7 +93,8 @@ class TaskSettings:
     seed: int
     #: the speed section's packing and loss-chunking choices, which change how batches are built and scored
     speed: SpeedConfig
-    #: the task's own recipe section (``TASK_SECTIONS``: ``preference``, ``reward``, ``rl``), None without one
+    #: the task's own recipe section (registered with it as a ``TaskSection``: ``preference``, ``reward``,
+    #: ``rl``), None without one
     own: Any = None
     #: distillation into this task (a classifier learns the teacher's soft labels), None when the run does not distil
     distill: DistillConfig | None = None
@@ -104,10 +105,10 @@ class TaskSettings:
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> TaskSettings:
-        section = TASK_SECTIONS.get(recipe.task or "")
+        section = task_sections().get(recipe.task or "")
         return cls(data=recipe.data, prompt=recipe.prompt, eval=recipe.eval, max_length=recipe.train.max_length,
                    label_smoothing=recipe.train.label_smoothing, seed=recipe.train.seed, speed=recipe.train.speed,
-                   own=getattr(recipe, section) if section else None, distill=recipe.distill,
+                   own=getattr(recipe, section, None) if section else None, distill=recipe.distill,
                    method=recipe.method.name, allow_code=recipe.allow_code)
 
 

@@ -34,7 +34,7 @@ from tuneforge.tasks.answers import (
 )
 from tuneforge.preference.losses import LOSSES, SequenceScores
 from tuneforge.preference.meter import Meter
-from tuneforge.recipe import PreferenceConfig
+from tuneforge.recipe import PreferenceConfig, TaskSection
 from tuneforge.tasks.base import TASKS, Encoded, Example, Task, pad_id, without_ddp
 from tuneforge.infer.precision import weights_in
 from tuneforge.tasks.decoding import generate
@@ -95,7 +95,7 @@ class FeedbackTask(Task):
         return examples
 
 
-@TASKS.register("preference")
+@TASKS.register("preference", config=TaskSection("preference", PreferenceConfig))
 class Preference(FeedbackTask):
     name = "preference"
     headline = ("pair_accuracy", "reward_margin", "logp_accuracy", "kl_to_reference", "win_rate")

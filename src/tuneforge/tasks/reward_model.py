@@ -20,14 +20,14 @@ from tuneforge.data.readers import Record
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.tasks.answers import Group, collate_groups, trim_messages
 from tuneforge.preference.losses import bradley_terry_loss, plackett_luce_loss
-from tuneforge.recipe import RewardConfig
+from tuneforge.recipe import RewardConfig, TaskSection
 from tuneforge.tasks.base import TASKS, Encoded, Example, MetricInputs, end_of_turn, pad_id
 from tuneforge.tasks.preference import FeedbackTask, feedback_examples, implied_pairs, ranked
 
 Messages = list[dict[str, str]]
 
 
-@TASKS.register("reward_model")
+@TASKS.register("reward_model", config=TaskSection("reward", RewardConfig))
 class RewardModel(FeedbackTask):
     name = "reward_model"
     headline = ("pair_accuracy", "reward_margin")

@@ -41,7 +41,7 @@ from tuneforge.preference.meter import Meter
 from tuneforge.tasks.decoding import generate_with_transformers, prompt_learning, stop_token_ids
 from tuneforge.preference.ppo import PPOLearner, PPOSettings, answer_logps_values
 from tuneforge.tasks.rewards import RewardFn, code_allowed, resolve_reward
-from tuneforge.recipe import RLConfig
+from tuneforge.recipe import RLConfig, TaskSection
 from tuneforge.registry import Registry
 from tuneforge.tasks.base import (IGNORE, TASKS, Encoded, Example, Task, TaskSettings, collate_causal, pad_id,
                                   prompt_text, without_ddp)
@@ -180,7 +180,7 @@ ALGORITHMS.register("ppo")(ProximalPolicy)
 
 
 # ----------------------------------------------------------------------------- the task
-@TASKS.register("rl")
+@TASKS.register("rl", config=TaskSection("rl", RLConfig))
 class ReinforcementLearning(Task):
     name = "rl"
     cacheable = False  # encoding records each prompt's example for the reward: it must run every time

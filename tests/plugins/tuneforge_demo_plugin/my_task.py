@@ -11,11 +11,19 @@ from typing import Any
 from tuneforge.data.readers import Record
 from tuneforge.data.validate import Problems, require_text
 from tuneforge.evaluate.metrics_extra import qa_exact_match, token_f1
+from tuneforge.recipe import Section, TaskSection
 from tuneforge.tasks.base import TASKS, Example
 from tuneforge.tasks.generation import Generation
 
 
-@TASKS.register("my_task")
+class ShortAnswerSettings(Section):
+    """The task's own recipe section, ``my_task:``."""
+
+    #: SQuAD's normalisation (case, punctuation, articles) before exact match; off: the strings must be equal
+    normalise: bool = True
+
+
+@TASKS.register("my_task", config=TaskSection("my_task", ShortAnswerSettings))
 class ShortAnswer(Generation):
     name = "my_task"
     headline = ("token_f1", "exact_match")
@@ -36,6 +44,8 @@ class ShortAnswer(Generation):
 
     def score(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, Any]:
         refs, preds = [e.target for e in examples], [p["prediction"] for p in predictions]
+        if not (self.settings.own or ShortAnswerSettings()).normalise:
+            return {"token_f1": token_f1(refs, preds), "exact_match": sum(map(str.__eq__, refs, preds)) / len(refs)}
         return {"token_f1": token_f1(refs, preds), "exact_match": qa_exact_match(refs, preds)}
 
     def item_scores(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
