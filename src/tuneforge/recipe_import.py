@@ -170,11 +170,28 @@ def _axolotl_rl(value: Any, ctx: Context) -> dict[str, Any]:
     return {}
 
 
+#: keys both tools take from Hugging Face's TrainingArguments, with the same meaning in each
+TRAINER_KEYS: dict[str, Setter] = {
+    "gradient_accumulation_steps": _to("train.grad_accum", int),
+    "max_steps": _skip_if(_to("train.max_steps", int)),
+    "learning_rate": _to("train.lr", float),
+    "warmup_steps": _skip_if(_to("train.warmup_steps", int)),
+    "warmup_ratio": _skip_if(_to("train.warmup_fraction", float)),
+    "weight_decay": _to("train.weight_decay", float),
+    "max_grad_norm": _to("train.max_grad_norm", float),
+    "seed": _to("train.seed", int),
+    "eval_steps": _skip_if(_to("train.eval_every", int)),
+    "bf16": _dtype("bfloat16"),
+    "fp16": _dtype("float16"),
+}
+
+
 SOURCES.register("axolotl")(Source(
     name="axolotl",
     marks=("base_model", "micro_batch_size", "sequence_len", "adapter", "lora_target_linear", "num_epochs"),
     keys={
         "base_model": _to("model"),
+        **TRAINER_KEYS,
         "datasets": _axolotl_datasets,
         "test_datasets": lambda v, ctx: _axolotl_datasets(v, ctx, "test"),
         "val_set_size": _skip_if(_to("data.split.validation", float)),
@@ -191,20 +208,9 @@ SOURCES.register("axolotl")(Source(
         "sequence_len": _to("train.max_length", int),
         "sample_packing": _to("train.speed.packing", bool),
         "micro_batch_size": _batch,
-        "gradient_accumulation_steps": _to("train.grad_accum", int),
         "num_epochs": _to("train.epochs", float),
-        "max_steps": _skip_if(_to("train.max_steps", int)),
-        "learning_rate": _to("train.lr", float),
         "lr_scheduler": _scheduler,
-        "warmup_steps": _skip_if(_to("train.warmup_steps", int)),
-        "warmup_ratio": _skip_if(_to("train.warmup_fraction", float)),
-        "weight_decay": _to("train.weight_decay", float),
-        "max_grad_norm": _to("train.max_grad_norm", float),
-        "seed": _to("train.seed", int),
-        "eval_steps": _skip_if(_to("train.eval_every", int)),
         "gradient_checkpointing": _to("train.gradient_checkpointing", bool),
-        "bf16": _dtype("bfloat16"),
-        "fp16": _dtype("float16"),
         "flash_attention": _skip_if(lambda v, ctx: {"train.attention": "flash_attention_2"}),
         "sdp_attention": _skip_if(lambda v, ctx: {"train.attention": "sdpa"}),
         "early_stopping_patience": _skip_if(lambda v, ctx: {"train.early_stopping": {"patience": int(v)}}),
@@ -285,6 +291,7 @@ SOURCES.register("llama-factory")(Source(
     marks=("model_name_or_path", "finetuning_type", "stage", "cutoff_len", "per_device_train_batch_size"),
     keys={
         "model_name_or_path": _to("model"),
+        **TRAINER_KEYS,
         "stage": _lf_stage,
         "finetuning_type": _lf_finetuning,
         "dataset": _lf_dataset("train"),
@@ -303,19 +310,8 @@ SOURCES.register("llama-factory")(Source(
         "packing": _to("train.speed.packing", bool),
         "per_device_train_batch_size": _batch,
         "per_device_eval_batch_size": _to("eval.batch_size", int),
-        "gradient_accumulation_steps": _to("train.grad_accum", int),
         "num_train_epochs": _to("train.epochs", float),
-        "max_steps": _skip_if(_to("train.max_steps", int)),
-        "learning_rate": _to("train.lr", float),
         "lr_scheduler_type": _scheduler,
-        "warmup_steps": _skip_if(_to("train.warmup_steps", int)),
-        "warmup_ratio": _skip_if(_to("train.warmup_fraction", float)),
-        "weight_decay": _to("train.weight_decay", float),
-        "max_grad_norm": _to("train.max_grad_norm", float),
-        "seed": _to("train.seed", int),
-        "eval_steps": _skip_if(_to("train.eval_every", int)),
-        "bf16": _dtype("bfloat16"),
-        "fp16": _dtype("float16"),
         "flash_attn": lambda v, ctx: {"train.attention": "flash_attention_2"} if v == "fa2" else {},
         "pref_beta": _to("preference.beta", float),
         "pref_loss": _lf_pref_loss,
